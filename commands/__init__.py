@@ -1,0 +1,1 @@
+"""The core of backupbot: commands, their runners and storage. Knows nothing of Slack."""

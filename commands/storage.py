@@ -1,0 +1,61 @@
+"""Where artifacts live: the storage interface and the factory that picks a backend from a URL.
+
+A backend makes an artifact visible under its final key only on `commit()`; until then readers
+and listings see nothing, so a half-written dump can never be mistaken for a backup.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Iterator, Protocol
+from urllib.parse import urlparse
+
+from commands.errors import ConfigError
+
+
+class ArtifactWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None:
+        """Publish under the final key. Raises StorageError; then nothing is visible."""
+
+    def abort(self) -> None:
+        """Discard everything written. Safe to call twice or after a failed commit."""
+
+
+class Storage(Protocol):
+    url: str
+
+    def open_writer(self, key: str, expected_size: int = 0) -> ArtifactWriter: ...
+
+    def open_reader(self, key: str) -> BinaryIO: ...
+
+    def read_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def location(self, key: str) -> str:
+        """A human-readable address of the key (no credentials)."""
+
+
+def open_storage(url: str) -> Storage:
+    """Pick the backend for `file:///path`, a plain path, or `s3://bucket/prefix`."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        from commands.storage_local import LocalStorage
+
+        return LocalStorage(parsed.path if parsed.scheme == "file" else url)
+    if parsed.scheme == "s3":
+        from commands.storage_s3 import S3Storage
+
+        if len(parsed.netloc) < 3:
+            raise ConfigError(f"storage.url: bucket name {parsed.netloc!r} is too short")
+        return S3Storage(bucket=parsed.netloc, prefix=parsed.path.strip("/"))
+    raise ConfigError(f"storage.url: unsupported scheme {parsed.scheme!r} (use file:// or s3://)")

@@ -1,0 +1,119 @@
+"""Local folder storage: write a hidden temporary file, fsync, then rename into place."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from commands.errors import StorageError
+
+PARTIAL_MARK = ".partial-"
+
+
+class LocalArtifactWriter:
+    def __init__(self, final: Path):
+        self.final = final
+        self.temp = final.with_name(f".{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.temp, "xb")
+        except OSError as exc:
+            raise StorageError(f"cannot write {final.parent}: {exc.strerror or exc}") from exc
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"writing {self.final.name} failed: {exc.strerror or exc}") from exc
+
+    def commit(self) -> None:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.temp, self.final)
+            _fsync_dir(self.final.parent)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"storing {self.final.name} failed: {exc.strerror or exc}") from exc
+        self._done = True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self.temp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"key {key!r} escapes the storage folder")
+        return path
+
+    def open_writer(self, key: str, expected_size: int = 0) -> LocalArtifactWriter:
+        return LocalArtifactWriter(self._path(key))
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
+
+    def read_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        with self.open_reader(key) as f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        writer = self.open_writer(key)
+        writer.write(data)
+        writer.commit()
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_reader(key) as f:
+            return f.read()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key}: {exc.strerror or exc}") from exc
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        if not self.root.exists():
+            return []
+        keys = []
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def location(self, key: str) -> str:
+        return str(self._path(key))
