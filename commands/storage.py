@@ -6,7 +6,8 @@ and listings see nothing, so a half-written dump can never be mistaken for a bac
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterator, Protocol
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from commands.errors import ConfigError

@@ -1,0 +1,86 @@
+"""The `backupbot` command: console, run (serve Slack), check (preflight)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from commands.errors import BackupbotError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="backupbot", description="PostgreSQL backups from Slack")
+    sub = parser.add_subparsers(dest="action", required=True)
+    console = sub.add_parser("console", help="a terminal chat that runs the same commands as Slack")
+    console.add_argument("--demo", action="store_true",
+                         help="start a throwaway PostgreSQL with sample data; keep backups in a temp folder")
+    console.add_argument("--as", dest="user", default="U_CONSOLE", help="the Slack user id to act as")
+    console.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
+    run = sub.add_parser("run", help="serve Slack (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)")
+    run.add_argument("--port", type=int, default=int(os.environ.get("PORT", 3000)))
+    run.add_argument("--host", default="0.0.0.0")
+    run.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
+    check = sub.add_parser("check", help="preflight: config, databases, pg_dump, storage, Slack")
+    check.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
+    args = parser.parse_args(argv)
+
+    from bot.logs import setup_logging
+
+    setup_logging()
+    try:
+        if args.action == "console":
+            return run_console(args)
+        if args.action == "run":
+            from bot.server import serve
+
+            return serve(args)
+        if args.action == "check":
+            from bot.preflight import run_preflight
+
+            return run_preflight(args.config)
+    except BackupbotError as exc:
+        print(f"backupbot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def run_console(args) -> int:
+    from bot.console import Console
+    from bot.startup import start_services
+    from commands.settings import load_settings
+
+    if args.demo:
+        from commands.pg_cluster import TemporaryCluster
+        from commands.sample_data import load_sample_database
+
+        print("Starting a throwaway PostgreSQL with the sample database…", file=sys.stderr)
+        workdir = Path(tempfile.mkdtemp(prefix="backupbot-demo-"))
+        with TemporaryCluster() as cluster:
+            dsn = cluster.create_database("app")
+            load_sample_database(dsn)
+            env = {"DATABASE_URL": dsn}
+            from commands.settings import parse_settings
+
+            settings = parse_settings(
+                {"state": {"path": str(workdir / "backupbot.db")},
+                 "storage": {"url": f"file://{workdir / 'backups'}"},
+                 "access": {"approvers": ["U_APPROVER"]}},
+                env,
+            )
+            print(f"Backups go to {workdir / 'backups'}; the sample database is 'main'.", file=sys.stderr)
+            services = start_services(settings)
+            Console(services, user=args.user, out=sys.stdout).loop()
+        return 0
+    settings = load_settings(args.config)
+    services = start_services(settings)
+    Console(services, user=args.user, out=sys.stdout).loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""/backup: parse, plan, run pg_dump into storage, catalogue, report.
+
+A backup becomes a catalog row only after the artifact and its manifest are stored under their
+final names; until then it is a job, and a failed job leaves nothing listable behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from commands import pg_snapshot
+from commands.access import ANYONE, OPERATOR
+from commands.args import int_in_range, parse_args
+from commands.context import Actor, Services
+from commands.errors import AlreadyRunningError, BackupbotError, UsageError
+from commands.pg_dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
+from commands.pg_tools import major, pg_env, tool_version
+from commands.redact import redact
+from commands.reply import Notice, Reply
+from commands.units import human_bytes, human_duration, human_rate
+from state import jobs as job_state
+from state.backups import BackupRecord, add_backup, list_backups
+from state.store import iso
+
+log = logging.getLogger(__name__)
+
+USAGE = """Usage:
+`/backup [DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT]`
+`/backup list [DB] [--limit N]`
+`/backup help`"""
+
+FLAGS = {"--format": "str", "--tables": "str", "--schema-only": "bool", "--note": "rest"}
+LIST_FLAGS = {"--limit": "int"}
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    database: str
+    format: str = "custom"
+    tables: tuple[str, ...] = ()
+    schema_only: bool = False
+    note: str | None = None
+    kind: str = "manual"
+    permission = OPERATOR
+
+
+@dataclass(frozen=True)
+class BackupListRequest:
+    database: str | None
+    limit: int = 10
+    permission = ANYONE
+
+
+@dataclass(frozen=True)
+class HelpRequest:
+    text: str
+    permission = ANYONE
+
+
+def parse_backup(text: str, services: Services):
+    """Turn `/backup` text into a typed request; raise UsageError with the usage otherwise."""
+    words = text.split(None, 1)
+    sub = words[0].lower() if words else ""
+    rest = words[1] if len(words) > 1 else ""
+    if sub in ("help", "-h", "--help"):
+        return HelpRequest(USAGE)
+    if sub == "list":
+        args = parse_args(rest, LIST_FLAGS, USAGE)
+        if len(args.words) > 1:
+            raise UsageError(f"too many words: {' '.join(args.words[1:])!r}\n{USAGE}")
+        database = services.settings.database(args.words[0]).name if args.words else None
+        limit = int_in_range(args.flags.get("--limit", 10), "--limit", 1, 100, USAGE)
+        return BackupListRequest(database=database, limit=limit)
+    args = parse_args(text, FLAGS, USAGE)
+    if len(args.words) > 1:
+        raise UsageError(f"too many words: {' '.join(args.words[1:])!r}\n{USAGE}")
+    database = services.settings.database(args.words[0] if args.words else services.settings.default_database).name
+    fmt = str(args.flags.get("--format", "custom")).lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (custom, plain or gzip)\n{USAGE}")
+    tables: tuple[str, ...] = ()
+    if "--tables" in args.flags:
+        tables = tuple(t.strip() for t in str(args.flags["--tables"]).split(",") if t.strip())
+        if not tables:
+            raise UsageError(f"--tables needs at least one table name\n{USAGE}")
+        pg_snapshot.validate_table_names(list(tables))
+    note = args.flags.get("--note")
+    if note is not None and len(note) > 500:
+        raise UsageError("--note is at most 500 characters")
+    return BackupRequest(database=database, format=fmt, tables=tables,
+                         schema_only=bool(args.flags.get("--schema-only")), note=note)
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class BackupStatus:
+    """One backup job as its channel message shows it, from start to final verdict."""
+
+    job_id: int
+    database: str
+    user: str | None
+    format: str
+    state: str = "running"  # running | succeeded | failed
+    kind: str = "manual"
+    tables: tuple[str, ...] = ()
+    schema_only: bool = False
+    note: str | None = None
+    raw_bytes: int = 0
+    database_size: int | None = None
+    elapsed: float = 0.0
+    record: BackupRecord | None = None
+    error: str | None = None
+
+    @property
+    def percent(self) -> int | None:
+        if not self.database_size:
+            return None
+        return min(99, int(100 * self.raw_bytes / self.database_size))
+
+    def headline(self) -> str:
+        who = f" started by <@{self.user}>" if self.user else f" ({self.kind})"
+        return f"Backup #{self.job_id} of {self.database}{who}"
+
+    def text(self) -> str:
+        what = f"{self.format}"
+        if self.tables:
+            what += f", tables {', '.join(self.tables)}"
+        if self.schema_only:
+            what += ", schema only"
+        lines = [self.headline() + f" — {what}"]
+        if self.note:
+            lines.append(f"Note: {self.note}")
+        if self.state == "running" and not self.raw_bytes:
+            lines.append(":hourglass_flowing_sand: starting pg_dump…")
+        elif self.state == "running":
+            pct = f" ({self.percent}% of {human_bytes(self.database_size)})" if self.percent is not None else ""
+            lines.append(f":hourglass_flowing_sand: running: {human_bytes(self.raw_bytes)} dumped{pct}, "
+                         f"{human_rate(self.raw_bytes, self.elapsed)}, {human_duration(self.elapsed)}")
+        elif self.state == "succeeded" and self.record:
+            lines.extend(self.result_lines())
+        else:
+            lines.append(f":x: Backup #{self.job_id} failed: {self.error}")
+            lines.append("Nothing was stored as a backup.")
+        return "\n".join(lines)
+
+    def result_lines(self) -> list[str]:
+        r = self.record
+        ratio = r.raw_size / r.size if r.size else 0
+        return [
+            f":white_check_mark: Backup #{r.id} of {r.database} succeeded",
+            f"Format: {r.format} ({_compression(r.compression)}) · Size: {human_bytes(r.size)} "
+            f"(ratio {ratio:.1f}x of {human_bytes(r.raw_size)})",
+            f"Duration: {human_duration(r.duration_s)} · Throughput: {human_rate(r.raw_size, r.duration_s or 0)}",
+            f"sha256: {r.sha256[:12]}",
+            f"Location: {r.storage_url.rstrip('/')}/{r.key}",
+            f"pg_dump {r.pg_dump_version} · server {r.server_version}",
+            f"Tables: {len(r.row_counts)} · Rows: {r.row_total:,}",
+        ]
+
+
+def _compression(name: str) -> str:
+    return "uncompressed" if name == "none" else f"{name} compression"
+
+
+@dataclass(frozen=True)
+class BackupList:
+    database: str | None
+    records: tuple[BackupRecord, ...]
+    now: datetime
+
+    def text(self) -> str:
+        scope = self.database or "all databases"
+        if not self.records:
+            return f"No backups of {scope} yet. Run `/backup {self.database or ''}`.".replace("  ", " ")
+        lines = [f"Backups of {scope} (newest first):"]
+        for r in self.records:
+            age = human_duration((self.now - datetime.fromisoformat(r.created_at)).total_seconds())
+            what = r.format + (" schema-only" if r.schema_only else "") + (f" tables {','.join(r.tables)}" if r.tables else "")
+            lines.append(f"#{r.id} · {r.database} · {r.created_at} ({age} ago) · {what} · {human_bytes(r.size)} · "
+                         f"{r.kind} · {r.verification} · sha256 {r.sha256[:12]}" + (f" · {r.note}" if r.note else ""))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- running
+
+
+def artifact_key(database: str, job_id: int, created: datetime, fmt: DumpFormat) -> str:
+    stamp = created.strftime("%Y%m%dT%H%M%SZ")
+    return f"{database}/{created:%Y/%m}/backup-{job_id:06d}-{database}-{stamp}{fmt.extension}"
+
+
+def execute_backup(services: Services, request: BackupRequest, actor: Actor, reply: Reply) -> BackupStatus:
+    """Run one backup end to end; returns the final status (also posted through `reply`)."""
+    db_config = services.settings.database(request.database)
+    dsn = db_config.require_url()
+    try:
+        job = job_state.claim_database(services.store, "backup", request.database, actor.user, actor.channel,
+                                       actor.response_url, detail={"format": request.format})
+    except job_state.DatabaseBusy as busy:
+        raise AlreadyRunningError(
+            f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
+    status = BackupStatus(job_id=job.id, database=request.database, user=actor.user if request.kind != "scheduled" else None,
+                          format=request.format, kind=request.kind, tables=request.tables,
+                          schema_only=request.schema_only, note=request.note)
+    message_id = None
+    try:
+        message_id = reply.post(status)
+        job_state.set_job_message(services.store, job.id, actor.channel, message_id)
+        record = _dump_and_store(services, request, job.id, dsn, status, reply, message_id)
+    except BaseException as exc:
+        error = _error_text(exc, services.secrets() + [dsn])
+        job_state.finish_job(services.store, job.id, job_state.FAILED, error)
+        final = replace(status, state="failed", error=error)
+        _publish(reply, message_id, final)
+        if not isinstance(exc, Exception):
+            raise
+        if not isinstance(exc, BackupbotError):
+            log.error("backup #%s failed: %s", job.id, error, exc_info=exc)
+        return final
+    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
+    final = replace(status, state="succeeded", record=record, raw_bytes=record.raw_size, elapsed=record.duration_s or 0)
+    _publish(reply, message_id, final)
+    return final
+
+
+def _publish(reply: Reply, message_id: str | None, status: BackupStatus) -> None:
+    if message_id:
+        reply.update(message_id, status)
+    else:
+        reply.post(status)
+
+
+def _error_text(exc: BaseException, secrets: list[str]) -> str:
+    text = str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}"
+    return redact(text, secrets)[:1500]
+
+
+def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn: str, status: BackupStatus,
+                    reply: Reply, message_id: str | None) -> BackupRecord:
+    fmt = FORMATS[request.format]
+    created = services.clock()
+    started = time.monotonic()
+    secrets = services.secrets() + [dsn]
+    pg_dump_version = tool_version("pg_dump")
+    with pg_snapshot.connect(dsn) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        server_version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+        if major(pg_dump_version) < major(server_version):
+            raise UsageError(f"pg_dump {pg_dump_version} is older than the server ({server_version}); "
+                             "install a pg_dump of the same major version or newer")
+        database_size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        all_tables = pg_snapshot.list_user_tables(conn)
+        if request.tables:
+            tables = pg_snapshot.resolve_tables(all_tables, list(request.tables), request.database)
+        else:
+            tables = [f"{s}.{t}" for s, t, kind in all_tables if kind == "r"]
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        status = replace(status, database_size=database_size)
+
+        counts: dict[str, int] = {}
+        not_valid: list[str] = []
+        count_error: list[BaseException] = []
+
+        def take_counts() -> None:
+            try:
+                not_valid.extend(pg_snapshot.not_valid_constraints(conn))
+                if not request.schema_only:
+                    counts.update(pg_snapshot.count_rows(conn, [t for t in tables if _is_leaf(t, all_tables)]))
+            except BaseException as exc:
+                count_error.append(exc)
+
+        counter = threading.Thread(target=take_counts, name=f"counts-{job_id}", daemon=True)
+        counter.start()
+
+        def progress(raw: int, elapsed: float) -> None:
+            if message_id:
+                reply.update(message_id, replace(status, raw_bytes=raw, elapsed=elapsed))
+
+        key = artifact_key(request.database, job_id, created, fmt)
+        writer = services.storage.open_writer(key, expected_size=database_size)
+        argv = dump_argv(fmt, snapshot, tables if request.tables else [], request.schema_only)
+        try:
+            outcome = run_pg_dump(argv, pg_env(dsn), fmt, writer, on_progress=progress,
+                                  progress_every=services.progress_every, secrets=secrets)
+        finally:
+            counter.join()
+        if count_error:
+            services.storage.delete(key)
+            raise count_error[0]
+        conn.rollback()
+    record = BackupRecord(
+        id=job_id, job_id=job_id, database=request.database, kind=request.kind, format=fmt.name,
+        compression=fmt.compression, tables=tuple(tables) if request.tables else (),
+        schema_only=request.schema_only, note=request.note, requested_by=status.user, created_at=iso(created),
+        duration_s=round(time.monotonic() - started, 3), storage_url=services.storage.url, key=key,
+        manifest_key=key + ".manifest.json", size=outcome.size, raw_size=outcome.raw_size, sha256=outcome.sha256,
+        pg_dump_version=pg_dump_version, server_version=server_version, database_size=database_size,
+        row_counts=counts, not_valid_constraints=tuple(not_valid),
+    )
+    try:
+        services.storage.put_bytes(record.manifest_key, manifest_json(record))
+        add_backup(services.store, record)
+    except BaseException:
+        services.storage.delete(key)
+        services.storage.delete(record.manifest_key)
+        raise
+    return record
+
+
+def _is_leaf(qualified: str, all_tables: list[tuple[str, str, str]]) -> bool:
+    return any(f"{s}.{t}" == qualified and kind == "r" for s, t, kind in all_tables)
+
+
+def manifest_json(record: BackupRecord) -> bytes:
+    """The self-describing manifest stored beside every artifact."""
+    manifest = {
+        "backupbot_manifest": 1,
+        "backup_id": record.id,
+        "database": record.database,
+        "kind": record.kind,
+        "format": record.format,
+        "compression": record.compression,
+        "tables": list(record.tables),
+        "schema_only": record.schema_only,
+        "note": record.note,
+        "created_at": record.created_at,
+        "artifact": record.key,
+        "sha256": record.sha256,
+        "size": record.size,
+        "raw_size": record.raw_size,
+        "pg_dump_version": record.pg_dump_version,
+        "server_version": record.server_version,
+        "database_size": record.database_size,
+        "row_counts": record.row_counts,
+        "not_valid_constraints": list(record.not_valid_constraints),
+        "restore": FORMATS[record.format].restore_hint,
+    }
+    return json.dumps(manifest, indent=2, sort_keys=True).encode()
+
+
+def execute_backup_list(services: Services, request: BackupListRequest, actor: Actor, reply: Reply) -> BackupList:
+    records = tuple(list_backups(services.store, request.database, limit=request.limit))
+    result = BackupList(database=request.database, records=records, now=services.clock())
+    reply.ephemeral(result)
+    return result
+
+
+def execute_help(services: Services, request: HelpRequest, actor: Actor, reply: Reply) -> None:
+    reply.ephemeral(Notice(request.text))
+
+
+EXECUTORS = {BackupRequest: execute_backup, BackupListRequest: execute_backup_list, HelpRequest: execute_help}

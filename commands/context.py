@@ -1,0 +1,44 @@
+"""What every command needs, built once by the adapter: settings, state, storage, clock, members."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from commands.settings import Settings
+from commands.storage import Storage, open_storage
+from state import Store
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    storage: Storage
+    clock: Callable[[], datetime] = utc_now
+    # usergroup id -> member user ids (Slack's usergroups.users.list); the console knows none
+    group_members: Callable[[str], set[str]] = field(default=lambda group: set())
+    progress_every: float = 3.0
+
+    def secrets(self) -> list[str]:
+        return self.settings.secrets()
+
+
+def build_services(settings: Settings, **overrides) -> Services:
+    return Services(
+        settings=settings, store=Store(settings.state_path), storage=open_storage(settings.storage_url), **overrides
+    )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who typed the command, and where."""
+
+    user: str
+    channel: str | None = None
+    response_url: str | None = None

@@ -1,0 +1,114 @@
+"""The one entry point adapters call: parse, check access, execute, turn errors into replies.
+
+Access is checked here and nowhere else (like Dispatch's restricted_command_middleware): every
+request type declares the permission it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from commands import backup
+from commands.access import require
+from commands.context import Actor, Services
+from commands.errors import BackupbotError
+from commands.redact import redact
+from commands.reply import Notice, Reply
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    summary: str
+    usage_hint: str
+    parse: Callable  # (text, services) -> request
+    executors: dict  # request type -> (services, request, actor, reply) -> result
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in [
+        CommandSpec("/backup", "Back up a database, list backups", "[DB] [--format custom|plain|gzip] | list | help",
+                    backup.parse_backup, backup.EXECUTORS),
+    ]
+}
+
+
+def parse_command(services: Services, command: str, text: str):
+    spec = COMMANDS.get(command)
+    if spec is None:
+        known = ", ".join(sorted(COMMANDS))
+        raise BackupbotError(f"unknown command {command[:40]!r} (known: {known})")
+    return spec, spec.parse(text.strip(), services)
+
+
+def authorize(services: Services, command: str, request, actor: Actor) -> None:
+    require(services, getattr(request, "permission", "operator"), actor.user, command)
+
+
+def run_command(services: Services, command: str, text: str, actor: Actor, reply: Reply):
+    """Run one slash command to completion. Known errors become an ephemeral reply; returns the result."""
+    try:
+        spec, request = parse_command(services, command, text)
+        authorize(services, command, request, actor)
+        return spec.executors[type(request)](services, request, actor, reply)
+    except BackupbotError as exc:
+        reply.ephemeral(Notice(redact(str(exc), services.secrets())))
+    except Exception:
+        report_unexpected(services, reply, f"{command} {text[:200]}")
+    return None
+
+
+@dataclass(frozen=True)
+class ReactionEvent:
+    """A reaction added or removed on a message, from Slack's events or the console."""
+
+    event_id: str
+    user: str
+    emoji: str  # base name: skin-tone suffixes already stripped
+    added: bool
+    channel: str
+    message_id: str
+    item_author: str | None = None
+    item_text: str | None = None
+    item_ts: str | None = None
+
+
+# Handlers for reactions, in order: each may act on the event or ignore it.
+REACTION_HANDLERS: list[Callable] = []
+
+
+def run_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
+    """Apply a reaction once (Slack redelivers events): the first delivery wins, retries are no-ops."""
+    from state.events import first_delivery
+
+    if not first_delivery(services.store, event.event_id):
+        return
+    event = ReactionEvent(**{**event.__dict__, "emoji": base_emoji(event.emoji)})
+    for handler in REACTION_HANDLERS:
+        try:
+            handler(services, event, reply)
+        except BackupbotError as exc:
+            reply.thread(event.message_id, Notice(redact(str(exc), services.secrets())))
+        except Exception:
+            report_unexpected(services, reply, f"reaction {event.emoji} on {event.message_id}")
+
+
+def base_emoji(name: str) -> str:
+    """`+1::skin-tone-3` counts as `+1`."""
+    return name.split("::", 1)[0].strip(":")
+
+
+def report_unexpected(services: Services, reply: Reply, what: str) -> str:
+    error_id = uuid.uuid4().hex[:8]
+    log.exception("unexpected error %s while running %s", error_id, redact(what, services.secrets()))
+    try:
+        reply.ephemeral(Notice(f"Something went wrong (error id {error_id}); the details are in the bot's log."))
+    except Exception:
+        log.exception("could not report error %s", error_id)
+    return error_id

@@ -1,0 +1,102 @@
+"""Shared plumbing for pg_dump, pg_restore and psql: binaries, credentials by environment, versions.
+
+Credentials travel only in the child's environment (PGHOST, PGUSER, PGPASSWORD, ...): argv is
+visible to every user of the machine through /proc/PID/cmdline and `ps`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict
+
+from commands.errors import DumpError
+
+_PARAM_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
+    "user": "PGUSER", "password": "PGPASSWORD", "passfile": "PGPASSFILE", "options": "PGOPTIONS",
+    "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY", "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL", "connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "service": "PGSERVICE", "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING", "krbsrvname": "PGKRBSRVNAME", "requiressl": "PGREQUIRESSL",
+}
+
+
+def pg_env(dsn: str, dbname: str | None = None) -> dict[str, str]:
+    """The environment for a libpq tool connecting to `dsn` (optionally another database on it)."""
+    params = conninfo_to_dict(dsn)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    for key, value in params.items():
+        name = _PARAM_ENV.get(key)
+        if name is None:
+            raise DumpError(f"connection parameter {key!r} is not supported for pg_dump")
+        env[name] = str(value)
+    if dbname:
+        env["PGDATABASE"] = dbname
+    env.setdefault("PGCONNECT_TIMEOUT", "10")
+    env.setdefault("PGAPPNAME", "backupbot")
+    return env
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(dsn, dbname=dbname)
+
+
+@functools.cache
+def pg_bin(name: str) -> str:
+    """Path of a PostgreSQL client program: PATH first, then the newest Debian install."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if candidates:
+        return str(candidates[-1])
+    raise DumpError(f"{name} was not found on PATH or in /usr/lib/postgresql/*/bin")
+
+
+@functools.cache
+def tool_version(name: str) -> str:
+    """'15.18' for `pg_dump --version` printing 'pg_dump (PostgreSQL) 15.18 (Debian ...)'."""
+    out = subprocess.run([pg_bin(name), "--version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"(\d+(?:\.\d+)*)", out)
+    return match.group(1) if match else out.strip()
+
+
+def major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+class StderrTail:
+    """Keep the last few KiB of a child's stderr, read on a thread so the pipe never fills."""
+
+    def __init__(self, stream, limit: int = 8192):
+        import threading
+
+        self.limit = limit
+        self.data = b""
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for chunk in iter(lambda: stream.read(4096), b""):
+            self.data = (self.data + chunk)[-self.limit:]
+        stream.close()
+
+    def text(self, timeout: float = 10) -> str:
+        self._thread.join(timeout)
+        return self.data.decode("utf-8", "replace").strip()
+
+
+def last_lines(text: str, count: int = 5) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-count:])

@@ -1,0 +1,223 @@
+"""Configuration: a TOML file plus the environment, validated once at start.
+
+DSNs never live in the file: a database names the environment variable that holds its URL, so
+the file can be committed and shown without leaking credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from commands.errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+SLACK_ID_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    name: str
+    url_env: str = "DATABASE_URL"
+    health_url: str | None = None
+    url: str | None = None  # resolved from url_env; never logged
+
+    def require_url(self) -> str:
+        if not self.url:
+            raise ConfigError(
+                f"databases.{self.name}: environment variable {self.url_env} is not set"
+            )
+        return self.url
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    operators: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+    required_approvals: int = 1
+    approval_ttl_minutes: int = 30
+    approve_emoji: str = "white_check_mark"
+    reject_emoji: str = "x"
+
+    @property
+    def anyone_may_operate(self) -> bool:
+        return not self.operators
+
+
+@dataclass(frozen=True)
+class ChannelsConfig:
+    alerts: str | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_path: str = "backupbot.db"
+    storage_url: str = "file://./backups"
+    databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    channels: ChannelsConfig = field(default_factory=ChannelsConfig)
+    schedules: Mapping[str, object] = field(default_factory=dict)
+    retention: Mapping[str, object] = field(default_factory=dict)
+    health: Mapping[str, object] = field(default_factory=dict)
+    incidents: Mapping[str, object] = field(default_factory=dict)
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str | None = None
+    config_path: str | None = None
+
+    def database(self, name: str) -> DatabaseConfig:
+        from commands.errors import UnknownDatabaseError
+
+        try:
+            return self.databases[name]
+        except KeyError:
+            known = ", ".join(sorted(self.databases)) or "none"
+            raise UnknownDatabaseError(f"unknown database {name!r} (configured: {known})") from None
+
+    @property
+    def default_database(self) -> str:
+        return next(iter(self.databases))
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so redaction can scrub them from any text."""
+        values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
+        values += [db.url for db in self.databases.values()]
+        return [v for v in values if v]
+
+
+KNOWN_SECTIONS = {
+    "state", "storage", "databases", "access", "channels", "schedules", "retention", "health",
+    "incidents",
+}
+
+
+def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read BACKUPBOT_CONFIG (or `path`), falling back to the embedded defaults."""
+    env = os.environ if env is None else env
+    path = path or env.get("BACKUPBOT_CONFIG")
+    raw: dict = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_settings(raw, env, config_path=str(path) if path else None)
+
+
+def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None = None) -> Settings:
+    unknown = set(raw) - KNOWN_SECTIONS
+    if unknown:
+        raise ConfigError(f"unknown section [{sorted(unknown)[0]}] (known: {', '.join(sorted(KNOWN_SECTIONS))})")
+    state = _table(raw, "state")
+    storage = _table(raw, "storage")
+    access = _table(raw, "access")
+    channels = _table(raw, "channels")
+    return Settings(
+        state_path=_str(state, "state.path", "path", "backupbot.db"),
+        storage_url=_str(storage, "storage.url", "url", "file://./backups"),
+        databases=_databases(raw, env),
+        access=_access(access),
+        channels=ChannelsConfig(
+            alerts=_channel(channels, "alerts"),
+            digest=_channel(channels, "digest"),
+        ),
+        schedules=_table(raw, "schedules"),
+        retention=_table(raw, "retention"),
+        health=_table(raw, "health"),
+        incidents=_table(raw, "incidents"),
+        slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+        slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+        slack_app_token=env.get("SLACK_APP_TOKEN") or None,
+        slack_api_url=env.get("SLACK_API_URL") or None,
+        config_path=config_path,
+    )
+
+
+def _table(raw: Mapping, key: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a table [{key}], got {type(value).__name__}")
+    return value
+
+
+def _str(table: Mapping, full_key: str, key: str, default: str | None) -> str | None:
+    value = table.get(key, default)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{full_key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _databases(raw: Mapping, env: Mapping[str, str]) -> dict[str, DatabaseConfig]:
+    tables = _table(raw, "databases") or {"main": {"url_env": "DATABASE_URL"}}
+    databases = {}
+    for name, table in tables.items():
+        if not NAME_RE.match(name):
+            raise ConfigError(f"databases.{name}: a database name is letters, digits, _ or - (max 63)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"databases.{name}: expected a table [databases.{name}]")
+        unknown = set(table) - {"url_env", "health_url"}
+        if unknown:
+            raise ConfigError(f"databases.{name}.{sorted(unknown)[0]}: unknown key (known: url_env, health_url)")
+        url_env = _str(table, f"databases.{name}.url_env", "url_env", "DATABASE_URL")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", url_env):
+            raise ConfigError(f"databases.{name}.url_env: {url_env!r} is not an environment variable name")
+        health_url = _str(table, f"databases.{name}.health_url", "health_url", None)
+        if health_url and not health_url.startswith(("http://", "https://")):
+            raise ConfigError(f"databases.{name}.health_url: expected an http(s) URL, got {health_url!r}")
+        databases[name] = DatabaseConfig(name=name, url_env=url_env, health_url=health_url, url=env.get(url_env))
+    return databases
+
+
+def _id_list(table: Mapping, key: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"access.{key}: expected a list of Slack user or usergroup IDs")
+    for v in value:
+        if not SLACK_ID_RE.match(v):
+            raise ConfigError(f"access.{key}: {v!r} is not a Slack user (U…/W…) or usergroup (S…) ID")
+    return tuple(value)
+
+
+def _positive_int(table: Mapping, key: str, default: int) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"access.{key}: expected a whole number >= 1, got {value!r}")
+    return value
+
+
+def _access(table: Mapping) -> AccessConfig:
+    known = {"operators", "approvers", "required_approvals", "approval_ttl_minutes", "approve_emoji", "reject_emoji"}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"access.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
+    approvers = _id_list(table, "approvers")
+    required = _positive_int(table, "required_approvals", 1)
+    plain_approvers = [a for a in approvers if not a.startswith("S")]
+    if plain_approvers and len(plain_approvers) == len(approvers) and required > len(approvers):
+        raise ConfigError(
+            f"access.required_approvals: {required} approvals needed but only {len(approvers)} approvers listed"
+        )
+    return AccessConfig(
+        operators=_id_list(table, "operators"),
+        approvers=approvers,
+        required_approvals=required,
+        approval_ttl_minutes=_positive_int(table, "approval_ttl_minutes", 30),
+        approve_emoji=_str(table, "access.approve_emoji", "approve_emoji", "white_check_mark").strip(":"),
+        reject_emoji=_str(table, "access.reject_emoji", "reject_emoji", "x").strip(":"),
+    )
+
+
+def _channel(table: Mapping, key: str) -> str | None:
+    value = _str(table, f"channels.{key}", key, None)
+    if value is not None and not CHANNEL_RE.match(value):
+        raise ConfigError(f"channels.{key}: {value!r} is not a Slack channel ID (C…)")
+    return value

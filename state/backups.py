@@ -1,0 +1,114 @@
+"""The backups catalog: a row exists only for an artifact that is complete and stored."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from state.store import Store
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    id: int
+    database: str
+    kind: str
+    format: str
+    compression: str
+    tables: tuple[str, ...]
+    schema_only: bool
+    note: str | None
+    requested_by: str | None
+    created_at: str
+    duration_s: float | None
+    storage_url: str
+    key: str
+    manifest_key: str
+    size: int
+    raw_size: int
+    sha256: str
+    pg_dump_version: str | None
+    server_version: str | None
+    database_size: int | None
+    row_counts: dict[str, int] = field(default_factory=dict)
+    not_valid_constraints: tuple[str, ...] = ()
+    verification: str = "unverified"
+    verified_at: str | None = None
+    restore_seconds: float | None = None
+    pruned_at: str | None = None
+    prune_reason: str | None = None
+    job_id: int | None = None
+
+    @property
+    def row_total(self) -> int:
+        return sum(self.row_counts.values())
+
+
+def _record(row: dict) -> BackupRecord:
+    values = dict(row)
+    values["tables"] = tuple(json.loads(values["tables"] or "[]"))
+    values["row_counts"] = json.loads(values["row_counts"] or "{}")
+    values["not_valid_constraints"] = tuple(json.loads(values["not_valid_constraints"] or "[]"))
+    values["schema_only"] = bool(values["schema_only"])
+    return BackupRecord(**values)
+
+
+def add_backup(store: Store, record: BackupRecord) -> None:
+    values = record.__dict__.copy()
+    values["tables"] = json.dumps(list(record.tables))
+    values["row_counts"] = json.dumps(record.row_counts)
+    values["not_valid_constraints"] = json.dumps(list(record.not_valid_constraints))
+    values["schema_only"] = int(record.schema_only)
+    with store.db() as db:
+        db["backups"].insert(values)
+
+
+def get_backup(store: Store, backup_id: int) -> BackupRecord | None:
+    with store.db() as db:
+        rows = list(db.query("SELECT * FROM backups WHERE id = ?", [backup_id]))
+    return _record(rows[0]) if rows else None
+
+
+def list_backups(
+    store: Store, database: str | None = None, limit: int | None = None, include_pruned: bool = False,
+    kinds: tuple[str, ...] | None = None,
+) -> list[BackupRecord]:
+    """Newest first."""
+    clauses, params = [], []
+    if database:
+        clauses.append("database = ?")
+        params.append(database)
+    if not include_pruned:
+        clauses.append("pruned_at IS NULL")
+    if kinds:
+        clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        params.extend(kinds)
+    sql = "SELECT * FROM backups"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY created_at DESC, id DESC"
+    if limit:
+        sql += " LIMIT ?"
+        params.append(limit)
+    with store.db() as db:
+        return [_record(row) for row in db.query(sql, params)]
+
+
+def latest_backup(store: Store, database: str, full_only: bool = False) -> BackupRecord | None:
+    for record in list_backups(store, database):
+        if not full_only or (not record.tables and not record.schema_only):
+            return record
+    return None
+
+
+def set_verification(store: Store, backup_id: int, status: str, at: str, restore_seconds: float | None) -> None:
+    with store.db() as db:
+        db.execute(
+            "UPDATE backups SET verification = ?, verified_at = ?, restore_seconds = ? WHERE id = ?",
+            [status, at, restore_seconds, backup_id],
+        )
+
+
+def mark_pruned(store: Store, backup_id: int, at: str, reason: str) -> None:
+    with store.db() as db:
+        db.execute("UPDATE backups SET pruned_at = ?, prune_reason = ? WHERE id = ?", [at, reason, backup_id])
