@@ -6,6 +6,7 @@ import logging
 
 from bot.logs import register_secrets
 from commands.context import Services, build_services
+from commands.reply import Notice, Reply
 from commands.settings import Settings
 from state.jobs import mark_interrupted_jobs
 
@@ -13,8 +14,24 @@ log = logging.getLogger(__name__)
 
 
 def start_services(settings: Settings, **overrides) -> Services:
+    """Open state and storage; every job left `running` by a previous process becomes `interrupted`."""
     register_secrets(settings.secrets())
     services = build_services(settings, **overrides)
-    for job in mark_interrupted_jobs(services.store):
+    services.interrupted_jobs = mark_interrupted_jobs(services.store)
+    for job in services.interrupted_jobs:
         log.warning("%s #%s of %s was interrupted by a restart", job.kind, job.id, job.database)
     return services
+
+
+def report_interrupted_jobs(services: Services, reply: Reply) -> None:
+    """Tell each interrupted job's channel, editing its progress message when there is one."""
+    for job in getattr(services, "interrupted_jobs", []):
+        notice = Notice(f":warning: {job.kind.capitalize()} #{job.id} of {job.database} was interrupted: "
+                        "the bot stopped while it was running. Nothing from it was stored as a backup; run it again.")
+        try:
+            if job.message_id and ":" in job.message_id:
+                reply.update(job.message_id, notice)
+            elif job.channel:
+                reply.post(notice, channel=job.channel)
+        except Exception:
+            log.exception("could not report interrupted job #%s", job.id)

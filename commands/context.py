@@ -24,6 +24,7 @@ class Services:
     # usergroup id -> member user ids (Slack's usergroups.users.list); the console knows none
     group_members: Callable[[str], set[str]] = field(default=lambda group: set())
     progress_every: float = 3.0
+    interrupted_jobs: list = field(default_factory=list)
 
     def secrets(self) -> list[str]:
         return self.settings.secrets()

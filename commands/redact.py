@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterable
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
-_KV_PASSWORD = re.compile(r"(?P<key>\b(?:password|passwd|pwd|PGPASSWORD|secret|token)\s*=\s*)(?P<val>'[^']*'|\"[^\"]*\"|\S+)", re.I)
+_KV_PASSWORD = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|PGPASSWORD|secret|token)\s*=\s*)(?P<val>'[^']*'|\"[^\"]*\"|\S+)", re.I
+)
 _SLACK_TOKEN = re.compile(r"\bxox[abposr]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+")
 
 

@@ -1,0 +1,82 @@
+"""The Bolt app: every handler acks at once and hands the work to a lazy listener.
+
+Slack gives a slash command 3 seconds; a backup takes minutes. `ack` answers immediately and
+the lazy listener (run on Bolt's worker threads) parses, checks access and runs the command
+through commands.dispatch, exactly as the console does.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.slack_reply import SlackReply
+from bot.startup import start_services
+from bot.usergroups import UsergroupCache
+from commands import dispatch
+from commands.context import Actor, Services
+from commands.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REACTION_EVENTS = ("reaction_added", "reaction_removed")
+
+
+def create_app(settings: Settings, client: WebClient, services: Services | None = None) -> App:
+    """Build the Bolt app around `client` (its base_url may point at a fake Web API in tests)."""
+    groups = UsergroupCache(client)
+    if services is None:
+        services = start_services(settings, group_members=groups.members)
+    else:
+        services.group_members = groups.members
+    app = App(
+        client=client,
+        signing_secret=settings.slack_signing_secret,
+        request_verification_enabled=True,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+    app.services = services  # for the server (scheduler, start-up report) and tests
+
+    def ack_now(ack):
+        ack()
+
+    def make_command_runner(command: str):
+        def run(body, client):
+            actor = Actor(user=body["user_id"], channel=body.get("channel_id"), response_url=body.get("response_url"))
+            reply = SlackReply(client, user=actor.user, channel=actor.channel, response_url=actor.response_url)
+            dispatch.run_command(services, command, body.get("text") or "", actor, reply)
+
+        run.__name__ = f"run_{command.strip('/').replace('-', '_')}"
+        return run
+
+    for command in dispatch.COMMANDS:
+        app.command(command)(ack=ack_now, lazy=[make_command_runner(command)])
+
+    def run_reaction(body, client):
+        event = body["event"]
+        item = event.get("item") or {}
+        if item.get("type") != "message":
+            return
+        reaction = dispatch.ReactionEvent(
+            event_id=body.get("event_id") or f"{event.get('event_ts')}:{event.get('user')}:{event.get('reaction')}",
+            user=event["user"], emoji=event["reaction"], added=event["type"] == "reaction_added",
+            channel=item["channel"], message_id=f"{item['channel']}:{item['ts']}",
+            item_author=event.get("item_user"), item_ts=item["ts"],
+        )
+        reply = SlackReply(client, user=reaction.user, channel=reaction.channel)
+        dispatch.run_reaction(services, reaction, reply)
+
+    for name in REACTION_EVENTS:
+        app.event(name)(ack=ack_now, lazy=[run_reaction])
+
+    @app.error
+    def on_error(error, body):
+        error_id = uuid.uuid4().hex[:8]
+        log.error("unhandled error %s for a %s request", error_id, (body or {}).get("type", "slash command"),
+                  exc_info=error)
+
+    return app

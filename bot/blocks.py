@@ -1,0 +1,58 @@
+"""All Block Kit lives here: one build_*_message function per kind of message.
+
+Commands hand over message data; this module decides how it looks in Slack. Anything without
+a dedicated builder is shown as mrkdwn sections of its plain text.
+"""
+
+from __future__ import annotations
+
+from commands.backup import BackupStatus
+
+SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section's text
+MAX_BLOCKS = 50
+
+
+def build_text_message(text: str) -> list[dict]:
+    blocks = []
+    chunk = ""
+    for line in text.splitlines() or [""]:
+        if len(chunk) + len(line) + 1 > SECTION_LIMIT:
+            blocks.append(_section(chunk))
+            chunk = ""
+        while len(line) > SECTION_LIMIT:
+            blocks.append(_section(line[:SECTION_LIMIT]))
+            line = line[SECTION_LIMIT:]
+        chunk = f"{chunk}\n{line}" if chunk else line
+    if chunk or not blocks:
+        blocks.append(_section(chunk or " "))
+    return blocks[:MAX_BLOCKS]
+
+
+def build_backup_message(status: BackupStatus) -> list[dict]:
+    lines = status.text().splitlines()
+    blocks = [_section(f"*{lines[0]}*")]
+    if len(lines) > 1:
+        blocks.append(_section("\n".join(lines[1:])))
+    if status.state == "running" and status.percent is not None:
+        filled = status.percent // 10
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": "▓" * filled + "░" * (10 - filled) + f" {status.percent}%"}]})
+    return blocks
+
+
+BUILDERS = {BackupStatus: build_backup_message}
+
+
+def register_builder(message_type: type, builder) -> None:
+    BUILDERS[message_type] = builder
+
+
+def build_message_blocks(message) -> list[dict]:
+    builder = BUILDERS.get(type(message))
+    if builder is not None:
+        return builder(message)
+    return build_text_message(message.text())
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}

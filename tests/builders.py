@@ -1,0 +1,29 @@
+"""Plain builders tests share: settings for a database, a console around them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.console import Console
+from bot.startup import start_services
+from commands.settings import Settings, parse_settings
+
+
+def make_settings(tmp_path: Path, dsn: str | None, storage_url: str | None = None, access: dict | None = None,
+                  env: dict | None = None, **sections) -> Settings:
+    raw = {
+        "state": {"path": str(tmp_path / "state.db")},
+        "storage": {"url": storage_url or f"file://{tmp_path / 'backups'}"},
+        **sections,
+    }
+    if access is not None:
+        raw["access"] = access
+    full_env = dict(env or {})
+    if dsn:
+        full_env["DATABASE_URL"] = dsn
+    return parse_settings(raw, full_env)
+
+
+def make_console(settings: Settings, user: str = "U0OPS", **overrides) -> Console:
+    services = start_services(settings, **overrides)
+    return Console(services, user=user, channel="C0OPS")
