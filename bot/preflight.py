@@ -1,0 +1,83 @@
+"""`backupbot check`: one line per check, non-zero exit when any fails."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from commands.errors import BackupbotError
+from commands.pg_snapshot import connect
+from commands.pg_tools import major, tool_version
+from commands.redact import redact
+from commands.settings import Settings, load_settings
+from commands.storage import open_storage
+
+
+def run_preflight(config_path: str | None = None, out=None) -> int:
+    out = out or sys.stdout
+    results: list[tuple[bool, str]] = []
+    try:
+        settings = load_settings(config_path)
+        results.append((True, f"config: {settings.config_path or 'embedded defaults'}"))
+    except BackupbotError as exc:
+        results.append((False, f"config: {exc}"))
+        return _print(results, out)
+    results.extend(check_databases(settings))
+    results.append(check_storage(settings))
+    if settings.slack_bot_token:
+        results.append(check_slack(settings))
+    return _print(results, out)
+
+
+def _print(results: list[tuple[bool, str]], out) -> int:
+    for ok, line in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {line}", file=out)
+    failed = sum(1 for ok, _ in results if not ok)
+    print(f"{len(results) - failed} passed, {failed} failed", file=out)
+    return 1 if failed else 0
+
+
+def check_databases(settings: Settings) -> list[tuple[bool, str]]:
+    results = []
+    try:
+        dump_version = tool_version("pg_dump")
+    except BackupbotError as exc:
+        return [(False, f"pg_dump: {exc}")]
+    for db in settings.databases.values():
+        try:
+            dsn = db.require_url()
+            with connect(dsn, timeout_s=10) as conn:
+                server = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+            results.append((True, f"database {db.name}: reachable, PostgreSQL {server}"))
+            ok = major(dump_version) >= major(server)
+            results.append((ok, f"database {db.name}: pg_dump {dump_version} {'>=' if ok else '<'} server {server}"))
+        except BackupbotError as exc:
+            results.append((False, f"database {db.name}: {redact(str(exc), settings.secrets())}"))
+    return results
+
+
+def check_storage(settings: Settings) -> tuple[bool, str]:
+    key = f".backupbot-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        storage = open_storage(settings.storage_url)
+        storage.put_bytes(key, b"probe")
+        if storage.get_bytes(key) != b"probe":
+            return False, f"storage {storage.url}: read back differs from what was written"
+        storage.delete(key)
+        return True, f"storage {storage.url}: writable (write, read back, delete)"
+    except BackupbotError as exc:
+        return False, f"storage {settings.storage_url}: {exc}"
+
+
+def check_slack(settings: Settings) -> tuple[bool, str]:
+    from slack_sdk.errors import SlackApiError
+
+    from bot.server import make_client
+
+    try:
+        identity = make_client(settings).auth_test()
+        return True, f"slack: auth.test ok as {identity.get('user')} in {identity.get('team')}"
+    except SlackApiError as exc:
+        return False, f"slack: auth.test failed: {exc.response.get('error')}"
+    except Exception as exc:
+        return False, f"slack: cannot reach the Web API: {type(exc).__name__}"

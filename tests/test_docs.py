@@ -1,0 +1,65 @@
+"""The commands in manifest.yml, the README and the registered Bolt handlers are one set."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from commands import dispatch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manifest_commands() -> set[str]:
+    text = (ROOT / "manifest.yml").read_text()
+    return set(re.findall(r"^\s*- command: (/[a-z-]+)\s*$", text, re.M))
+
+
+def readme_commands() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^### `(/[a-z-]+)", section, re.M))
+
+
+def bolt_commands(tmp_path, monkeypatch) -> set[str]:
+    """The commands create_app really registers with Bolt."""
+    from slack_bolt import App
+    from slack_sdk import WebClient
+
+    from bot.app import create_app
+    from tests.builders import make_settings
+    from tests.fix_slack import FakeSlackWebAPI
+
+    seen = set()
+    original = App.command
+
+    def spy(self, command, *args, **kwargs):
+        seen.add(command)
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(App, "command", spy)
+    settings = make_settings(tmp_path, None, env={"SLACK_SIGNING_SECRET": "x" * 32})
+    fake = FakeSlackWebAPI()
+    try:
+        create_app(settings, WebClient(token="xoxb-unused", base_url=fake.url))
+    finally:
+        fake.close()
+    return seen
+
+
+def test_manifest_readme_and_handlers_agree(tmp_path, monkeypatch):
+    registered = bolt_commands(tmp_path, monkeypatch)
+    assert registered == set(dispatch.COMMANDS)
+    assert manifest_commands() == registered, "manifest.yml and the registered handlers differ"
+    assert readme_commands() == registered, "README's ## Commands and the registered handlers differ"
+
+
+def test_manifest_subscribes_to_the_events_the_app_handles():
+    from bot.app import REACTION_EVENTS
+
+    text = (ROOT / "manifest.yml").read_text()
+    for event in REACTION_EVENTS:
+        assert f"- {event}" in text
+    assert "socket_mode_enabled: true" in text
+    for scope in ("commands", "chat:write", "reactions:read", "reactions:write", "usergroups:read"):
+        assert f"- {scope}" in text
