@@ -138,3 +138,27 @@ def test_backup_from_a_script_through_stdin(tmp_path, sample_dsn):
     assert "Backup #1 of main succeeded" in result.stdout
     assert "#1 · main" in result.stdout
     assert sample_dsn.split("@")[0].split(":")[-1] not in result.stdout + result.stderr
+
+
+def test_backup_to_s3_is_one_multipart_upload(tmp_path, sample_dsn, s3_storage_url):
+    from commands.storage import open_storage
+
+    console = make_console(make_settings(tmp_path, sample_dsn, storage_url=s3_storage_url))
+    out = console.run("/backup main --format plain")
+    assert "Backup #1 of main succeeded" in out and "Location: s3://" in out
+    [record] = list_backups(console.services.store)
+    storage = open_storage(s3_storage_url)
+    data = storage.get_bytes(record.key)
+    import hashlib
+
+    assert hashlib.sha256(data).hexdigest() == record.sha256
+    assert data.endswith(b"-- PostgreSQL database dump complete\n\n")
+    assert json.loads(storage.get_bytes(record.manifest_key))["sha256"] == record.sha256
+    assert storage.list_keys() == sorted([record.key, record.manifest_key])
+
+
+def test_s3_failure_fails_the_backup_and_stores_nothing(tmp_path, sample_dsn, s3_server, s3_server_running):
+    console = make_console(make_settings(tmp_path, sample_dsn, storage_url="s3://no-such-bucket-here/x"))
+    out = console.run("/backup")
+    assert "Backup #1 failed" in out and "bucket does not exist" in out
+    assert list_backups(console.services.store) == []
