@@ -1,0 +1,147 @@
+"""Faults during a backup: the job ends failed, truthfully, and nothing half-written is a backup.
+
+pg_dump is made to wait deterministically: another session holds an ACCESS EXCLUSIVE lock on a
+table, so pg_dump blocks on its ACCESS SHARE lock until the test has done its damage.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from state.backups import list_backups
+from state.jobs import recent_jobs
+from tests.builders import make_console, make_settings
+
+
+def pg_dump_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"pg_dump") and b"--version" not in argv:
+                pids.append(int(entry.name))
+    return pids
+
+
+class BlockedBackup:
+    """A /backup whose pg_dump is stuck behind a table lock until `release()`."""
+
+    def __init__(self, console, dsn: str, command: str = "/backup main"):
+        self.lock_conn = psycopg.connect(dsn)
+        self.lock_conn.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
+        self.before = set(pg_dump_pids())
+        self.output: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.output.append(console.run(command)), daemon=True)
+        self.thread.start()
+        self.pid = self._wait_for_pg_dump()
+
+    def _wait_for_pg_dump(self) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            new = set(pg_dump_pids()) - self.before
+            if new:
+                return new.pop()
+            time.sleep(0.02)
+        raise AssertionError("pg_dump did not start")
+
+    def release(self) -> None:
+        self.lock_conn.rollback()
+        self.lock_conn.close()
+
+    def result(self) -> str:
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the backup did not finish"
+        return self.output[0]
+
+
+@pytest.fixture
+def console(tmp_path, sample_dsn):
+    return make_console(make_settings(tmp_path, sample_dsn))
+
+
+def visible_artifacts(tmp_path) -> list[Path]:
+    root = tmp_path / "backups"
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")] if root.exists() else []
+
+
+def test_password_never_in_pg_dump_argv(console, sample_dsn, pg_cluster):
+    blocked = BlockedBackup(console, sample_dsn)
+    try:
+        cmdline = Path(f"/proc/{blocked.pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{blocked.pid}/environ").read_bytes()
+        assert pg_cluster.password.encode() not in cmdline
+        assert b"--snapshot=" in cmdline
+        assert b"PGPASSWORD=" + pg_cluster.password.encode() in environ.split(b"\0")
+    finally:
+        blocked.release()
+    out = blocked.result()
+    assert "succeeded" in out and pg_cluster.password not in out
+
+
+def test_pg_dump_killed_mid_backup(console, sample_dsn, tmp_path):
+    blocked = BlockedBackup(console, sample_dsn)
+    os.kill(blocked.pid, signal.SIGKILL)
+    blocked.release()
+    out = blocked.result()
+    assert "Backup #1 failed: pg_dump was killed by signal 9" in out
+    assert list_backups(console.services.store) == []
+    assert visible_artifacts(tmp_path) == []
+    assert recent_jobs(console.services.store)[0].status == "failed"
+
+
+def test_database_goes_away_mid_dump(console, sample_dsn, tmp_path):
+    blocked = BlockedBackup(console, sample_dsn)
+    with psycopg.connect(sample_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name = 'backupbot' OR backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                      "AND query LIKE 'LOCK TABLE%IN ACCESS SHARE MODE'")
+    blocked.release()
+    out = blocked.result()
+    assert "Backup #1 failed" in out
+    assert list_backups(console.services.store) == []
+    assert visible_artifacts(tmp_path) == []
+
+
+def test_second_backup_of_a_busy_database_is_refused(console, sample_dsn):
+    blocked = BlockedBackup(console, sample_dsn)
+    try:
+        out = console.run("/backup main")
+        assert "already running (#1)" in out
+    finally:
+        blocked.release()
+    assert "Backup #1 of main succeeded" in blocked.result()
+    assert [r.id for r in list_backups(console.services.store)] == [1]
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 64 KiB tmpfs: a real full disk (ENOSPC) for the storage folder only."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_full_disk_fails_the_backup(tmp_path, sample_dsn, tiny_filesystem):
+    console = make_console(make_settings(tmp_path, sample_dsn, storage_url=f"file://{tiny_filesystem}"))
+    with psycopg.connect(sample_dsn, autocommit=True) as conn:  # make sure the dump outgrows 64 KiB
+        conn.execute("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    out = console.run("/backup main --format plain")
+    assert "Backup #1 failed" in out and "No space left on device" in out
+    assert list_backups(console.services.store) == []
+    assert list(tiny_filesystem.iterdir()) in ([], [tiny_filesystem / "main"])
+    assert [p for p in tiny_filesystem.rglob("*") if p.is_file()] == []
+    assert "succeeded" in console.run("/backup main --tables users --schema-only --format plain")
