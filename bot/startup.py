@@ -20,6 +20,10 @@ def start_services(settings: Settings, **overrides) -> Services:
     services.interrupted_jobs = mark_interrupted_jobs(services.store)
     for job in services.interrupted_jobs:
         log.warning("%s #%s of %s was interrupted by a restart", job.kind, job.id, job.database)
+    discard = getattr(services.storage, "discard_partials", None)
+    if discard is not None:
+        for key in discard():
+            log.warning("removed %s, a partial artifact left by a stopped process", key)
     return services
 
 

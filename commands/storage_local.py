@@ -116,5 +116,14 @@ class LocalStorage:
                     keys.append(key)
         return sorted(keys)
 
+    def discard_partials(self) -> list[str]:
+        """Remove temporary files a killed process left behind; they were never backups."""
+        removed = []
+        if self.root.exists():
+            for path in self.root.rglob(f".*{PARTIAL_MARK}*"):
+                path.unlink(missing_ok=True)
+                removed.append(path.relative_to(self.root).as_posix())
+        return removed
+
     def location(self, key: str) -> str:
         return str(self._path(key))

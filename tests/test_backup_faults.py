@@ -145,3 +145,43 @@ def test_full_disk_fails_the_backup(tmp_path, sample_dsn, tiny_filesystem):
     assert list(tiny_filesystem.iterdir()) in ([], [tiny_filesystem / "main"])
     assert [p for p in tiny_filesystem.rglob("*") if p.is_file()] == []
     assert "succeeded" in console.run("/backup main --tables users --schema-only --format plain")
+
+
+def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn):
+    import subprocess
+    import sys
+
+    from bot.startup import start_services
+
+    settings = make_settings(tmp_path, sample_dsn)
+    config = tmp_path / "bot.toml"
+    config.write_text(f'[state]\npath = "{settings.state_path}"\n[storage]\nurl = "{settings.storage_url}"\n')
+    lock = psycopg.connect(sample_dsn)
+    lock.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
+    before = set(pg_dump_pids())
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
+    bot.stdin.write(b"/backup main\n")
+    bot.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not set(pg_dump_pids()) - before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert set(pg_dump_pids()) - before, "pg_dump did not start"
+    time.sleep(0.2)  # let the writer open its temporary file
+    bot.kill()
+    bot.wait()
+    lock.rollback()
+    lock.close()
+
+    services = start_services(settings)  # the restart
+    [job] = services.interrupted_jobs
+    assert job.id == 1 and job.status == "interrupted"
+    assert recent_jobs(services.store)[0].status == "interrupted"
+    assert list_backups(services.store) == []
+    leftovers = [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] if (tmp_path / "backups").exists() else []
+    assert leftovers == []
+    from bot.console import Console
+
+    out = Console(services, user="U0OPS").run("/backup main")
+    assert "Backup #2 of main succeeded" in out
