@@ -74,7 +74,7 @@ def visible_artifacts(tmp_path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")] if root.exists() else []
 
 
-def test_password_never_in_pg_dump_argv(console, sample_dsn, pg_cluster):
+def test_password_never_in_pg_dump_argv(console, sample_dsn, pg_cluster, reliability):
     blocked = BlockedBackup(console, sample_dsn)
     try:
         cmdline = Path(f"/proc/{blocked.pid}/cmdline").read_bytes()
@@ -86,9 +86,11 @@ def test_password_never_in_pg_dump_argv(console, sample_dsn, pg_cluster):
         blocked.release()
     out = blocked.result()
     assert "succeeded" in out and pg_cluster.password not in out
+    reliability("secrets", "password in a running pg_dump's /proc/PID/cmdline", 1,
+                "absent from argv; passed as PGPASSWORD in the environment only")
 
 
-def test_pg_dump_killed_mid_backup(console, sample_dsn, tmp_path):
+def test_pg_dump_killed_mid_backup(console, sample_dsn, tmp_path, reliability):
     blocked = BlockedBackup(console, sample_dsn)
     os.kill(blocked.pid, signal.SIGKILL)
     blocked.release()
@@ -97,9 +99,11 @@ def test_pg_dump_killed_mid_backup(console, sample_dsn, tmp_path):
     assert list_backups(console.services.store) == []
     assert visible_artifacts(tmp_path) == []
     assert recent_jobs(console.services.store)[0].status == "failed"
+    reliability("faults", "pg_dump killed with SIGKILL mid-backup", 1,
+                "job failed ('killed by signal 9'); no artifact stored or listed")
 
 
-def test_database_goes_away_mid_dump(console, sample_dsn, tmp_path):
+def test_database_goes_away_mid_dump(console, sample_dsn, tmp_path, reliability):
     blocked = BlockedBackup(console, sample_dsn)
     with psycopg.connect(sample_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -110,6 +114,7 @@ def test_database_goes_away_mid_dump(console, sample_dsn, tmp_path):
     assert "Backup #1 failed" in out
     assert list_backups(console.services.store) == []
     assert visible_artifacts(tmp_path) == []
+    reliability("faults", "database connection terminated mid-dump", 1, "job failed with pg_dump's error; nothing stored")
 
 
 def test_second_backup_of_a_busy_database_is_refused(console, sample_dsn):
@@ -135,7 +140,7 @@ def tiny_filesystem(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
-def test_full_disk_fails_the_backup(tmp_path, sample_dsn, tiny_filesystem):
+def test_full_disk_fails_the_backup(tmp_path, sample_dsn, tiny_filesystem, reliability):
     console = make_console(make_settings(tmp_path, sample_dsn, storage_url=f"file://{tiny_filesystem}"))
     with psycopg.connect(sample_dsn, autocommit=True) as conn:  # make sure the dump outgrows 64 KiB
         conn.execute("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
@@ -145,9 +150,11 @@ def test_full_disk_fails_the_backup(tmp_path, sample_dsn, tiny_filesystem):
     assert list(tiny_filesystem.iterdir()) in ([], [tiny_filesystem / "main"])
     assert [p for p in tiny_filesystem.rglob("*") if p.is_file()] == []
     assert "succeeded" in console.run("/backup main --tables users --schema-only --format plain")
+    reliability("faults", "full disk (64 KiB tmpfs) during a backup", 1,
+                "job failed ('No space left on device'); temp file removed; next small backup succeeds")
 
 
-def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn):
+def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability):
     import subprocess
     import sys
 
@@ -185,3 +192,5 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn):
 
     out = Console(services, user="U0OPS").run("/backup main")
     assert "Backup #2 of main succeeded" in out
+    reliability("faults", "bot killed with SIGKILL mid-backup, then restarted", 1,
+                "job marked interrupted and reported; partial file discarded; next backup succeeds")
