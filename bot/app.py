@@ -8,6 +8,7 @@ through commands.dispatch, exactly as the console does.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from slack_bolt import App
@@ -55,6 +56,12 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
 
     for command in dispatch.COMMANDS:
         app.command(command)(ack=ack_now, lazy=[make_command_runner(command)])
+
+    def unknown_command(ack, body):
+        """A command Slack sends that this version does not know (an outdated manifest): say so."""
+        ack(text=f"backupbot does not know {str(body.get('command'))[:40]}; it knows {', '.join(dispatch.COMMANDS)}.")
+
+    app.command(re.compile(r".*"))(unknown_command)
 
     def run_reaction(body, client):
         event = body["event"]

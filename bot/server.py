@@ -31,7 +31,14 @@ def make_wsgi_app(bolt_app):
         if environ.get("PATH_INFO") == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
-        return handler(environ, start_response)
+        try:
+            return handler(environ, start_response)
+        except ValueError:
+            # Bolt parses the body before checking the signature; a body it cannot parse is
+            # refused here instead of surfacing as a 500 with a traceback.
+            log.info("refused a request whose body could not be parsed")
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [b"malformed request\n"]
 
     return wsgi
 
