@@ -1,0 +1,62 @@
+"""The `backupbot` command as an admin runs it: preflight checks and the demo console."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def run_cli(args, env, stdin="", timeout=180):
+    full_env = {"PATH": os.environ["PATH"], **env}
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def write_config(tmp_path, storage=None):
+    config = tmp_path / "backupbot.toml"
+    storage = storage or f"file://{tmp_path / 'b'}"
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "{storage}"\n')
+    return str(config)
+
+
+def test_check_passes_on_a_working_setup(tmp_path, sample_dsn, fake_slack):
+    result = run_cli(["check", "--config", write_config(tmp_path)],
+                     {"DATABASE_URL": sample_dsn, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": fake_slack.url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("ok   database main: reachable, PostgreSQL") for line in lines)
+    assert any("pg_dump" in line and ">= server" in line for line in lines)
+    assert any(line.startswith("ok   storage file://") and "writable" in line for line in lines)
+    assert any(line.startswith("ok   slack: auth.test ok") for line in lines)
+    assert fake_slack.said("auth.test")
+    assert not list((tmp_path / "b").rglob("*probe*"))
+
+
+def test_check_fails_and_says_why(tmp_path, pg_cluster):
+    dsn = f"postgresql://postgres:{pg_cluster.password}@127.0.0.1:1/app"  # nothing listens on port 1
+    result = run_cli(["check", "--config", write_config(tmp_path, storage="file:///proc/no-such-dir")],
+                     {"DATABASE_URL": dsn})
+    assert result.returncode == 1
+    assert "FAIL database main: cannot connect" in result.stdout
+    assert "FAIL storage" in result.stdout
+    assert pg_cluster.password not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_without_a_database_url(tmp_path):
+    result = run_cli(["check", "--config", write_config(tmp_path)], {})
+    assert result.returncode == 1
+    assert "FAIL database main: databases.main: environment variable DATABASE_URL is not set" in result.stdout
+
+
+def test_demo_console_backs_up_the_sample_database(tmp_path):
+    result = run_cli(["console", "--demo"], {"TMPDIR": str(tmp_path)},
+                     stdin="/backup\n/backup --format gzip --tables users,products\n/backup list\n/backup nope\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Backup #1 of main started by @U_CONSOLE" in out
+    assert "Backup #1 of main succeeded" in out and "Backup #2 of main succeeded" in out
+    assert "Tables: 9" in out or "Tables: " in out
+    assert "unknown database 'nope'" in out
+    assert "Traceback" not in result.stderr
