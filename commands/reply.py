@@ -37,3 +37,6 @@ class Reply(Protocol):
 
     def react(self, message_id: str, emoji: str) -> None:
         """Add a reaction as the bot (approval buttons for a restore request)."""
+
+    def upload_file(self, filename: str, content: bytes, title: str) -> None:
+        """Share a file in the invoking channel (an incident export)."""
