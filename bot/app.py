@@ -14,11 +14,13 @@ import uuid
 from slack_bolt import App
 from slack_sdk import WebClient
 
+from bot.slack_messages import fetch_message_text
 from bot.slack_reply import SlackReply
 from bot.startup import start_services
 from bot.usergroups import UsergroupCache
 from commands import dispatch
 from commands.context import Actor, Services
+from commands.incident import stopwatch_emoji
 from commands.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,11 +70,13 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
         item = event.get("item") or {}
         if item.get("type") != "message":
             return
+        stopwatch = event["type"] == "reaction_added" and dispatch.base_emoji(event["reaction"]) == stopwatch_emoji(settings)
+        item_text = fetch_message_text(client, item["channel"], item["ts"]) if stopwatch else None
         reaction = dispatch.ReactionEvent(
             event_id=body.get("event_id") or f"{event.get('event_ts')}:{event.get('user')}:{event.get('reaction')}",
             user=event["user"], emoji=event["reaction"], added=event["type"] == "reaction_added",
             channel=item["channel"], message_id=f"{item['channel']}:{item['ts']}",
-            item_author=event.get("item_user"), item_ts=item["ts"],
+            item_author=event.get("item_user"), item_ts=item["ts"], item_text=item_text,
         )
         reply = SlackReply(client, user=reaction.user, channel=reaction.channel)
         dispatch.run_reaction(services, reaction, reply)

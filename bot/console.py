@@ -9,7 +9,9 @@ from __future__ import annotations
 import itertools
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from commands import dispatch
 from commands.context import Actor, Services
@@ -67,6 +69,11 @@ class ConsoleReply:
 
     def react(self, message_id: str, emoji: str) -> None:
         self.console.add_reaction(message_id, emoji, BOT_USER, quiet=True)
+
+    def upload_file(self, filename: str, content: bytes, title: str) -> None:
+        path = Path(tempfile.mkdtemp(prefix="backupbot-file-")) / Path(filename).name
+        path.write_bytes(content)
+        self.console.emit(f"[file] {title}: {path}")
 
 
 class Console:

@@ -87,5 +87,9 @@ class SlackReply:
             if exc.response.get("error") != "already_reacted":
                 raise
 
+    def upload_file(self, filename: str, content: bytes, title: str) -> None:
+        """files.getUploadURLExternal, the upload, then files.completeUploadExternal (slack_sdk does all three)."""
+        self.client.files_upload_v2(channel=self.channel, content=content, filename=filename, title=title)
+
     def _respond(self, message: Message, **kwargs) -> None:
         WebhookClient(self.response_url).send(**self._payload(message), **kwargs)
