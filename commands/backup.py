@@ -16,6 +16,7 @@ from datetime import datetime
 from commands import pg_snapshot
 from commands.access import ANYONE, OPERATOR
 from commands.args import int_in_range, parse_args
+from commands.audit import record_event
 from commands.context import Actor, Services
 from commands.errors import AlreadyRunningError, BackupbotError, UsageError
 from commands.pg_dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
@@ -209,6 +210,7 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
     status = BackupStatus(job_id=job.id, database=request.database, user=actor.user if request.kind != "scheduled" else None,
                           format=request.format, kind=request.kind, tables=request.tables,
                           schema_only=request.schema_only, note=request.note)
+    record_event(services, "backup.started", database=request.database, actor=actor, text=status.headline())
     message_id = None
     try:
         message_id = reply.post(status)
@@ -218,6 +220,7 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
         error = _error_text(exc, services.secrets() + [dsn])
         job_state.finish_job(services.store, job.id, job_state.FAILED, error)
         final = replace(status, state="failed", error=error)
+        record_event(services, "backup.failed", database=request.database, actor=actor, text=f"Backup #{job.id} failed: {error}")
         _publish(reply, message_id, final)
         if not isinstance(exc, Exception):
             raise
@@ -226,6 +229,8 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
         return final
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
     final = replace(status, state="succeeded", record=record, raw_bytes=record.raw_size, elapsed=record.duration_s or 0)
+    record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
+                 detail={"backup_id": record.id, "kind": request.kind}, reply=reply)
     _publish(reply, message_id, final)
     return final
 

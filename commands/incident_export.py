@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tempfile
 from datetime import datetime, tzinfo
 
@@ -18,6 +19,7 @@ from state.incidents import Entry, Incident, count_entries, iter_entries
 FORMATS = ("md", "csv")
 SPOOL_MAX = 1 << 20
 CSV_COLUMNS = ("entry", "time", "time_utc", "kind", "actor", "text", "source_message", "audit_id")
+MENTION_RE = re.compile(r"<([@#!]?)([^<>|\s]+)(?:\|([^<>]*))?>")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -47,7 +49,7 @@ def write_csv(out, entries, zone: tzinfo) -> None:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for e in entries:
-        writer.writerow([e.id, _stamp(e.at, zone), e.at, e.kind, _cell(e.actor or ""), _cell(e.text),
+        writer.writerow([e.id, _stamp(e.at, zone), e.at, e.kind, _cell(e.actor or ""), _cell(plain_mentions(e.text)),
                          e.source_message_id or "", e.audit_id or ""])
 
 
@@ -56,8 +58,20 @@ def _cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
+def plain_mentions(text: str) -> str:
+    """Slack's <@U123>, <#C123|name> and <https://x|label> as a reader of the file expects them."""
+    def one(m: re.Match) -> str:
+        if m[1] in ("@", "#"):
+            return m[1] + (m[3] or m[2])
+        if m[1] == "!" or not m[3]:
+            return m[3] or m[2]
+        return f"{m[3]} ({m[2]})"
+
+    return MENTION_RE.sub(one, text)
+
+
 def _md(value: str | None) -> str:
-    text = (value or "").replace("\\", "\\\\").replace("|", "\\|")
+    text = plain_mentions(value or "").replace("\\", "\\\\").replace("|", "\\|")
     return "<br>".join(line.strip() for line in text.splitlines()) or " "
 
 
