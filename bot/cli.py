@@ -69,7 +69,7 @@ def run_console(args) -> int:
             settings = parse_settings(
                 {"state": {"path": str(workdir / "backupbot.db")},
                  "storage": {"url": f"file://{workdir / 'backups'}"},
-                 "access": {"approvers": ["U_APPROVER"]}},
+                 "access": {"approvers": ["U0APPROVER"]}},
                 env,
             )
             print(f"Backups go to {workdir / 'backups'}; the sample database is 'main'.", file=sys.stderr)

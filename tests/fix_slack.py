@@ -215,12 +215,19 @@ class BotServer:
         self.server = waitress.server.create_server(make_wsgi_app(self.app), host="127.0.0.1", port=0, threads=32)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}/slack/events"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
         self.slack = SlackSender(self.url, fake)
 
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except OSError:  # the socket was closed under select() by close()
+            pass
+
     def close(self) -> None:
         self.server.close()
+        self.server.task_dispatcher.shutdown()
 
 
 @pytest.fixture

@@ -1,0 +1,41 @@
+"""Real PostgreSQL for the tests: one throwaway cluster per session, a fresh database per test."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from commands.pg_cluster import TemporaryCluster
+from commands.sample_data import load_sample_database
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    cluster = TemporaryCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+def _fresh_name(request) -> str:
+    slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower())
+    return f"t{next(_numbers)}_{slug}"[:63]
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster, request):
+    """A fresh, empty database, dropped after the test."""
+    name = _fresh_name(request)
+    dsn = pg_cluster.create_database(name)
+    yield dsn
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def sample_dsn(pg_dsn):
+    """A fresh database holding the sample application schema and rows."""
+    load_sample_database(pg_dsn)
+    return pg_dsn
