@@ -60,3 +60,40 @@ def test_demo_console_backs_up_the_sample_database(tmp_path):
     assert "Tables: 9" in out or "Tables: " in out
     assert "unknown database 'nope'" in out
     assert "Traceback" not in result.stderr
+
+
+def test_run_serves_slack_over_http(tmp_path, sample_dsn, fake_slack):
+    import socket
+    import time
+    import urllib.request
+
+    from tests.fix_slack import BOT_TOKEN, SIGNING_SECRET, SlackSender
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": sample_dsn, "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": fake_slack.url}
+    server = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--host", "127.0.0.1", "--port", str(port),
+                               "--config", write_config(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    assert response.read() == b"ok\n"
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "backupbot run did not start serving"
+                time.sleep(0.1)
+        slack = SlackSender(f"http://127.0.0.1:{port}/slack/events", fake_slack)
+        status, _, seconds = slack.command("/backup", "main", user="U0ALICE")
+        assert status == 200 and seconds < 3
+        fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update")
+    finally:
+        server.terminate()
+        server.wait(10)
+    logs = server.stderr.read().decode()
+    assert "serving Slack over HTTP" in logs
+    assert sample_dsn.split(":")[2].split("@")[0] not in logs
