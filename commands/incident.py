@@ -53,6 +53,7 @@ USAGE = """Usage:
 React with :stopwatch: on any message in the channel to put it on the timeline; remove the reaction to take it off."""
 
 MAX_TITLE = 200
+QUOTE_PAIRS = {('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("\u2018", "\u2019")}
 MAX_TEXT = 3000
 STEPS = {step.replace("_", "-"): step for step, _ in CHECKLIST} | {step: step for step, _ in CHECKLIST}
 
@@ -204,7 +205,7 @@ def _free_text(text: str, flags: set[str], leading_only: bool = False) -> tuple[
             rest.append(word)
         i += 1
     value = " ".join(rest).strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'\u201c\u201d":
+    if len(value) >= 2 and (value[0], value[-1]) in QUOTE_PAIRS:
         value = value[1:-1].strip()
     return found, value
 

@@ -167,7 +167,7 @@ class TimelinePage:
     def text(self) -> str:
         i = self.incident
         lines = [f"Timeline of incident #{i.id} ({i.status}) — {i.title} · {self.total:,} entries · "
-                 f"page {self.page} of {self.pages}"]
+                 f"page {self.page:,} of {self.pages:,}"]
         if not self.entries:
             lines.append("No entries on this page.")
         lines.extend(entry_line(e, self.zone) for e in self.entries)
