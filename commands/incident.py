@@ -320,7 +320,9 @@ def refresh_header(services: Services, incident_id: int, reply: Reply) -> None:
     """Edit the header message to show the incident as it stands now; failures are logged, not raised."""
     try:
         incident = state.get_incident(services.store, incident_id)
-        if incident is not None and incident.header_message_id:
+        # a header posted through a slash command's response_url (bot not in the channel) cannot be edited
+        # from another command's reply: that would replace the other command's message
+        if incident is not None and incident.header_message_id and not incident.header_message_id.startswith("response_url:"):
             reply.update(incident.header_message_id, header_for(services, incident))
     except Exception:
         log.exception("could not refresh the header of incident #%s", incident_id)
@@ -481,9 +483,9 @@ def slack_ts_time(ts: str | None) -> datetime | None:
 
 def handle_stopwatch(services: Services, event, reply: Reply) -> None:
     """A :stopwatch: on a message in a channel with an open incident puts the message on its timeline."""
+    if event.emoji != stopwatch_emoji(services.settings):
+        return  # every reaction comes through here: only ours may report a bad [incidents] table
     cfg = incident_settings(services.settings)
-    if event.emoji != cfg.emoji:
-        return
     incident = state.open_incident_in(services.store, event.channel)
     if incident is None:
         return
