@@ -100,6 +100,10 @@ class FakeSlackWebAPI:
         if method == "files.getUploadURLExternal":
             file_id = f"F{next(self.ts):06d}"
             return {"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            files = args.get("files")
+            files = json.loads(files) if isinstance(files, str) else files or []
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]}
         return {"ok": True}
 
     # -- what tests read

@@ -29,17 +29,6 @@ class FakeClock:
 
 @pytest.fixture
 def slack_files(fake_slack):
-    """Slack answers files.completeUploadExternal with the files it shared (slack_sdk reads that list)."""
-    answer = fake_slack.answer
-
-    def with_files(method, args):
-        if method == "files.completeUploadExternal":
-            files = args.get("files")
-            files = __import__("json").loads(files) if isinstance(files, str) else files
-            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]}
-        return answer(method, args)
-
-    fake_slack.answer = with_files
     return fake_slack
 
 
