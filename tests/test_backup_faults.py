@@ -194,3 +194,42 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability)
     assert "Backup #2 of main succeeded" in out
     reliability("faults", "bot killed with SIGKILL mid-backup, then restarted", 1,
                 "job marked interrupted and reported; partial file discarded; next backup succeeds")
+
+
+def test_s3_stops_mid_upload(tmp_path, sample_dsn, s3_server, s3_server_running, s3_storage_url, reliability, monkeypatch):
+    from commands.storage import open_storage
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast instead of retrying against a stopped server
+
+    console = make_console(make_settings(tmp_path, sample_dsn, storage_url=s3_storage_url))
+    blocked = BlockedBackup(console, sample_dsn)  # the multipart upload is open, pg_dump is waiting
+    s3_server.stop()
+    blocked.release()
+    out = blocked.result()
+    s3_server.start()
+    assert "Backup #1 failed" in out and "S3" in out
+    assert list_backups(console.services.store) == []
+    assert open_storage(s3_storage_url).list_keys() == []
+    assert "Backup #2 of main succeeded" in console.run("/backup main")
+    reliability("faults", "S3 stopped mid-upload", 1, "job failed with the S3 error; no object visible; next backup succeeds")
+
+
+def test_no_password_in_logs_state_or_slack(tmp_path, pg_cluster, sample_dsn, caplog, slack_env, fake_slack, start_bot,
+                                            reliability):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    bad_dsn = f"postgresql://postgres:{pg_cluster.password}@127.0.0.1:{pg_cluster.port}/missing_db"
+    settings = make_settings(tmp_path, sample_dsn, env={**slack_env, "BROKEN_URL": bad_dsn},
+                             databases={"main": {"url_env": "DATABASE_URL"}, "broken": {"url_env": "BROKEN_URL"}})
+    bot = start_bot(settings)
+    bot.slack.command("/backup", "main", user="U0ALICE")
+    fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update")
+    bot.slack.command("/backup", "broken", user="U0ALICE")
+    fake_slack.wait_for_text("Backup #2 failed: cannot connect", method="chat.update")
+    state_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    everything = [fake_slack.all_bodies(), caplog.text, state_bytes.decode("latin-1")]
+    for text in everything:
+        assert pg_cluster.password not in text
+    reliability("secrets", "password in Slack messages, logs and the state database after a success and a failure", 2,
+                "absent everywhere (redacted)")
