@@ -8,6 +8,7 @@ from bot.logs import register_secrets
 from commands.context import Services, build_services
 from commands.reply import Notice, Reply
 from commands.settings import Settings
+from state.approvals import mark_interrupted_requests
 from state.jobs import mark_interrupted_jobs
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ def start_services(settings: Settings, **overrides) -> Services:
     register_secrets(settings.secrets())
     services = build_services(settings, **overrides)
     services.interrupted_jobs = mark_interrupted_jobs(services.store)
+    mark_interrupted_requests(services.store)
     for job in services.interrupted_jobs:
         log.warning("%s #%s of %s was interrupted by a restart", job.kind, job.id, job.database)
     discard = getattr(services.storage, "discard_partials", None)

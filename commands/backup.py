@@ -199,35 +199,41 @@ def artifact_key(database: str, job_id: int, created: datetime, fmt: DumpFormat)
 
 def execute_backup(services: Services, request: BackupRequest, actor: Actor, reply: Reply) -> BackupStatus:
     """Run one backup end to end; returns the final status (also posted through `reply`)."""
-    db_config = services.settings.database(request.database)
-    dsn = db_config.require_url()
+    dsn = services.settings.database(request.database).require_url()
     try:
         job = job_state.claim_database(services.store, "backup", request.database, actor.user, actor.channel,
                                        actor.response_url, detail={"format": request.format})
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(
             f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
-    status = BackupStatus(job_id=job.id, database=request.database, user=actor.user if request.kind != "scheduled" else None,
+    return run_backup_job(services, request, actor, reply, job.id, dsn)
+
+
+def run_backup_job(services: Services, request: BackupRequest, actor: Actor, reply: Reply, job_id: int,
+                   dsn: str) -> BackupStatus:
+    """Dump, store and catalogue under job `job_id`, which the caller has already started."""
+    status = BackupStatus(job_id=job_id, database=request.database,
+                          user=actor.user if request.kind not in ("scheduled", "pre-restore") else None,
                           format=request.format, kind=request.kind, tables=request.tables,
                           schema_only=request.schema_only, note=request.note)
     record_event(services, "backup.started", database=request.database, actor=actor, text=status.headline())
     message_id = None
     try:
         message_id = reply.post(status)
-        job_state.set_job_message(services.store, job.id, actor.channel, message_id)
-        record = _dump_and_store(services, request, job.id, dsn, status, reply, message_id)
+        job_state.set_job_message(services.store, job_id, actor.channel, message_id)
+        record = _dump_and_store(services, request, job_id, dsn, status, reply, message_id)
     except BaseException as exc:
         error = _error_text(exc, services.secrets() + [dsn])
-        job_state.finish_job(services.store, job.id, job_state.FAILED, error)
+        job_state.finish_job(services.store, job_id, job_state.FAILED, error)
         final = replace(status, state="failed", error=error)
-        record_event(services, "backup.failed", database=request.database, actor=actor, text=f"Backup #{job.id} failed: {error}")
+        record_event(services, "backup.failed", database=request.database, actor=actor, text=f"Backup #{job_id} failed: {error}")
         _publish(reply, message_id, final)
         if not isinstance(exc, Exception):
             raise
         if not isinstance(exc, BackupbotError):
-            log.error("backup #%s failed: %s", job.id, error, exc_info=exc)
+            log.error("backup #%s failed: %s", job_id, error, exc_info=exc)
         return final
-    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
+    job_state.finish_job(services.store, job_id, job_state.SUCCEEDED)
     final = replace(status, state="succeeded", record=record, raw_bytes=record.raw_size, elapsed=record.duration_s or 0)
     record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
                  detail={"backup_id": record.id, "kind": request.kind}, reply=reply)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from commands import backup, incident
+from commands import approvals, backup, incident, restore
 from commands.access import require
 from commands.context import Actor, Services
 from commands.errors import BackupbotError
@@ -35,6 +35,8 @@ COMMANDS: dict[str, CommandSpec] = {
     for spec in [
         CommandSpec("/backup", "Back up a database, list backups", "[DB] [--format custom|plain|gzip] | list | help",
                     backup.parse_backup, backup.EXECUTORS),
+        CommandSpec("/restore", "Approved restores", "BACKUP_ID|latest [DB] [--tables] [--jobs N] [--into DB] [--dry-run]",
+                    restore.parse_restore, restore.EXECUTORS),
         CommandSpec("/incident", "Incident timelines", "open TITLE | note TEXT | status | close | timeline | list | export",
                     incident.parse_incident, incident.EXECUTORS),
     ]
@@ -83,6 +85,7 @@ class ReactionEvent:
 
 # Handlers for reactions, in order: each may act on the event or ignore it.
 REACTION_HANDLERS: list[Callable] = []
+REACTION_HANDLERS.append(approvals.on_reaction)
 REACTION_HANDLERS.append(incident.handle_stopwatch)
 
 

@@ -41,6 +41,13 @@ def connect(dsn: str, timeout_s: int = 10, statement_timeout_ms: int | None = No
         raise DatabaseUnavailableError(f"cannot connect: {redact(str(exc).strip(), [dsn])}") from None
 
 
+def dbname_of(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(dsn)
+    return params.get("dbname") or params.get("user") or "postgres"
+
+
 def validate_table_names(names: list[str]) -> list[str]:
     for name in names:
         if not TABLE_NAME_RE.match(name):

@@ -40,3 +40,31 @@ class Reply(Protocol):
 
     def upload_file(self, filename: str, content: bytes, title: str) -> None:
         """Share a file in the invoking channel (an incident export)."""
+
+
+class ThreadReply:
+    """A Reply whose new messages go into the thread under `parent` (a restore request's steps)."""
+
+    def __init__(self, reply: Reply, parent: str | None):
+        self.reply = reply
+        self.parent = parent
+
+    def post(self, message: Message, channel: str | None = None) -> str | None:
+        if self.parent is None:
+            return self.reply.post(message, channel)
+        return self.reply.thread(self.parent, message)
+
+    def update(self, message_id: str, message: Message) -> None:
+        self.reply.update(message_id, message)
+
+    def ephemeral(self, message: Message) -> None:
+        self.reply.ephemeral(message)
+
+    def thread(self, message_id: str, message: Message) -> str | None:
+        return self.reply.thread(message_id, message)
+
+    def react(self, message_id: str, emoji: str) -> None:
+        self.reply.react(message_id, emoji)
+
+    def upload_file(self, *args, **kwargs):
+        return self.reply.upload_file(*args, **kwargs)

@@ -67,6 +67,19 @@ def claim_database(
     return get_job(store, job_id)
 
 
+def start_job(store: Store, kind: str, database: str, requested_by: str | None, channel: str | None = None,
+              detail: dict | None = None) -> Job:
+    """A running job that holds no claim on its database (a restore's safety snapshot)."""
+    with store.db() as db:
+        cursor = db.execute(
+            "INSERT INTO jobs (kind, database, status, requested_by, channel, started_at, detail)"
+            " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            [kind, database, requested_by, channel, utcnow_iso(), json.dumps(detail or {})],
+        )
+        job_id = cursor.lastrowid
+    return get_job(store, job_id)
+
+
 def get_job(store: Store, job_id: int) -> Job | None:
     with store.db() as db:
         rows = list(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))

@@ -14,7 +14,9 @@ CREATE TABLE jobs (
     detail TEXT,
     reported INTEGER NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX jobs_one_running_per_database ON jobs (database) WHERE status = 'running';
+-- one backup, restore or drill per database at a time; a restore's safety snapshot (kind
+-- 'snapshot') runs inside the restore that already holds the database
+CREATE UNIQUE INDEX jobs_one_running_per_database ON jobs (database) WHERE status = 'running' AND kind <> 'snapshot';
 CREATE TABLE backups (
     id INTEGER PRIMARY KEY,
     job_id INTEGER REFERENCES jobs (id),

@@ -1,0 +1,102 @@
+"""Approval rules for restore requests: who counts, withdrawal, rejection, expiry, exactly-once start.
+
+The requester never counts, reactions from anyone who is not an approver are ignored (the thread
+says so once), skin tones count as the base emoji (dispatch strips them), removing a reaction
+withdraws the vote until the restore starts, and `required_approvals` distinct approvers start it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from commands.access import is_approver
+from commands.audit import record_event
+from commands.context import Services
+from commands.reply import Notice, Reply
+from state import approvals as request_state
+from state.store import iso
+
+if TYPE_CHECKING:
+    from commands.dispatch import ReactionEvent
+
+
+def approvals_needed(row: request_state.RestoreRequestRow, approvers: list[str]) -> int:
+    return max(0, row.required_approvals - len(approvers))
+
+
+def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
+    access = services.settings.access
+    if event.emoji not in (access.approve_emoji, access.reject_emoji):
+        return
+    expire_requests(services, reply)
+    row = request_state.request_for_message(services.store, event.message_id)
+    if row is None:
+        return  # a reaction on some other message
+    now = iso(services.clock())
+    if row.status != request_state.PENDING:
+        if event.added and request_state.first_notice(services.store, row.id, event.user, f"closed-{row.status}"):
+            reply.thread(row.message_id, Notice(f"Restore request #{row.id} is {row.status}: "
+                                                f"<@{event.user}>'s reaction does not count."))
+        return
+    if event.user == row.requester:
+        if event.added and request_state.first_notice(services.store, row.id, event.user, "self"):
+            reply.thread(row.message_id, Notice(f"<@{event.user}> asked for this restore, so their own reaction "
+                                                "does not count: another approver must decide."))
+        return
+    if not is_approver(services, event.user):
+        if event.added and request_state.first_notice(services.store, row.id, event.user, "not-approver"):
+            reply.thread(row.message_id, Notice(f"<@{event.user}> is not an approver; their reaction is ignored."))
+        return
+    if event.emoji == access.reject_emoji:
+        if event.added and request_state.transition(services.store, row.id, request_state.PENDING, request_state.REJECTED, now):
+            _refresh(services, row.id, reply)
+            reply.thread(row.message_id, Notice(f"<@{event.user}> rejected restore request #{row.id}. Nothing was restored."))
+            record_event(services, "restore.rejected", database=row.database, actor=event.user, channel=event.channel,
+                         text=f"Restore request #{row.id} rejected by <@{event.user}>", reply=reply)
+        return
+    voters = request_state.cast_vote(services.store, row.id, event.user, "approve", event.added, now)
+    if request_state.get_request(services.store, row.id).status != request_state.PENDING:
+        return  # it started (or ended) while this vote was being counted
+    verb = "approved" if event.added else "withdrew their approval"
+    reply.thread(row.message_id, Notice(f"<@{event.user}> {verb} ({len(voters)}/{row.required_approvals})"))
+    record_event(services, "restore.approved" if event.added else "restore.approval_withdrawn", database=row.database,
+                 actor=event.user, channel=event.channel,
+                 text=f"<@{event.user}> {verb} restore request #{row.id} ({len(voters)}/{row.required_approvals})")
+    _refresh(services, row.id, reply)
+    if event.added and approvals_needed(row, voters) == 0:
+        start_request(services, row, reply)
+
+
+def start_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> bool:
+    """Start the restore once: only the caller whose pending→running change wins runs it."""
+    from commands.restore_run import run_restore_request
+
+    if not request_state.transition(services.store, row.id, request_state.PENDING, request_state.RUNNING,
+                                    iso(services.clock())):
+        return False
+    run_restore_request(services, request_state.get_request(services.store, row.id), reply)
+    return True
+
+
+def expire_requests(services: Services, reply: Reply) -> list[int]:
+    """Expire pending requests past their TTL; the scheduler calls this every minute, reactions too."""
+    expired = []
+    for row in request_state.due_to_expire(services.store, iso(services.clock())):
+        if request_state.transition(services.store, row.id, request_state.PENDING, request_state.EXPIRED):
+            expired.append(row.id)
+            if row.message_id:
+                _refresh(services, row.id, reply)
+                reply.thread(row.message_id, Notice(f"Restore request #{row.id} EXPIRED after "
+                                                    f"{services.settings.access.approval_ttl_minutes} minutes without "
+                                                    "enough approvals. Nothing was restored."))
+            record_event(services, "restore.expired", database=row.database, channel=row.channel,
+                         text=f"Restore request #{row.id} expired")
+    return expired
+
+
+def _refresh(services: Services, request_id: int, reply: Reply) -> None:
+    from commands.restore import plan_message
+
+    row = request_state.get_request(services.store, request_id)
+    if row.message_id:
+        reply.update(row.message_id, plan_message(services, row))

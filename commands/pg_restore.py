@@ -1,0 +1,242 @@
+"""The restore runners: fetch and verify an artifact, then psql or pg_restore into a database.
+
+The artifact is first copied to a local file (decompressed) while its sha256 is checked against
+the catalog, so a corrupted or tampered artifact is refused before the target is touched.
+Restores run in one transaction wherever PostgreSQL allows it, so a failure leaves the target as it
+was; `--jobs N` (parallel, which cannot be one transaction) is the exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from commands import pg_snapshot
+from commands.errors import DumpError, IntegrityError, UsageError
+from commands.pg_dump import FORMATS, make_decompressor
+from commands.pg_tools import StderrTail, last_lines, pg_bin, pg_env
+from commands.redact import redact
+from commands.storage import Storage
+from state.backups import BackupRecord
+
+DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+CREATE_SCHEMA_RE = re.compile(r'^CREATE SCHEMA (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)', re.M)
+# TOC entry types that belong to a table and must come along with it in a --tables restore
+TABLE_PARTS = ("TABLE", "TABLE DATA", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "DEFAULT", "SEQUENCE",
+               "SEQUENCE SET", "SEQUENCE OWNED BY", "COMMENT", "ACL", "POLICY", "ROW SECURITY", "RULE",
+               "CHECK CONSTRAINT", "INDEX ATTACH", "STATISTICS")
+
+
+def validate_database_name(name: str) -> str:
+    if not DB_NAME_RE.match(name):
+        raise UsageError(f"{name!r} is not a database name (lowercase letters, digits and _, at most 63)")
+    return name
+
+
+@dataclass(frozen=True)
+class FetchedArtifact:
+    path: Path  # decompressed: a custom archive or SQL text
+    raw_size: int
+    toc: str | None  # `pg_restore -l` output for custom archives
+
+
+def artifact_sha256(storage: Storage, record: BackupRecord) -> str:
+    digest = hashlib.sha256()
+    for chunk in storage.read_chunks(record.key):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_artifact(storage: Storage, record: BackupRecord) -> None:
+    """Re-read the stored artifact and compare with the catalog's sha256."""
+    actual = artifact_sha256(storage, record)
+    if actual != record.sha256:
+        raise IntegrityError(f"backup #{record.id} is corrupted: its artifact's sha256 is {actual[:12]}, "
+                             f"the catalog says {record.sha256[:12]}; nothing was restored")
+
+
+def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> FetchedArtifact:
+    """Copy the artifact to `workdir`, decompressed, checking sha256 on the way; read the TOC of archives."""
+    fmt = FORMATS[record.format]
+    target = workdir / ("archive.dump" if fmt.pg_format == "custom" else "dump.sql")
+    digest = hashlib.sha256()
+    decompressor = make_decompressor(record.compression)
+    raw_size = 0
+    try:
+        with open(target, "wb") as out:
+            for chunk in storage.read_chunks(record.key):
+                digest.update(chunk)
+                data = decompressor.decompress(chunk)
+                raw_size += len(data)
+                out.write(data)
+    except (OSError, ValueError) as exc:
+        if digest.hexdigest() != record.sha256:
+            raise IntegrityError(f"backup #{record.id} is corrupted ({type(exc).__name__}); nothing was restored") from None
+        raise
+    if digest.hexdigest() != record.sha256:
+        raise IntegrityError(f"backup #{record.id} is corrupted: its artifact's sha256 is {digest.hexdigest()[:12]}, "
+                             f"the catalog says {record.sha256[:12]}; nothing was restored")
+    toc = None
+    if fmt.pg_format == "custom":
+        result = subprocess.run([pg_bin("pg_restore"), "--list", str(target)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise DumpError(f"pg_restore cannot read backup #{record.id}: {last_lines(result.stderr, 3)}")
+        toc = result.stdout
+    return FetchedArtifact(path=target, raw_size=raw_size, toc=toc)
+
+
+_TOC_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+_TOC_DESCS = sorted(TABLE_PARTS + ("SCHEMA", "FUNCTION", "VIEW", "EXTENSION", "TYPE", "DOMAIN",
+                                   "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "ENCODING", "STDSTRINGS"),
+                    key=len, reverse=True)
+_INDEX_DDL = re.compile(r"^CREATE (?:UNIQUE )?INDEX (\S+) ON (?:ONLY )?([^ .]+)\.([^ (]+)", re.M)
+_FK_DDL = re.compile(
+    r"^ALTER TABLE (?:ONLY )?([^ .]+)\.(\S+)\n\s+ADD CONSTRAINT (\S+) FOREIGN KEY .*? REFERENCES ([^ .]+)\.([^ (]+)\(", re.M
+)
+_OWNED_DDL = re.compile(r"^ALTER SEQUENCE ([^ .]+)\.(\S+) OWNED BY ([^ .]+)\.([^ .]+)\.", re.M)
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def toc_entries(toc: str) -> list[tuple[str, str, str, list[str]]]:
+    """(line, desc, schema, name parts) for each entry of `pg_restore --list` output."""
+    entries = []
+    for line in toc.splitlines():
+        m = _TOC_ENTRY.match(line)
+        if not m:
+            continue
+        rest = m.group(4)
+        desc = next((d for d in _TOC_DESCS if rest.startswith(d + " ")), None)
+        if desc is None:
+            continue
+        tokens = rest[len(desc) + 1:].split(" ")
+        if len(tokens) < 3:
+            continue
+        entries.append((line, desc, tokens[0], tokens[1:-1]))
+    return entries
+
+
+def select_toc_entries(toc: str, ddl: str, tables: list[str]) -> str:
+    """The TOC lines that restore `tables` (schema.table) whole: definition, data, defaults,
+    constraints, indexes, triggers and owned sequences, plus foreign keys that point at them
+    (so --clean can drop and re-create their primary keys). A bare `pg_restore -t` leaves those out.
+
+    `ddl` is the archive's schema as SQL (`pg_restore --section=pre-data --section=post-data`):
+    the TOC alone does not say which table an index or a sequence belongs to.
+    """
+    wanted = {tuple(t.split(".", 1)) for t in tables}
+    index_table = {(_unquote(s), _unquote(i)): (_unquote(s), _unquote(t)) for i, s, t in _INDEX_DDL.findall(ddl)}
+    fk_refs = {(_unquote(s), _unquote(t), _unquote(name)): (_unquote(rs), _unquote(rt))
+               for s, t, name, rs, rt in _FK_DDL.findall(ddl)}
+    seq_table = {(_unquote(s), _unquote(q)): (_unquote(ts), _unquote(t)) for s, q, ts, t in _OWNED_DDL.findall(ddl)}
+    kept = []
+    for line, desc, schema, parts in toc_entries(toc):
+        name = parts[0] if parts else ""
+        if desc in ("TABLE", "TABLE DATA"):
+            keep = (schema, name) in wanted
+        elif desc == "INDEX":
+            keep = index_table.get((schema, name)) in wanted
+        elif desc in ("SEQUENCE", "SEQUENCE SET", "SEQUENCE OWNED BY"):
+            keep = seq_table.get((schema, name)) in wanted
+        elif desc == "FK CONSTRAINT":
+            keep = (schema, name) in wanted or fk_refs.get((schema, name, parts[-1] if len(parts) > 1 else "")) in wanted
+        elif desc in ("DEFAULT", "CONSTRAINT", "CHECK CONSTRAINT", "TRIGGER", "POLICY", "ROW SECURITY", "RULE"):
+            keep = (schema, name) in wanted
+        elif desc in ("COMMENT", "ACL") and len(parts) >= 2 and parts[0] == "TABLE":
+            keep = (schema, parts[1]) in wanted
+        else:
+            keep = False
+        if keep:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def archive_ddl(archive: Path) -> str:
+    result = subprocess.run([pg_bin("pg_restore"), "--section=pre-data", "--section=post-data", "--file=-", str(archive)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DumpError(f"pg_restore cannot read the archive: {last_lines(result.stderr, 3)}")
+    return result.stdout
+
+
+def create_database(dsn: str, name: str) -> None:
+    validate_database_name(name)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+
+
+def drop_database(dsn: str, name: str) -> None:
+    validate_database_name(name)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def database_exists(dsn: str, name: str) -> bool:
+    with pg_snapshot.connect(dsn) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+
+
+def plain_prologue(sql_path: Path, record: BackupRecord) -> str:
+    """SQL that empties what the dump is about to recreate, run in the dump's own transaction.
+
+    A whole-database dump gets every schema it creates dropped, and `public` recreated as
+    PostgreSQL 15 makes it (owned by pg_database_owner): the runbook's bare
+    `DROP SCHEMA public CASCADE` misses every other schema. A table dump only drops its tables.
+    """
+    if record.tables:
+        return "".join(f"DROP TABLE IF EXISTS {pg_snapshot.quote_table(t)} CASCADE;\n" for t in record.tables)
+    schemas = set()
+    with open(sql_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("CREATE SCHEMA"):
+                m = CREATE_SCHEMA_RE.match(line)
+                if m:
+                    schemas.add(m.group(1))
+    statements = [f"DROP SCHEMA IF EXISTS {name} CASCADE;" for name in sorted(schemas) if name != "public"]
+    statements += ["DROP SCHEMA IF EXISTS public CASCADE;", "CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
+                   "GRANT USAGE ON SCHEMA public TO PUBLIC;", "COMMENT ON SCHEMA public IS 'standard public schema';"]
+    return "\n".join(statements) + "\n"
+
+
+def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedArtifact, workdir: Path,
+                tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = ()) -> None:
+    """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail."""
+    validate_database_name(dbname)
+    env = pg_env(dsn, dbname=dbname)
+    fmt = FORMATS[record.format]
+    if fmt.pg_format == "custom":
+        argv = [pg_bin("pg_restore"), "--no-password", f"--dbname={dbname}", "--clean", "--if-exists", "--exit-on-error"]
+        argv.append(f"--jobs={jobs}" if jobs > 1 else "--single-transaction")
+        if tables:
+            listing = workdir / "restore.list"
+            listing.write_text(select_toc_entries(artifact.toc or "", archive_ddl(artifact.path), tables))
+            argv.append(f"--use-list={listing}")
+        argv.append(str(artifact.path))
+        tool = "pg_restore"
+    else:
+        if tables or jobs > 1:
+            raise UsageError("--tables and --jobs need a custom-format backup")
+        prologue = workdir / "prologue.sql"
+        prologue.write_text(plain_prologue(artifact.path, record))
+        argv = [pg_bin("psql"), "--no-password", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                "--no-psqlrc", f"--dbname={dbname}", "-f", str(prologue), "-f", str(artifact.path)]
+        tool = "psql"
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stderr = StderrTail(proc.stderr)
+    code = proc.wait()
+    if code != 0:
+        detail = last_lines(redact(stderr.text(), secrets), 4)
+        raise DumpError(f"{tool} exited with status {code}" + (f"\n{detail}" if detail else ""))
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="backupbot-restore-")

@@ -1,0 +1,311 @@
+"""/restore: validate everything, post an immutable plan, wait for approvals (commands.approvals).
+
+Nothing is asked of anyone until the plan is known to be possible: the backup exists, its
+artifact still matches its sha256, the format supports what was asked, and the target is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from commands import pg_snapshot
+from commands.access import OPERATOR, is_operator
+from commands.args import int_in_range, parse_args
+from commands.audit import record_event
+from commands.backup import HelpRequest, execute_help
+from commands.context import Actor, Services
+from commands.errors import NotAllowedError, NotFoundError, UsageError
+from commands.pg_dump import FORMATS, make_decompressor
+from commands.pg_restore import database_exists, validate_database_name, verify_artifact
+from commands.pg_tools import major, tool_version, with_dbname
+from commands.redact import describe_dsn
+from commands.reply import Notice, Reply
+from commands.units import human_bytes, human_duration
+from state import approvals as request_state
+from state.backups import BackupRecord, get_backup, latest_backup
+from state.store import iso
+
+USAGE = """Usage:
+`/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--dry-run]`
+`/restore cancel REQUEST_ID`
+`/restore help`"""
+
+FLAGS = {"--tables": "str", "--jobs": "int", "--into": "str", "--dry-run": "bool"}
+# custom archive versions each pg_restore major reads (K_VERS_MAX in pg_backup_archiver.h)
+ARCHIVE_VERSION_MAX = {12: (1, 14), 13: (1, 14), 14: (1, 14), 15: (1, 14), 16: (1, 15), 17: (1, 16), 18: (1, 16)}
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    backup: str  # an id or "latest"
+    database: str | None = None
+    tables: tuple[str, ...] = ()
+    jobs: int = 1
+    into: str | None = None
+    dry_run: bool = False
+    permission = OPERATOR
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    request_id: int
+    permission = OPERATOR
+
+
+def parse_restore(text: str, services: Services):
+    words = text.split(None, 1)
+    sub = words[0].lower() if words else ""
+    if sub in ("", "help", "-h", "--help"):
+        return HelpRequest(USAGE)
+    if sub == "cancel":
+        args = parse_args(words[1] if len(words) > 1 else "", {}, USAGE)
+        if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
+            raise UsageError(f"cancel needs a request number, like `/restore cancel 3`\n{USAGE}")
+        return CancelRequest(int(args.words[0].lstrip("#")))
+    args = parse_args(text, FLAGS, USAGE)
+    if len(args.words) > 2:
+        raise UsageError(f"too many words: {' '.join(args.words[2:])!r}\n{USAGE}")
+    backup = args.words[0].lstrip("#").lower()
+    if backup != "latest" and not backup.isdigit():
+        raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
+    database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
+    tables: tuple[str, ...] = ()
+    if "--tables" in args.flags:
+        tables = tuple(t.strip() for t in str(args.flags["--tables"]).split(",") if t.strip())
+        if not tables:
+            raise UsageError(f"--tables needs at least one table name\n{USAGE}")
+        pg_snapshot.validate_table_names(list(tables))
+    jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", 1, 16, USAGE)
+    into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
+    return RestoreRequest(backup=backup, database=database, tables=tables, jobs=jobs, into=into,
+                          dry_run=bool(args.flags.get("--dry-run")))
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def find_backup(services: Services, ref: str, database: str | None) -> BackupRecord:
+    if ref == "latest":
+        database = database or services.settings.default_database
+        record = latest_backup(services.store, database, full_only=True)
+        if record is None:
+            raise NotFoundError(f"there is no full backup of {database} yet")
+        return record
+    record = get_backup(services.store, int(ref))
+    if record is None or record.pruned_at:
+        raise NotFoundError(f"there is no backup #{ref}" + (" (it was pruned)" if record else ""))
+    if database and record.database != database:
+        raise UsageError(f"backup #{ref} is of {record.database}, not {database}; "
+                         f"to restore it elsewhere use --into")
+    return record
+
+
+def check_archive_version(services: Services, record: BackupRecord) -> None:
+    """pg_restore must know the archive's format version (a newer pg_dump writes newer archives)."""
+    if FORMATS[record.format].pg_format != "custom":
+        return
+    decompressor = make_decompressor(record.compression)
+    head = b""
+    for chunk in services.storage.read_chunks(record.key, chunk_size=1 << 16):
+        head += decompressor.decompress(chunk)
+        if len(head) >= 8:
+            break
+    if not head.startswith(b"PGDMP"):
+        raise UsageError(f"backup #{record.id} is not a custom-format archive")
+    version = (head[5], head[6])
+    supported = ARCHIVE_VERSION_MAX.get(major(tool_version("pg_restore")), (1, 99))
+    if version > supported:
+        raise UsageError(f"backup #{record.id} is archive version {version[0]}.{version[1]}; this pg_restore "
+                         f"{tool_version('pg_restore')} reads up to {supported[0]}.{supported[1]}: install a newer pg_restore")
+
+
+def resolve_restore_tables(record: BackupRecord, tables: tuple[str, ...]) -> list[str]:
+    known = list(record.row_counts) or list(record.tables)
+    all_tables = [(*name.split(".", 1), "r") for name in known]
+    return pg_snapshot.resolve_tables(all_tables, list(tables), f"backup #{record.id}")
+
+
+def expected_seconds(services: Services, database: str, size: int) -> float | None:
+    past = request_state.past_restore_seconds(services.store, database)
+    rates = sorted(seconds / max(past_size, 1) for seconds, past_size in past)
+    if not rates:
+        return None
+    return rates[len(rates) // 2] * max(size, 1)
+
+
+def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> dict:
+    record = find_backup(services, request.backup, request.database)
+    database = request.database or record.database
+    db_config = services.settings.database(database)
+    dsn = db_config.require_url()
+    fmt = FORMATS[record.format]
+    if (request.tables or request.jobs > 1) and fmt.pg_format != "custom":
+        flag = "--tables" if request.tables else "--jobs"
+        raise UsageError(f"{flag} needs a custom-format backup; backup #{record.id} is {record.format}. "
+                         f"Restore it whole, or pick a custom-format backup")
+    tables = resolve_restore_tables(record, request.tables) if request.tables else []
+    verify_artifact(services.storage, record)
+    check_archive_version(services, record)
+    base_dbname = pg_snapshot.dbname_of(dsn)
+    target_dbname = request.into or base_dbname
+    target_dsn = with_dbname(dsn, target_dbname)
+    exists = database_exists(dsn, target_dbname)
+    lock_key = database if target_dbname == base_dbname else f"{database}:{target_dbname}"
+    if tables:
+        replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
+    elif record.tables:
+        replaces = f"tables {', '.join(record.tables)} in {target_dbname}"
+    else:
+        replaces = f"every schema the backup contains in {target_dbname}"
+    now = services.clock()
+    return {
+        "backup_id": record.id,
+        "backup_created_at": record.created_at,
+        "backup_database": record.database,
+        "database": database,
+        "target_dbname": target_dbname,
+        "target": describe_dsn(target_dsn),
+        "target_exists": exists,
+        "lock_key": lock_key,
+        "format": record.format,
+        "size": record.size,
+        "backup_tables": list(record.tables),
+        "tables": tables,
+        "jobs": request.jobs,
+        "replaces": replaces if exists else f"nothing: {target_dbname} will be created",
+        "safety_snapshot": exists,
+        "expected_seconds": expected_seconds(services, database, record.size),
+        "requested_by": actor.user,
+        "requested_at": iso(now),
+    }
+
+
+@dataclass(frozen=True)
+class RestorePlanMessage:
+    """The channel message of one restore request: its plan, its approvals, where it stands."""
+
+    request_id: int | None
+    plan: dict
+    status: str = "pending"
+    approvers: tuple[str, ...] = ()
+    required: int = 1
+    approve_emoji: str = "white_check_mark"
+    reject_emoji: str = "x"
+    now: datetime | None = None
+    note: str | None = None
+    steps: tuple[str, ...] = field(default_factory=tuple)
+
+    def text(self) -> str:
+        p = self.plan
+        title = (f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)")
+        age = ""
+        if self.now:
+            created = datetime.fromisoformat(p["backup_created_at"])
+            age = f", {human_duration((self.now - created).total_seconds())} old"
+        tables = f" · tables {', '.join(p['tables'])}" if p["tables"] else ""
+        jobs = f" · {p['jobs']} parallel jobs" if p["jobs"] > 1 else ""
+        expected = human_duration(p["expected_seconds"]) if p.get("expected_seconds") else "unknown (no past restore)"
+        lines = [
+            f"*{title}* by <@{p['requested_by']}>: restore backup #{p['backup_id']} of {p['backup_database']} "
+            f"into {p['target']}",
+            f"Backup #{p['backup_id']}: {p['backup_created_at']}{age} · {human_bytes(p['size'])} · {p['format']}{tables}{jobs}",
+            f"Replaces: {p['replaces']}",
+            "Safety snapshot first: " + ("yes (custom format, catalogued as pre-restore)" if p["safety_snapshot"]
+                                         else "no (the target is new)"),
+            f"Expected duration: {expected}",
+        ]
+        pending = (f"Waiting for {self.required} approval(s) from approvers: :{self.approve_emoji}: approves, "
+                       f":{self.reject_emoji}: rejects. Approvals so far: {len(self.approvers)}/{self.required}"
+                   + (f" ({', '.join(f'<@{u}>' for u in self.approvers)})" if self.approvers else ""))
+        if not self.required:
+            pending = "No approval needed: the target database is new, so nothing is replaced."
+        status_line = {
+            "pending": pending,
+            "dry-run": "Dry run: nothing was requested.",
+            "running": ":hourglass_flowing_sand: RUNNING",
+            "succeeded": ":white_check_mark: RESTORED and verified",
+            "failed": ":x: FAILED",
+            "rejected": ":no_entry: REJECTED",
+            "expired": ":hourglass: EXPIRED: not approved in time; nothing was restored",
+            "cancelled": ":wastebasket: CANCELLED",
+            "interrupted": ":warning: INTERRUPTED by a bot restart",
+        }.get(self.status, self.status.upper())
+        lines.append(status_line)
+        lines.extend(self.steps)
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+
+def plan_message(services: Services, row: request_state.RestoreRequestRow, **overrides) -> RestorePlanMessage:
+    access = services.settings.access
+    approvers = tuple(request_state.active_voters(services.store, row.id, "approve"))
+    values = dict(request_id=row.id, plan=row.plan, status=row.status, approvers=approvers,
+                  required=row.required_approvals, approve_emoji=access.approve_emoji, reject_emoji=access.reject_emoji,
+                  now=services.clock())
+    values.update(overrides)
+    return RestorePlanMessage(**values)
+
+
+# ---------------------------------------------------------------- executing the command
+
+
+def execute_restore(services: Services, request: RestoreRequest, actor: Actor, reply: Reply):
+    access = services.settings.access
+    if not access.approvers:
+        raise NotAllowedError("/restore is disabled until approvers are configured ([access] approvers in the config)")
+    plan = build_plan(services, request, actor)
+    if request.dry_run:
+        message = RestorePlanMessage(request_id=None, plan=plan, status="dry-run", now=services.clock())
+        reply.post(message)
+        return message
+    return submit_plan(services, plan, actor, reply)
+
+
+def submit_plan(services: Services, plan: dict, actor: Actor, reply: Reply, note: str | None = None):
+    """Store the immutable plan as a request and post it; a restore into a new database starts at once."""
+    from commands.approvals import start_request
+
+    access = services.settings.access
+    now = services.clock()
+    needs_approval = bool(plan["target_exists"])
+    row = request_state.create_request(
+        services.store, plan, plan["database"], actor.user, actor.channel, needs_approval,
+        access.required_approvals if needs_approval else 0, iso(now),
+        iso(now + timedelta(minutes=access.approval_ttl_minutes)),
+    )
+    message = plan_message(services, row, note=note)
+    message_id = reply.post(message)
+    request_state.set_message(services.store, row.id, message_id)
+    record_event(services, "restore.requested", database=plan["database"], actor=actor,
+                 text=f"Restore request #{row.id}: backup #{plan['backup_id']} into {plan['target']}",
+                 detail={"backup_id": plan["backup_id"], "request_id": row.id}, reply=reply)
+    if needs_approval:
+        if message_id:
+            reply.react(message_id, access.approve_emoji)
+            reply.react(message_id, access.reject_emoji)
+        return message
+    if message_id:
+        reply.thread(message_id, Notice("The target database is new, so nothing is replaced: starting without approval."))
+    start_request(services, request_state.get_request(services.store, row.id), reply)
+    return message
+
+
+def execute_cancel(services: Services, request: CancelRequest, actor: Actor, reply: Reply):
+    row = request_state.get_request(services.store, request.request_id)
+    if row is None:
+        raise NotFoundError(f"there is no restore request #{request.request_id}")
+    if actor.user != row.requester and not is_operator(services, actor.user):
+        raise NotAllowedError(f"only <@{row.requester}> or an operator can cancel request #{row.id}")
+    if not request_state.transition(services.store, row.id, request_state.PENDING, request_state.CANCELLED):
+        raise UsageError(f"restore request #{row.id} is {row.status}; only a pending request can be cancelled")
+    row = request_state.get_request(services.store, row.id)
+    if row.message_id:
+        reply.update(row.message_id, plan_message(services, row))
+        reply.thread(row.message_id, Notice(f"<@{actor.user}> cancelled restore request #{row.id}."))
+    record_event(services, "restore.cancelled", database=row.database, actor=actor, text=f"Restore request #{row.id} cancelled")
+    reply.ephemeral(Notice(f"Restore request #{row.id} is cancelled."))
+
+
+EXECUTORS = {RestoreRequest: execute_restore, CancelRequest: execute_cancel, HelpRequest: execute_help}

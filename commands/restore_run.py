@@ -1,0 +1,200 @@
+"""Running an approved restore: safety snapshot, restore, verify, report, offer a rollback.
+
+Each step's time is measured and posted in the request's thread; the request and its job end
+in a truthful status whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from commands import pg_snapshot
+from commands.audit import record_event
+from commands.backup import BackupRequest, run_backup_job
+from commands.context import Actor, Services
+from commands.errors import BackupbotError
+from commands.pg_restore import create_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg_tools import with_dbname
+from commands.redact import redact
+from commands.reply import Notice, Reply, ThreadReply
+from commands.units import human_duration
+from state import approvals as request_state
+from state import jobs as job_state
+from state.backups import BackupRecord, get_backup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def verify_restored(dsn: str, record: BackupRecord, tables: list[str], health_url: str | None) -> list[Check]:
+    """Row counts equal the manifest's, NOT VALID constraints are the source's, the app answers 2xx."""
+    checks = []
+    expected = {t: n for t, n in record.row_counts.items() if not tables or t in tables}
+    with pg_snapshot.connect(dsn) as conn:
+        try:
+            actual = pg_snapshot.count_rows(conn, list(expected))
+            wrong = {t: (n, actual.get(t)) for t, n in expected.items() if actual.get(t) != n}
+            detail = (f"{len(expected)} tables, {sum(actual.values()):,} rows match the backup" if not wrong else
+                      "; ".join(f"{t}: {got} rows, backup had {want}" for t, (want, got) in sorted(wrong.items())[:5]))
+            checks.append(Check("row counts", not wrong, detail))
+        except Exception as exc:
+            conn.rollback()
+            checks.append(Check("row counts", False, redact(str(exc).strip(), [dsn])))
+        constraints = set(pg_snapshot.not_valid_constraints(conn))
+    recorded = set(record.not_valid_constraints)
+    if tables:
+        in_scope = tuple(f"{t}." for t in tables)
+        constraints = {c for c in constraints if c.startswith(in_scope)}
+        recorded = {c for c in recorded if c.startswith(in_scope)}
+    same = constraints == recorded
+    checks.append(Check("NOT VALID constraints", same,
+                        f"{len(recorded)} as in the source" if same else
+                        f"expected {sorted(recorded) or 'none'}, found {sorted(constraints) or 'none'}"))
+    if health_url:
+        checks.append(check_health_url(health_url))
+    return checks
+
+
+def check_health_url(url: str, timeout: float = 10) -> Check:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return Check("health URL", 200 <= response.status < 300, f"{url} answered {response.status}")
+    except urllib.error.HTTPError as exc:
+        return Check("health URL", False, f"{url} answered {exc.code}")
+    except (OSError, ValueError) as exc:
+        return Check("health URL", False, f"{url} did not answer: {type(exc).__name__}")
+
+
+def run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
+    """Run the request that just moved to `running`; returns its result (also stored and posted)."""
+
+    plan = row.plan
+    thread = ThreadReply(reply, row.message_id)
+    actor = Actor(user=row.requester, channel=row.channel)
+    steps: list[str] = []
+    result: dict = {"steps": {}}
+    snapshot_id = None
+
+    def step(name: str, seconds: float, detail: str) -> None:
+        result["steps"][name] = round(seconds, 3)
+        line = f"{name}: {detail} ({human_duration(seconds)})"
+        steps.append(f"• {line}")
+        thread.post(Notice(line))
+        record_event(services, "restore.step", database=plan["database"], actor=actor,
+                     text=f"Restore request #{row.id}: {line}", detail={"step": name, "request_id": row.id})
+
+    def fail(reason: str) -> dict:
+        reason = redact(reason, services.secrets())[:1500]
+        result.update(ok=False, error=reason, snapshot_id=snapshot_id)
+        request_state.set_result(services.store, row.id, request_state.FAILED, result)
+        if job is not None:
+            job_state.finish_job(services.store, job.id, job_state.FAILED, reason)
+        _update(services, row.id, reply, steps, note=f"Failed: {reason}")
+        thread.post(Notice(f":x: Restore request #{row.id} failed: {reason}"))
+        record_event(services, "restore.failed", database=plan["database"], actor=actor,
+                     text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
+        if snapshot_id and plan.get("target_exists"):
+            offer_rollback(services, row, snapshot_id, reply)
+        return result
+
+    job = None
+    if request_state.plan_hash(plan) != row.plan_hash:
+        return fail("the stored plan does not match its hash; it was changed after it was requested")
+    try:
+        job = job_state.claim_database(services.store, "restore", plan["lock_key"], row.requester, row.channel,
+                                       detail={"request_id": row.id})
+    except job_state.DatabaseBusy as busy:
+        return fail(f"a {busy.job.kind} of {plan['database']} is already running (#{busy.job.id})")
+    request_state.set_job(services.store, row.id, job.id)
+    _update(services, row.id, reply, steps)
+    dsn = services.settings.database(plan["database"]).require_url()
+    target_dsn = with_dbname(dsn, plan["target_dbname"])
+    record = get_backup(services.store, plan["backup_id"])
+    try:
+        if plan["safety_snapshot"]:
+            started = time.monotonic()
+            snap_job = job_state.start_job(services.store, "snapshot", plan["database"], row.requester, row.channel)
+            status = run_backup_job(
+                services, BackupRequest(database=plan["database"], format="custom", kind="pre-restore",
+                                        note=f"safety snapshot of {plan['target_dbname']} before restore request #{row.id}"),
+                actor, thread, snap_job.id, target_dsn)
+            if status.state != "succeeded":
+                return fail(f"the safety snapshot failed, so the target was not touched: {status.error}")
+            snapshot_id = status.record.id
+            step("safety snapshot", time.monotonic() - started, f"backup #{snapshot_id}")
+            record_event(services, "restore.checkpoint", database=plan["database"], actor=actor,
+                         text=f"Safety snapshot #{snapshot_id} taken before restore request #{row.id}",
+                         detail={"backup_id": snapshot_id, "kind": "pre-restore"})
+        started = time.monotonic()
+        with scratch_dir() as workdir:
+            artifact = fetch_artifact(services.storage, record, Path(workdir))
+            step("fetch and check", time.monotonic() - started, f"sha256 {record.sha256[:12]} matches")
+            started = time.monotonic()
+            if not plan["target_exists"]:
+                create_database(dsn, plan["target_dbname"])
+            run_restore(dsn, plan["target_dbname"], record, artifact, Path(workdir), tables=plan["tables"] or None,
+                        jobs=plan["jobs"], secrets=services.secrets() + [dsn])
+            restore_seconds = time.monotonic() - started
+            step("restore", restore_seconds, f"{record.format} into {plan['target']}")
+        result["restore_seconds"] = round(restore_seconds, 3)
+        started = time.monotonic()
+        health_url = services.settings.database(plan["database"]).health_url if plan["target_dbname"] == \
+            pg_snapshot.dbname_of(dsn) else None
+        checks = verify_restored(target_dsn, record, plan["tables"], health_url)
+        failed = [c for c in checks if not c.ok]
+        step("verify", time.monotonic() - started, "; ".join(f"{c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})"
+                                                            for c in checks))
+        record_event(services, "restore.verified", database=plan["database"], actor=actor,
+                     text=f"Restore request #{row.id} verification {'passed' if not failed else 'FAILED'}",
+                     detail={"passed": not failed, "backup_id": record.id, "request_id": row.id}, reply=reply)
+        if failed:
+            return fail("verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+    except BackupbotError as exc:
+        return fail(str(exc))
+    except Exception as exc:
+        log.exception("restore request #%s failed unexpectedly", row.id)
+        return fail(f"{type(exc).__name__}: {exc}")
+    result.update(ok=True, snapshot_id=snapshot_id)
+    request_state.set_result(services.store, row.id, request_state.SUCCEEDED, result)
+    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
+    total = sum(result["steps"].values())
+    _update(services, row.id, reply, steps, note=f"Done in {human_duration(total)}.")
+    thread.post(Notice(f":white_check_mark: Restore request #{row.id} restored backup #{record.id} into "
+                       f"{plan['target']} and verified it ({human_duration(total)})."))
+    record_event(services, "restore.succeeded", database=plan["database"], actor=actor,
+                 text=f"Restore request #{row.id} succeeded", detail={"backup_id": record.id, "request_id": row.id})
+    return result
+
+
+def offer_rollback(services: Services, row: request_state.RestoreRequestRow, snapshot_id: int, reply: Reply) -> None:
+    """A new request to put the safety snapshot back; it needs approval like any other."""
+    from commands.restore import RestoreRequest, build_plan, submit_plan
+
+    plan = row.plan
+    into = plan["target_dbname"]
+    try:
+        rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan["database"], into=into),
+                              Actor(user=row.requester, channel=row.channel))
+        submit_plan(services, rollback, Actor(user=row.requester, channel=row.channel), reply,
+                    note=f"Rollback to the safety snapshot taken before restore request #{row.id}.")
+    except BackupbotError as exc:
+        reply.thread(row.message_id, Notice(f"Could not offer a rollback to backup #{snapshot_id}: {exc}"))
+
+
+def _update(services: Services, request_id: int, reply: Reply, steps: list[str], note: str | None = None) -> None:
+    from commands.restore import plan_message
+
+    row = request_state.get_request(services.store, request_id)
+    if row.message_id:
+        reply.update(row.message_id, plan_message(services, row, steps=tuple(steps), note=note))

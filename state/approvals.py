@@ -1,0 +1,160 @@
+"""Restore requests and their votes.
+
+Every status change is a single conditional UPDATE (`... WHERE status = 'pending'`) inside one
+write transaction, so two approvals arriving together can start at most one restore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from state.store import Store, utcnow_iso
+
+PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
+REJECTED, EXPIRED, CANCELLED, INTERRUPTED = "rejected", "expired", "cancelled", "interrupted"
+
+
+@dataclass(frozen=True)
+class RestoreRequestRow:
+    id: int
+    plan: dict
+    plan_hash: str
+    database: str
+    requester: str
+    channel: str | None
+    message_id: str | None
+    status: str
+    needs_approval: bool
+    required_approvals: int
+    created_at: str
+    expires_at: str
+    decided_at: str | None
+    job_id: int | None
+    result: dict
+
+
+def _row(row: dict) -> RestoreRequestRow:
+    values = dict(row)
+    values["plan"] = json.loads(values["plan"])
+    values["result"] = json.loads(values["result"] or "{}")
+    values["needs_approval"] = bool(values["needs_approval"])
+    return RestoreRequestRow(**values)
+
+
+def plan_hash(plan: dict) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def create_request(store: Store, plan: dict, database: str, requester: str, channel: str | None, needs_approval: bool,
+                   required_approvals: int, created_at: str, expires_at: str, status: str = PENDING) -> RestoreRequestRow:
+    with store.db() as db:
+        cursor = db.execute(
+            "INSERT INTO restore_requests (plan, plan_hash, database, requester, channel, status, needs_approval,"
+            " required_approvals, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [json.dumps(plan, sort_keys=True), plan_hash(plan), database, requester, channel, status,
+             int(needs_approval), required_approvals, created_at, expires_at],
+        )
+        request_id = cursor.lastrowid
+    return get_request(store, request_id)
+
+
+def set_message(store: Store, request_id: int, message_id: str | None) -> None:
+    with store.db() as db:
+        db.execute("UPDATE restore_requests SET message_id = ? WHERE id = ?", [message_id, request_id])
+
+
+def get_request(store: Store, request_id: int) -> RestoreRequestRow | None:
+    with store.db() as db:
+        rows = list(db.query("SELECT * FROM restore_requests WHERE id = ?", [request_id]))
+    return _row(rows[0]) if rows else None
+
+
+def request_for_message(store: Store, message_id: str) -> RestoreRequestRow | None:
+    with store.db() as db:
+        rows = list(db.query("SELECT * FROM restore_requests WHERE message_id = ?", [message_id]))
+    return _row(rows[0]) if rows else None
+
+
+def transition(store: Store, request_id: int, from_status: str, to_status: str, at: str | None = None,
+               result: dict | None = None) -> bool:
+    """Move the request only if it is still in `from_status`; True for the one caller that did."""
+    with store.immediate() as db:
+        cursor = db.execute(
+            "UPDATE restore_requests SET status = ?, decided_at = COALESCE(?, decided_at),"
+            " result = COALESCE(?, result) WHERE id = ? AND status = ?",
+            [to_status, at or utcnow_iso(), json.dumps(result) if result is not None else None, request_id, from_status],
+        )
+        return cursor.rowcount == 1
+
+
+def set_result(store: Store, request_id: int, status: str, result: dict, job_id: int | None = None) -> None:
+    with store.db() as db:
+        db.execute("UPDATE restore_requests SET status = ?, result = ?, job_id = COALESCE(?, job_id) WHERE id = ?",
+                   [status, json.dumps(result), job_id, request_id])
+
+
+def set_job(store: Store, request_id: int, job_id: int) -> None:
+    with store.db() as db:
+        db.execute("UPDATE restore_requests SET job_id = ? WHERE id = ?", [job_id, request_id])
+
+
+def cast_vote(store: Store, request_id: int, user: str, vote: str, active: bool, at: str) -> list[str]:
+    """Record or withdraw a vote while the request is pending; return the active voters for `vote`."""
+    with store.immediate() as db:
+        status = db.execute("SELECT status FROM restore_requests WHERE id = ?", [request_id]).fetchone()[0]
+        if status == PENDING:
+            db.execute(
+                "INSERT INTO restore_votes (request_id, user, vote, active, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (request_id, user, vote) DO UPDATE SET active = excluded.active, at = excluded.at",
+                [request_id, user, vote, int(active), at],
+            )
+        return [r[0] for r in db.execute(
+            "SELECT user FROM restore_votes WHERE request_id = ? AND vote = ? AND active = 1 ORDER BY at", [request_id, vote]
+        ).fetchall()]
+
+
+def active_voters(store: Store, request_id: int, vote: str) -> list[str]:
+    with store.db() as db:
+        return [r[0] for r in db.execute(
+            "SELECT user FROM restore_votes WHERE request_id = ? AND vote = ? AND active = 1 ORDER BY at", [request_id, vote]
+        ).fetchall()]
+
+
+def first_notice(store: Store, request_id: int, user: str, reason: str) -> bool:
+    """True the first time `user` is told `reason` about this request, so the thread says it once."""
+    with store.db() as db:
+        try:
+            db.execute("INSERT INTO restore_notices (request_id, user, reason) VALUES (?, ?, ?)", [request_id, user, reason])
+        except sqlite3.IntegrityError:
+            return False
+    return True
+
+
+def due_to_expire(store: Store, now_iso: str) -> list[RestoreRequestRow]:
+    with store.db() as db:
+        rows = list(db.query("SELECT * FROM restore_requests WHERE status = 'pending' AND expires_at <= ?", [now_iso]))
+    return [_row(r) for r in rows]
+
+
+def mark_interrupted_requests(store: Store) -> list[RestoreRequestRow]:
+    with store.immediate() as db:
+        rows = list(db.query("SELECT * FROM restore_requests WHERE status = 'running'"))
+        db.execute("UPDATE restore_requests SET status = 'interrupted' WHERE status = 'running'")
+    return [_row(r) for r in rows]
+
+
+def past_restore_seconds(store: Store, database: str, limit: int = 5) -> list[tuple[float, int]]:
+    """(seconds, artifact size) of recent successful restores of `database`."""
+    with store.db() as db:
+        rows = db.execute(
+            "SELECT result, plan FROM restore_requests WHERE database = ? AND status = 'succeeded' ORDER BY id DESC LIMIT ?",
+            [database, limit]).fetchall()
+    out = []
+    for result, plan in rows:
+        seconds = json.loads(result or "{}").get("restore_seconds")
+        if seconds:
+            out.append((seconds, json.loads(plan).get("size", 0)))
+    return out
