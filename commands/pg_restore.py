@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -185,57 +186,98 @@ def database_exists(dsn: str, name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
-def plain_prologue(sql_path: Path, record: BackupRecord) -> str:
-    """SQL that empties what the dump is about to recreate, run in the dump's own transaction.
-
-    A whole-database dump gets every schema it creates dropped, and `public` recreated as
-    PostgreSQL 15 makes it (owned by pg_database_owner): the runbook's bare
-    `DROP SCHEMA public CASCADE` misses every other schema. A table dump only drops its tables.
-    """
-    if record.tables:
-        return "".join(f"DROP TABLE IF EXISTS {pg_snapshot.quote_table(t)} CASCADE;\n" for t in record.tables)
+def dump_schemas(artifact: FetchedArtifact, record: BackupRecord) -> set[str]:
+    """The schemas a whole-database dump creates (quoted as in SQL where needed)."""
+    if artifact.toc is not None:
+        return {parts[0] for _, desc, _, parts in toc_entries(artifact.toc) if desc == "SCHEMA" and parts}
     schemas = set()
-    with open(sql_path, encoding="utf-8", errors="replace") as f:
+    with open(artifact.path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.startswith("CREATE SCHEMA"):
                 m = CREATE_SCHEMA_RE.match(line)
                 if m:
                     schemas.add(m.group(1))
-    statements = [f"DROP SCHEMA IF EXISTS {name} CASCADE;" for name in sorted(schemas) if name != "public"]
+    return schemas
+
+
+def clean_prologue(artifact: FetchedArtifact, record: BackupRecord) -> str:
+    """SQL that empties what the dump is about to recreate, run in the dump's own transaction.
+
+    A whole-database dump gets every schema it creates dropped, and `public` recreated as
+    PostgreSQL 15 makes it (owned by pg_database_owner): the runbook's bare
+    `DROP SCHEMA public CASCADE` misses every other schema, and pg_restore's own --clean stops at
+    any object created after the backup. A table dump only drops its tables.
+    """
+    if record.tables:
+        return "".join(f"DROP TABLE IF EXISTS {pg_snapshot.quote_table(t)} CASCADE;\n" for t in record.tables)
+    statements = [f"DROP SCHEMA IF EXISTS {sql_name(name)} CASCADE;"
+                  for name in sorted(dump_schemas(artifact, record)) if name != "public"]
     statements += ["DROP SCHEMA IF EXISTS public CASCADE;", "CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
                    "GRANT USAGE ON SCHEMA public TO PUBLIC;", "COMMENT ON SCHEMA public IS 'standard public schema';"]
     return "\n".join(statements) + "\n"
 
 
+def sql_name(name: str) -> str:
+    if name.startswith('"') or re.match(r"^[a-z_][a-z0-9_$]*$", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
 def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedArtifact, workdir: Path,
                 tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = ()) -> None:
-    """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail."""
+    """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail.
+
+    - plain and gzip: `psql --single-transaction` over the cleaning prologue and the dump;
+    - custom, whole: `pg_restore --file=-` streamed into the same psql transaction;
+    - custom with --jobs N: the prologue, then `pg_restore --jobs N` (parallel cannot be one transaction);
+    - custom with --tables: `pg_restore --clean --if-exists --single-transaction --use-list` of the tables' entries.
+    """
     validate_database_name(dbname)
     env = pg_env(dsn, dbname=dbname)
     fmt = FORMATS[record.format]
-    if fmt.pg_format == "custom":
-        argv = [pg_bin("pg_restore"), "--no-password", f"--dbname={dbname}", "--clean", "--if-exists", "--exit-on-error"]
-        argv.append(f"--jobs={jobs}" if jobs > 1 else "--single-transaction")
-        if tables:
-            listing = workdir / "restore.list"
-            listing.write_text(select_toc_entries(artifact.toc or "", archive_ddl(artifact.path), tables))
-            argv.append(f"--use-list={listing}")
-        argv.append(str(artifact.path))
-        tool = "pg_restore"
+    psql = [pg_bin("psql"), "--no-password", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+            "--no-psqlrc", f"--dbname={dbname}"]
+    pg_restore = [pg_bin("pg_restore"), "--no-password", "--exit-on-error"]
+    if fmt.pg_format != "custom" and (tables or jobs > 1):
+        raise UsageError("--tables and --jobs need a custom-format backup")
+    if fmt.pg_format == "custom" and tables:
+        listing = workdir / "restore.list"
+        listing.write_text(select_toc_entries(artifact.toc or "", archive_ddl(artifact.path), tables))
+        _run([[*pg_restore, f"--dbname={dbname}", "--clean", "--if-exists", "--single-transaction",
+               f"--use-list={listing}", str(artifact.path)]], env, secrets)
+        return
+    prologue = workdir / "prologue.sql"
+    prologue.write_text(clean_prologue(artifact, record))
+    if fmt.pg_format != "custom":
+        _run([[*psql, "-f", str(prologue), "-f", str(artifact.path)]], env, secrets)
+    elif jobs > 1:
+        _run([[*psql, "-f", str(prologue)]], env, secrets)
+        _run([[*pg_restore, f"--dbname={dbname}", f"--jobs={jobs}", str(artifact.path)]], env, secrets)
     else:
-        if tables or jobs > 1:
-            raise UsageError("--tables and --jobs need a custom-format backup")
-        prologue = workdir / "prologue.sql"
-        prologue.write_text(plain_prologue(artifact.path, record))
-        argv = [pg_bin("psql"), "--no-password", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                "--no-psqlrc", f"--dbname={dbname}", "-f", str(prologue), "-f", str(artifact.path)]
-        tool = "psql"
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    stderr = StderrTail(proc.stderr)
-    code = proc.wait()
-    if code != 0:
-        detail = last_lines(redact(stderr.text(), secrets), 4)
-        raise DumpError(f"{tool} exited with status {code}" + (f"\n{detail}" if detail else ""))
+        _run([[*pg_restore, "--file=-", str(artifact.path)], [*psql, "-f", str(prologue), "-f", "-"]], env, secrets)
+
+
+def _run(pipeline: list[list[str]], env: dict[str, str], secrets: list[str]) -> None:
+    """Run argv lists as a pipeline (stdout of each into the next); raise DumpError naming the first failure."""
+    procs, tails = [], []
+    stdin = subprocess.DEVNULL
+    for i, argv in enumerate(pipeline):
+        last = i == len(pipeline) - 1
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+        if stdin is not subprocess.DEVNULL:
+            stdin.close()  # the child holds it now
+        stdin = proc.stdout
+        procs.append(proc)
+        tails.append(StderrTail(proc.stderr))
+    codes = [proc.wait() for proc in reversed(procs)][::-1]
+    failures = [(argv, code, tail) for argv, code, tail in zip(pipeline, codes, tails, strict=True) if code != 0]
+    # a writer killed by SIGPIPE only means its reader gave up first: report the reader's reason
+    failures.sort(key=lambda failure: failure[1] == -signal.SIGPIPE)
+    if failures:
+        argv, code, tail = failures[0]
+        detail = last_lines(redact(tail.text(), secrets), 4)
+        raise DumpError(f"{Path(argv[0]).name} exited with status {code}" + (f"\n{detail}" if detail else ""))
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
