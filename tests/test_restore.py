@@ -15,6 +15,7 @@ from commands.context import Actor
 from commands.pg_tools import pg_bin, pg_env, with_dbname
 from state import approvals as request_state
 from state.backups import get_backup, list_backups
+from state.jobs import recent_jobs
 from tests.builders import make_console, make_settings
 
 ACCESS = {"operators": ["U0OPS", "U0APP1"], "approvers": ["U0APP1", "U0APP2", "U0APP3"], "required_approvals": 1}
@@ -135,7 +136,8 @@ def test_table_restore_brings_indexes_and_constraints(tmp_path, sample_dsn):
     with psycopg.connect(sample_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM public.abandoned_carts").fetchone()[0] == 800
         assert conn.execute("SELECT to_regclass('public.abandoned_carts_user_idx')").fetchone()[0] is not None
-        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'abandoned_carts_user_id_fkey'").fetchone()[0] == 1
+        fk = "SELECT count(*) FROM pg_constraint WHERE conname = 'abandoned_carts_user_id_fkey'"
+        assert conn.execute(fk).fetchone()[0] == 1
         # other tables were not touched
         assert conn.execute("SELECT DISTINCT name FROM public.users").fetchall() == [("kept",)]
 
@@ -188,7 +190,8 @@ def test_failing_restore_leaves_target_as_it_was_and_offers_rollback(tmp_path, s
                     RAISE EXCEPTION 'analytics may not be created today';
                 END IF;
             END $$;
-            CREATE EVENT TRIGGER refuse_analytics ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION guard.refuse()""")
+            CREATE EVENT TRIGGER refuse_analytics ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+                EXECUTE FUNCTION guard.refuse()""")
     before = content_of(sample_dsn), schema_of(sample_dsn)
     out = console.run("/restore 1")
     out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
@@ -248,8 +251,8 @@ def test_expiry_with_an_injected_clock(tmp_path, sample_dsn, clock):
     console.run("/backup")
     request = message_id(console.run("/restore 1"), "Restore request #1")
     clock.now += timedelta(minutes=29)
-    from commands.approvals import expire_requests
     from bot.console import ConsoleReply
+    from commands.approvals import expire_requests
 
     assert expire_requests(console.services, ConsoleReply(console, Actor("U0OPS", "C0OPS"))) == []
     clock.now += timedelta(minutes=2)
@@ -288,7 +291,7 @@ def test_duplicated_event_and_racing_approvals_start_one_restore(tmp_path, sampl
         t.start()
     for t in threads:
         t.join(120)
-    restores = [j for j in __import__("state.jobs", fromlist=["x"]).recent_jobs(console.services.store) if j.kind == "restore"]
+    restores = [j for j in recent_jobs(console.services.store) if j.kind == "restore"]
     assert len(restores) == 1 and restores[0].status == "succeeded"
     assert request_state.get_request(console.services.store, 1).status == "succeeded"
     assert len([r for r in list_backups(console.services.store) if r.kind == "pre-restore"]) == 1
