@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from commands import approvals, backup, incident, restore
+from commands import approvals, backup, health, incident, restore
 from commands.access import require
 from commands.context import Actor, Services
 from commands.errors import BackupbotError
@@ -37,6 +37,7 @@ COMMANDS: dict[str, CommandSpec] = {
                     backup.parse_backup, backup.EXECUTORS),
         CommandSpec("/restore", "Approved restores", "BACKUP_ID|latest [DB] [--tables] [--jobs N] [--into DB] [--dry-run]",
                     restore.parse_restore, restore.EXECUTORS),
+        CommandSpec("/db-health", "Database health", "[DB|all]", health.parse_health, health.EXECUTORS),
         CommandSpec("/incident", "Incident timelines", "open TITLE | note TEXT | status | close | timeline | list | export",
                     incident.parse_incident, incident.EXECUTORS),
     ]
