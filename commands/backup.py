@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 USAGE = """Usage:
 `/backup [DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT]`
 `/backup list [DB] [--limit N]`
+`/backup prune [DB] [--dry-run]`  (apply retention; --dry-run shows what goes and stays)
+`/backup verify BACKUP_ID|latest [DB]`  (restore drill into a scratch database)
 `/backup help`"""
 
 FLAGS = {"--format": "str", "--tables": "str", "--schema-only": "bool", "--note": "rest"}
@@ -70,6 +72,14 @@ def parse_backup(text: str, services: Services):
     rest = words[1] if len(words) > 1 else ""
     if sub in ("help", "-h", "--help"):
         return HelpRequest(USAGE)
+    if sub == "prune":
+        from commands.prune import parse_prune
+
+        return parse_prune(rest, services)
+    if sub == "verify":
+        from commands.drill import parse_verify
+
+        return parse_verify(rest, services)
     if sub == "list":
         args = parse_args(rest, LIST_FLAGS, USAGE)
         if len(args.words) > 1:
@@ -202,7 +212,7 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
     dsn = services.settings.database(request.database).require_url()
     try:
         job = job_state.claim_database(services.store, "backup", request.database, actor.user, actor.channel,
-                                       actor.response_url, detail={"format": request.format})
+                                       actor.response_url, detail={"format": request.format, "kind": request.kind})
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(
             f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from commands import approvals, backup, health, incident, restore
+from commands import approvals, backup, drill, health, incident, prune, restore
 from commands.access import require
 from commands.context import Actor, Services
 from commands.errors import BackupbotError
@@ -34,7 +34,7 @@ COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in [
         CommandSpec("/backup", "Back up a database, list backups", "[DB] [--format custom|plain|gzip] | list | help",
-                    backup.parse_backup, backup.EXECUTORS),
+                    backup.parse_backup, {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS}),
         CommandSpec("/restore", "Approved restores", "BACKUP_ID|latest [DB] [--tables] [--jobs N] [--into DB] [--dry-run]",
                     restore.parse_restore, restore.EXECUTORS),
         CommandSpec("/db-health", "Database health", "[DB|all]", health.parse_health, health.EXECUTORS),

@@ -1,0 +1,114 @@
+"""Restore drills: restore a backup into a scratch database, compare counts, drop it, record the RTO.
+
+The scratch database's name carries a random part so it cannot collide, and it is dropped in a
+`finally`, so a failed drill leaves nothing behind either.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from commands.access import OPERATOR
+from commands.args import parse_args
+from commands.audit import record_event
+from commands.context import Actor, Services
+from commands.errors import AlreadyRunningError, BackupbotError, UsageError
+from commands.pg_restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg_tools import with_dbname
+from commands.redact import redact
+from commands.reply import Reply
+from commands.restore import find_backup
+from commands.restore_run import verify_restored
+from commands.units import human_duration
+from state import jobs as job_state
+from state.backups import set_verification
+from state.store import iso
+
+USAGE = "Usage: `/backup verify BACKUP_ID|latest [DB]`"
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    backup: str
+    database: str | None = None
+    permission = OPERATOR
+
+
+def parse_verify(text: str, services: Services) -> VerifyRequest:
+    args = parse_args(text, {}, USAGE)
+    if not args.words or len(args.words) > 2:
+        raise UsageError(USAGE)
+    backup = args.words[0].lstrip("#").lower()
+    if backup != "latest" and not backup.isdigit():
+        raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
+    database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
+    return VerifyRequest(backup, database)
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    backup_id: int
+    database: str
+    ok: bool
+    seconds: float | None
+    detail: str
+    scratch: str
+
+    def text(self) -> str:
+        if self.ok:
+            return (f":white_check_mark: Drill of backup #{self.backup_id} ({self.database}) passed: restored into a scratch "
+                    f"database in {human_duration(self.seconds)} (RTO), {self.detail}. Scratch database dropped.")
+        return (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: {self.detail}. "
+                f"Scratch database {self.scratch} dropped.")
+
+
+def run_drill(services: Services, backup_ref: str, database: str | None, actor: Actor) -> DrillResult:
+    record = find_backup(services, backup_ref, database)
+    dsn = services.settings.database(record.database).require_url()
+    scratch = f"backupbot_drill_{record.id}_{secrets.token_hex(4)}"
+    try:
+        job = job_state.claim_database(services.store, "drill", f"{record.database}:drill", actor.user, actor.channel,
+                                       detail={"backup_id": record.id})
+    except job_state.DatabaseBusy as busy:
+        raise AlreadyRunningError(f"a drill of {record.database} is already running (#{busy.job.id})") from None
+    seconds = None
+    try:
+        with scratch_dir() as workdir:
+            artifact = fetch_artifact(services.storage, record, Path(workdir))
+            started = time.monotonic()
+            create_database(dsn, scratch)
+            run_restore(dsn, scratch, record, artifact, Path(workdir), secrets=services.secrets() + [dsn])
+            seconds = time.monotonic() - started
+        checks = verify_restored(with_dbname(dsn, scratch), record, [], None)
+        failed = [c for c in checks if not c.ok]
+        ok = not failed
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or checks))
+    except BackupbotError as exc:
+        ok, detail = False, redact(str(exc), services.secrets() + [dsn])
+    except Exception as exc:
+        ok, detail = False, redact(f"{type(exc).__name__}: {exc}", services.secrets() + [dsn])
+    finally:
+        try:
+            drop_database(dsn, scratch)
+        except Exception as exc:  # reported, never hidden: a scratch database may be left
+            detail_drop = redact(str(exc), services.secrets() + [dsn])
+            job_state.finish_job(services.store, job.id, job_state.FAILED, f"could not drop {scratch}: {detail_drop}")
+    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, None if ok else detail)
+    set_verification(services.store, record.id, "verified" if ok else "failed verification", iso(services.clock()),
+                     round(seconds, 3) if ok and seconds is not None else None)
+    result = DrillResult(record.id, record.database, ok, seconds, detail, scratch)
+    record_event(services, "drill.succeeded" if ok else "drill.failed", database=record.database, actor=actor,
+                 text=result.text(), detail={"backup_id": record.id, "rto_seconds": seconds})
+    return result
+
+
+def execute_verify(services: Services, request: VerifyRequest, actor: Actor, reply: Reply) -> DrillResult:
+    result = run_drill(services, request.backup, request.database, actor)
+    reply.post(result)
+    return result
+
+
+EXECUTORS = {VerifyRequest: execute_verify}
