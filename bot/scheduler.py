@@ -11,13 +11,12 @@ from collections.abc import Callable
 from datetime import UTC
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from commands.approvals import expire_requests
 from commands.context import Services
 from commands.reply import Reply
-from commands.schedules import check_rpo, run_scheduled, scheduled_jobs
+from commands.schedules import check_rpo, cron_trigger, run_scheduled, scheduled_jobs
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,8 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600
 def build_scheduler(services: Services, reply_factory: Callable[[], Reply], timezone=UTC) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone=timezone, job_defaults=JOB_DEFAULTS)
     for job in scheduled_jobs(services):
-        scheduler.add_job(run_scheduled, CronTrigger.from_crontab(job.cron, timezone=timezone),
-                          args=[services, _Lazy(reply_factory), job], id=job.name, name=job.name)
+        scheduler.add_job(run_scheduled, cron_trigger(job.cron, timezone=timezone),
+                          args=[services, _Lazy(reply_factory), job], id=job.name, name=job.name, **JOB_DEFAULTS)
     scheduler.add_job(_safely(check_rpo), IntervalTrigger(minutes=1), args=[services, _Lazy(reply_factory)],
                       id="rpo check", name="rpo check")
     scheduler.add_job(_safely(expire_requests), IntervalTrigger(minutes=1), args=[services, _Lazy(reply_factory)],

@@ -8,6 +8,7 @@ Every run is recorded, and a failed run posts to channels.alerts.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +45,22 @@ class ScheduledJob:
     schema_only: bool = False
 
 
+DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def cron_trigger(expression: str, timezone=None) -> CronTrigger:
+    """A CronTrigger read the way crontab(5) reads it.
+
+    APScheduler 3 numbers days of the week from Monday=0, so its from_crontab turns "0 3 * * 0"
+    (Sundays) into Mondays; numeric days are translated to names first.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
+    fields[4] = re.sub(r"\b([0-7])\b", lambda m: DOW_NAMES[int(m.group(1))], fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
+
+
 def scheduled_jobs(services: Services) -> list[ScheduledJob]:
     """Read [schedules]: `digest = CRON` and, per database, `[schedules.DB] backup* = CRON or {cron, format}`,
     `retention = CRON`, `drill = CRON`."""
@@ -69,7 +86,7 @@ def _job(path: str, key: str, spec, database: str | None) -> ScheduledJob:
     if not isinstance(cron, str):
         raise ConfigError(f"{path}: expected a cron expression like \"0 2 * * *\" or {{cron = ..., format = ...}}")
     try:
-        CronTrigger.from_crontab(cron)
+        cron_trigger(cron)
     except ValueError as exc:
         raise ConfigError(f"{path}: {cron!r} is not a cron expression ({exc})") from None
     if key.startswith("backup"):
