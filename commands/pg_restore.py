@@ -70,20 +70,23 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
     digest = hashlib.sha256()
     decompressor = make_decompressor(record.compression)
     raw_size = 0
-    try:
-        with open(target, "wb") as out:
-            for chunk in storage.read_chunks(record.key):
-                digest.update(chunk)
-                data = decompressor.decompress(chunk)
+    broken: Exception | None = None
+    with open(target, "wb") as out:
+        for chunk in storage.read_chunks(record.key):
+            digest.update(chunk)
+            if broken is None:
+                try:
+                    data = decompressor.decompress(chunk)
+                except Exception as exc:  # zlib.error, zstd.ZstdError: keep hashing to say why
+                    broken = exc
+                    continue
                 raw_size += len(data)
                 out.write(data)
-    except (OSError, ValueError) as exc:
-        if digest.hexdigest() != record.sha256:
-            raise IntegrityError(f"backup #{record.id} is corrupted ({type(exc).__name__}); nothing was restored") from None
-        raise
     if digest.hexdigest() != record.sha256:
         raise IntegrityError(f"backup #{record.id} is corrupted: its artifact's sha256 is {digest.hexdigest()[:12]}, "
                              f"the catalog says {record.sha256[:12]}; nothing was restored")
+    if broken is not None:
+        raise IntegrityError(f"backup #{record.id} cannot be decompressed ({type(broken).__name__}); nothing was restored")
     toc = None
     if fmt.pg_format == "custom":
         result = subprocess.run([pg_bin("pg_restore"), "--list", str(target)], capture_output=True, text=True)
