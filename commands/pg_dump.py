@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import zstandard
 
 from commands.errors import DumpError
-from commands.pg_tools import StderrTail, last_lines, pg_bin
+from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin
 from commands.redact import redact
 from commands.storage import ArtifactWriter
 
@@ -142,7 +142,7 @@ def run_pg_dump(
     head = b""
     tail = b""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, close_fds=True)
+                            env=env, close_fds=True, preexec_fn=die_with_parent)
     if on_start:
         on_start(proc)
     stderr = StderrTail(proc.stderr)

@@ -22,7 +22,7 @@ from psycopg import sql
 from commands import pg_snapshot
 from commands.errors import DumpError, IntegrityError, UsageError
 from commands.pg_dump import FORMATS, make_decompressor
-from commands.pg_tools import StderrTail, last_lines, pg_bin, pg_env
+from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env
 from commands.redact import redact
 from commands.storage import Storage
 from state.backups import BackupRecord
@@ -267,7 +267,7 @@ def _run(pipeline: list[list[str]], env: dict[str, str], secrets: list[str]) -> 
     for i, argv in enumerate(pipeline):
         last = i == len(pipeline) - 1
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env)
+                                stderr=subprocess.PIPE, env=env, preexec_fn=die_with_parent)
         if stdin is not subprocess.DEVNULL:
             stdin.close()  # the child holds it now
         stdin = proc.stdout

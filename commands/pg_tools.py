@@ -10,6 +10,7 @@ import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -95,6 +96,17 @@ class StderrTail:
     def text(self, timeout: float = 10) -> str:
         self._thread.join(timeout)
         return self.data.decode("utf-8", "replace").strip()
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel kills this child when the bot dies (PR_SET_PDEATHSIG), so a psql or
+    pg_restore never goes on changing a database after the bot that would report it was killed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def last_lines(text: str, count: int = 5) -> str:

@@ -333,3 +333,53 @@ def test_pending_request_survives_a_restart(tmp_path, sample_dsn, clock):
     restarted.messages = console.messages
     out = approve(restarted, request, "U0APP1")
     assert "Restore request #1 restored backup #1" in out
+
+
+def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    settings = make_settings(tmp_path, sample_dsn, access=ACCESS)
+    config = tmp_path / "bot.toml"
+    config.write_text(f'[state]\npath = "{settings.state_path}"\n[storage]\nurl = "{settings.storage_url}"\n'
+                      '[access]\noperators = ["U0OPS"]\napprovers = ["U0APP1"]\n')
+    before = content_of(sample_dsn), schema_of(sample_dsn)
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config), "--as", "U0OPS"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
+    bot.stdin.write(b"/backup\n/restore 1\n")
+    bot.stdin.flush()
+    lock = psycopg.connect(sample_dsn)
+    deadline = time.monotonic() + 60
+    from state import Store
+
+    store = Store(settings.state_path)
+    while time.monotonic() < deadline and not request_state.get_request(store, 1):  # the request is posted
+        time.sleep(0.1)
+    lock.execute("SELECT count(*) FROM public.users")  # ACCESS SHARE held until rollback
+    bot.stdin.write(b":as U0APP1\n:react M2 white_check_mark\n")
+    bot.stdin.flush()
+    with psycopg.connect(sample_dsn, autocommit=True) as admin:
+        while time.monotonic() < deadline:
+            waiting = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "the restore never reached the target"
+    bot.kill()
+    bot.wait()
+    time.sleep(0.5)  # the kernel kills psql and pg_restore with their parent; PostgreSQL rolls back
+    lock.rollback()
+    lock.close()
+
+    restarted = make_console(settings)
+    assert [j.kind for j in restarted.services.interrupted_jobs] == ["restore"]
+    assert request_state.get_request(restarted.services.store, 1).status == "interrupted"
+    assert (content_of(sample_dsn), schema_of(sample_dsn)) == before
+    with psycopg.connect(sample_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('psql', 'pg_restore')"
+                            ).fetchone()[0] == 0
+    reliability("faults", "bot killed with SIGKILL mid-restore, then restarted", 1,
+                "psql/pg_restore die with it; transaction rolled back; request and job marked interrupted")
