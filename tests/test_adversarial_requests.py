@@ -110,7 +110,7 @@ def pg_dump_argv_log(tmp_path, monkeypatch):
 
 
 def test_injection_through_every_backup_argument(tmp_path, sample_dsn, pg_dump_argv_log, reliability):
-    console = make_console(make_settings(tmp_path, sample_dsn))
+    console = make_console(make_settings(tmp_path, sample_dsn, access={"approvers": ["U0APP1"]}))
     tries = 0
     for payload in INJECTIONS:
         quoted = json.dumps(payload)
@@ -120,6 +120,21 @@ def test_injection_through_every_backup_argument(tmp_path, sample_dsn, pg_dump_a
             tries += 1
             assert "(only you)" in out, (line, out)
             assert "Traceback" not in out and "Something went wrong" not in out
+    for payload in INJECTIONS:  # backup ids, databases, tables, targets of /restore
+        quoted = json.dumps(payload)
+        for line in (f"/restore {quoted}", f"/restore 1 {quoted}", f"/restore 1 --tables {quoted}",
+                     f"/restore 1 --into {quoted}", f"/restore cancel {quoted}", f"/db-health {quoted}",
+                     f"/backup verify {quoted}", f"/backup prune {quoted}"):
+            out = console.run(line)
+            tries += 1
+            assert "(only you)" in out, (line, out)
+            assert "Traceback" not in out and "Something went wrong" not in out
+    # incident titles and notes are free text: stored and shown as text
+    for payload in INJECTIONS[:5]:
+        out = console.run(f"/incident open {payload}")
+        tries += 1
+        assert "Something went wrong" not in out
+        console.run("/incident close injection test")
     # a note is free text: stored and shown, never passed to pg_dump
     out = console.run("/backup main --note " + json.dumps("$(touch /tmp/pwned); `id` --file=/etc/passwd"))
     tries += 1
@@ -131,5 +146,5 @@ def test_injection_through_every_backup_argument(tmp_path, sample_dsn, pg_dump_a
     allowed = ("--format=", "--no-password", "--verbose", "--compress=", "--snapshot=", "--table=", "--schema-only")
     assert all(arg.startswith(allowed) for arg in dumps[0]), dumps[0]
     assert [r.id for r in list_backups(console.services.store)] == [recent_jobs(console.services.store)[0].id]
-    reliability("injection", "shell metacharacters, quotes, newlines, --options, look-alikes in /backup arguments",
+    reliability("injection", "shell metacharacters, quotes, newlines, --options, look-alikes in every argument",
                 tries, "clear ephemeral error, or (notes) stored as text; pg_dump argv only ever holds bot-made options")

@@ -108,13 +108,14 @@ def test_unknown_table_fails_the_job_and_stores_nothing(tmp_path, sample_dsn):
     assert recent_jobs(console.services.store)[0].status == "failed"
 
 
-def test_non_operator_is_told_and_nothing_runs(tmp_path, sample_dsn):
+def test_non_operator_is_told_and_nothing_runs(tmp_path, sample_dsn, reliability):
     settings = make_settings(tmp_path, sample_dsn, access={"operators": ["U0OPS"], "approvers": ["U0APP"]})
     console = make_console(settings, user="U0STRANGER")
     out = console.run("/backup main")
     assert "@U0STRANGER is not an operator" in out
     assert recent_jobs(console.services.store) == []
     assert "No backups" in console.run("/backup list")
+    reliability("authority", "/backup by a non-operator", 1, "told they are not an operator; nothing runs")
 
 
 def test_unreachable_database_fails_with_a_redacted_reason(tmp_path, pg_cluster):

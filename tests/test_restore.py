@@ -158,7 +158,7 @@ def test_parallel_restore_with_jobs(tmp_path, sample_dsn):
     assert content_of(with_dbname(sample_dsn, "parallel_copy")) == content_of(sample_dsn)
 
 
-def test_corrupted_artifact_is_refused_before_the_target_is_touched(tmp_path, sample_dsn):
+def test_corrupted_artifact_is_refused_before_the_target_is_touched(tmp_path, sample_dsn, reliability):
     console = console_for(tmp_path, sample_dsn)
     console.run("/backup")
     record = get_backup(console.services.store, 1)
@@ -175,9 +175,12 @@ def test_corrupted_artifact_is_refused_before_the_target_is_touched(tmp_path, sa
     with psycopg.connect(sample_dsn) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'never_created'").fetchone() is None
     assert content_of(sample_dsn) == before
+    reliability("faults", "one flipped byte in a stored artifact", 2,
+                "refused as corrupted before any request or database is created; target unchanged")
 
 
-def test_failing_restore_leaves_target_as_it_was_and_offers_rollback(tmp_path, sample_dsn):
+
+def test_failing_restore_leaves_target_as_it_was_and_offers_rollback(tmp_path, sample_dsn, reliability):
     console = console_for(tmp_path, sample_dsn)
     console.run("/backup")
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
@@ -202,9 +205,12 @@ def test_failing_restore_leaves_target_as_it_was_and_offers_rollback(tmp_path, s
     assert (content_of(sample_dsn), schema_of(sample_dsn)) == before  # one transaction: nothing changed
     assert request_state.get_request(console.services.store, 1).status == "failed"
     assert request_state.get_request(console.services.store, 2).plan["backup_id"] != 1
+    reliability("faults", "restore failing half-way (event trigger raises)", 1,
+                "one transaction: target exactly as before; rollback request offered")
 
 
-def test_non_approvers_and_the_requester_do_not_count(tmp_path, sample_dsn):
+
+def test_non_approvers_and_the_requester_do_not_count(tmp_path, sample_dsn, reliability):
     console = console_for(tmp_path, sample_dsn, required_approvals=2)
     console.run("/backup")
     request = message_id(console.run("/restore 1"), "Restore request #1")
@@ -226,9 +232,12 @@ def test_non_approvers_and_the_requester_do_not_count(tmp_path, sample_dsn):
     assert "(1/2)" in out and "restored backup" not in out
     out = approve(console, request, "U0APP2")
     assert "@U0APP2 approved (2/2)" in out and "Restore request #1 restored backup #1" in out
+    reliability("authority", "approval reactions from a non-approver (twice) and from the requester", 3,
+                "ignored; the thread says so once per person; two distinct approvers needed")
 
 
-def test_withdrawal_and_rejection(tmp_path, sample_dsn):
+
+def test_withdrawal_and_rejection(tmp_path, sample_dsn, reliability):
     console = console_for(tmp_path, sample_dsn, required_approvals=2)
     console.run("/backup")
     request = message_id(console.run("/restore 1"), "Restore request #1")
@@ -244,9 +253,11 @@ def test_withdrawal_and_rejection(tmp_path, sample_dsn):
     out = approve(console, request, "U0APP1")
     assert "is rejected" in out and "restored backup" not in out
     assert request_state.get_request(console.services.store, 1).status == "rejected"
+    reliability("authority", "approval after an approver rejected", 1, "does not count; nothing restored")
 
 
-def test_expiry_with_an_injected_clock(tmp_path, sample_dsn, clock):
+
+def test_expiry_with_an_injected_clock(tmp_path, sample_dsn, clock, reliability):
     console = console_for(tmp_path, sample_dsn, clock=clock, approval_ttl_minutes=30)
     console.run("/backup")
     request = message_id(console.run("/restore 1"), "Restore request #1")
@@ -259,9 +270,11 @@ def test_expiry_with_an_injected_clock(tmp_path, sample_dsn, clock):
     out = approve(console, request, "U0APP1")
     assert "EXPIRED" in out and "restored backup" not in out
     assert request_state.get_request(console.services.store, 1).status == "expired"
+    reliability("authority", "approval after the request expired", 1, "message says EXPIRED; nothing restored")
 
 
-def test_cancel(tmp_path, sample_dsn):
+
+def test_cancel(tmp_path, sample_dsn, reliability):
     console = console_for(tmp_path, sample_dsn)
     console.run("/backup")
     request = message_id(console.run("/restore 1"), "Restore request #1")
@@ -271,9 +284,11 @@ def test_cancel(tmp_path, sample_dsn):
     assert "is cancelled" in out and "restored backup" not in out
     assert "only a pending request can be cancelled" in console.run("/restore cancel 1")
     assert "there is no restore request #9" in console.run("/restore cancel 9")
+    reliability("authority", "approval on a cancelled request", 1, "does not count; nothing restored")
 
 
-def test_duplicated_event_and_racing_approvals_start_one_restore(tmp_path, sample_dsn):
+
+def test_duplicated_event_and_racing_approvals_start_one_restore(tmp_path, sample_dsn, reliability):
     console = console_for(tmp_path, sample_dsn, required_approvals=2)
     console.run("/backup")
     request = message_id(console.run("/restore 1"), "Restore request #1")
@@ -295,15 +310,20 @@ def test_duplicated_event_and_racing_approvals_start_one_restore(tmp_path, sampl
     assert len(restores) == 1 and restores[0].status == "succeeded"
     assert request_state.get_request(console.services.store, 1).status == "succeeded"
     assert len([r for r in list_backups(console.services.store) if r.kind == "pre-restore"]) == 1
+    reliability("delivery", "two final approvals and a redelivered event on threads at once", 4,
+                "one restore, one safety snapshot")
 
 
-def test_restore_refused_without_approvers_and_for_non_operators(tmp_path, sample_dsn):
+
+def test_restore_refused_without_approvers_and_for_non_operators(tmp_path, sample_dsn, reliability):
     console = make_console(make_settings(tmp_path, sample_dsn))
     console.run("/backup")
     assert "/restore is disabled until approvers are configured" in console.run("/restore 1")
     console = console_for(tmp_path / "b", sample_dsn)
     console.user = "U0STRANGER"
     assert "is not an operator" in console.run("/restore latest")
+    reliability("authority", "restore asked with no approvers configured, and by a non-operator", 2, "refused with a reason")
+
 
 
 def test_bad_restore_input(tmp_path, sample_dsn):

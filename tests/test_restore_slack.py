@@ -96,10 +96,11 @@ def test_two_approvals_racing_start_one_restore(bot, fake_slack, reliability):
     reliability("delivery", "two final approvals at once over HTTP", 4, "exactly one restore and one safety snapshot")
 
 
-def test_reaction_on_another_message_is_ignored(bot, fake_slack):
+def test_reaction_on_another_message_is_ignored(bot, fake_slack, reliability):
     before = len(fake_slack.said("chat.postMessage"))
     bot.slack.reaction("U0APP1", "white_check_mark", "C0OPS:1699999999.000001")
     bot.slack.command("/backup", "list", user="U0OPS")  # a later request proves the event was processed
     fake_slack.wait_for_text("Backups of all databases", method="chat.postEphemeral")
     assert len(fake_slack.said("chat.postMessage")) == before
     assert request_state.get_request(bot.services.store, 1).status == "pending"
+    reliability("authority", "approval reaction on some other message", 1, "ignored")
