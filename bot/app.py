@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -41,6 +42,9 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
         request_verification_enabled=True,
         process_before_response=False,
         raise_error_for_unhandled_request=False,
+        # acks and lazy listeners share this pool: wide enough that a burst of slow lazies never
+        # queues an ack past Slack's 3 seconds
+        listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener"),
     )
     app.services = services  # for the server (scheduler, start-up report) and tests
 

@@ -66,7 +66,7 @@ def serve(args) -> int:
             import waitress
 
             log.info("serving Slack over HTTP on %s:%s%s", args.host, args.port, SLACK_PATH)
-            waitress.serve(make_wsgi_app(app), host=args.host, port=args.port, threads=16, ident="backupbot")
+            waitress.serve(make_wsgi_app(app), host=args.host, port=args.port, threads=32, ident="backupbot")
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)

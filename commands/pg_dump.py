@@ -57,7 +57,10 @@ def make_compressor(compression: str):
         # The gzip container, so `gunzip -c` reads it as the runbook expects.
         return zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     if compression == "zstd":
-        return zstandard.ZstdCompressor(level=3, threads=1).compressobj()
+        # level 3 on two worker threads with 1 MiB jobs: faster than gzip -6 at a similar ratio, and
+        # the jobs keep memory flat whatever the database size (bench/results.md)
+        params = zstandard.ZstdCompressionParameters.from_level(3, threads=2, job_size=1 << 20)
+        return zstandard.ZstdCompressor(compression_params=params).compressobj()
     return _Identity()
 
 
@@ -154,7 +157,7 @@ def run_pg_dump(
                 raw_size += len(chunk)
                 if len(head) < 64:
                     head += chunk[:64]
-                tail = (tail + chunk)[-256:]
+                tail = (tail + chunk[-256:])[-256:]
                 packed = compressor.compress(chunk)
                 if packed:
                     digest.update(packed)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import logging
 import threading
 import time
 import urllib.parse
@@ -16,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import waitress.server
+
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # bursts are the point of some tests
 
 SIGNING_SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test-bot-token-0123456789"

@@ -1,0 +1,255 @@
+"""backupbot against the runbook's own commands: backup and restore speed, memory, Slack acks.
+
+    python bench/run.py                 # 100 MB and 1 GB databases (about 10-20 minutes on 2 cores)
+    python bench/run.py --sizes 100     # only the 100 MB one
+
+Prints a markdown table and writes it to bench/results.md. Nothing here is a test: it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+
+from commands.pg_cluster import TemporaryCluster  # noqa: E402
+from commands.pg_tools import pg_bin, pg_env, tool_version  # noqa: E402
+
+WORDS = ("order shipped cart checkout refund coupon newsletter signup login logout search product view click "
+         "purchase campaign template notification email push sms invoice payment failed retry success").split()
+
+
+TABLES = ("events", "page_views", "orders", "audit_log")
+
+
+def generate(dsn: str, target_mb: int) -> int:
+    """An application's tables (four of them, filled in turn) with realistic rows: ids, foreign keys,
+    timestamps, words from a vocabulary, md5 noise and JSON, until the database reaches the size."""
+    vocab = "ARRAY[" + ",".join(f"'{w}'" for w in WORDS) + "]"
+    n = len(WORDS)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL, name text NOT NULL)")
+        conn.execute("INSERT INTO users SELECT g, 'user' || g || '@example.com', 'User ' || g FROM generate_series(1, 100000) g")
+        for table in TABLES:
+            conn.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, user_id int NOT NULL REFERENCES users, "
+                         "kind text NOT NULL, body text NOT NULL, props jsonb NOT NULL, created_at timestamptz NOT NULL)")
+        batch = 0
+        while conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] < target_mb * 1024 * 1024:
+            table = TABLES[batch % len(TABLES)]
+            conn.execute(
+                f"INSERT INTO {table} (user_id, kind, body, props, created_at) "
+                f"SELECT 1 + (g * 7919) % 100000, ({vocab})[1 + g % {n}], "
+                f"({vocab})[1 + (g / 3) % {n}] || ' ' || ({vocab})[1 + (g / 7) % {n}] || ' ' || "
+                f"substr(md5(g::text), 1, 12) || ' ' || ({vocab})[1 + (g / 11) % {n}], "
+                f"jsonb_build_object('page', '/p/' || (g % 500), 'ms', g % 900, 'ok', g % 7 <> 0), "
+                f"timestamptz '2026-01-01' + g * interval '1 second' "
+                f"FROM generate_series({batch * 100000 + 1}::bigint, {(batch + 1) * 100000}) g")
+            batch += 1
+        for table in TABLES:
+            conn.execute(f"CREATE INDEX {table}_user_idx ON {table} (user_id)")
+        conn.execute("VACUUM ANALYZE")
+        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
+def timed(pipeline: list[list[str]], env: dict, out_path: str | None) -> tuple[float, int]:
+    """Run argv lists as a pipeline into out_path (or /dev/null); return (seconds, bytes written)."""
+    started = time.monotonic()
+    with open(out_path or os.devnull, "wb") as out:
+        procs = []
+        stdin = subprocess.DEVNULL
+        for i, argv in enumerate(pipeline):
+            last = i == len(pipeline) - 1
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=out if last else subprocess.PIPE, env=env)
+            if stdin is not subprocess.DEVNULL:
+                stdin.close()
+            stdin = proc.stdout
+            procs.append(proc)
+        for proc in procs:
+            if proc.wait() != 0:
+                raise RuntimeError(f"{pipeline} failed")
+    return time.monotonic() - started, (os.path.getsize(out_path) if out_path else 0)
+
+
+def bot_backup(dsn: str, fmt: str, workdir: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "bench.backup_child", dsn, fmt, workdir], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    return json.loads(result.stdout)
+
+
+def bot_restore(dsn: str, workdir: str, backup_id: int, jobs: int, target: str) -> float:
+    from commands.pg_restore import create_database, fetch_artifact, run_restore
+    from commands.storage_local import LocalStorage
+    from state import Store
+    from state.backups import get_backup
+
+    record = get_backup(Store(f"{workdir}/state.db"), backup_id)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as scratch:
+        artifact = fetch_artifact(LocalStorage(f"{workdir}/backups"), record, Path(scratch))
+        create_database(dsn, target)
+        run_restore(dsn, target, record, artifact, Path(scratch), jobs=jobs)
+    return time.monotonic() - started
+
+
+def ack_latencies(dsn: str, workdir: str, count: int = 50) -> tuple[float, float]:
+    """p50/p99 of acknowledgements of `count` concurrent signed commands while a backup runs, against
+    `backupbot run` in its own process (as in production), measured from here."""
+    import socket
+    import urllib.request
+
+    from tests.fix_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlackWebAPI, SlackSender
+
+    fake = FakeSlackWebAPI()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = Path(workdir) / "bot.toml"
+    config.write_text(f'[state]\npath = "{workdir}/ack.db"\n[storage]\nurl = "file://{workdir}/ack"\n')
+    env = {**os.environ, "DATABASE_URL": dsn, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+           "SLACK_API_URL": fake.url, "PYTHONPATH": str(ROOT)}
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--host", "127.0.0.1", "--port", str(port),
+                            "--config", str(config)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        slack = SlackSender(f"http://127.0.0.1:{port}/slack/events", fake)
+        slack.command("/backup", "main --format gzip", user="U0BENCH")
+        fake.wait_for(lambda api: api.said("chat.postMessage"), timeout=60)
+        with ThreadPoolExecutor(count) as pool:
+            results = list(pool.map(lambda i: slack.command("/backup", "list", user=f"U{i:05d}"), range(count)))
+        latencies = sorted(seconds for _, _, seconds in results)
+        fake.wait_for(lambda api: any("succeeded" in a.get("text", "") for a in api.said("chat.update")), timeout=1800)
+    finally:
+        bot.terminate()
+        bot.wait(30)
+        fake.close()
+    return statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+
+
+def bench_size(cluster: TemporaryCluster, size_mb: int, rows: list, notes: list) -> dict:
+    name = f"bench_{size_mb}mb"
+    dsn = cluster.create_database(name)
+    print(f"generating a {size_mb} MB database…", flush=True)
+    actual = generate(dsn, size_mb)
+    env = pg_env(dsn)
+    pg_dump = pg_bin("pg_dump")
+    label = f"{actual / 1024 / 1024:.0f} MB"
+    with tempfile.TemporaryDirectory(prefix="backupbot-bench-") as tmp:
+        print("runbook commands…", flush=True)
+        plain_s, plain_size = timed([[pg_dump]], env, f"{tmp}/raw.sql")
+        gzip_s, gzip_size = timed([[pg_dump], ["gzip"]], env, f"{tmp}/raw.sql.gz")
+        fc_s, fc_size = timed([[pg_dump, "-Fc"]], env, f"{tmp}/raw.dump")
+        limit_s, _ = timed([[pg_dump, "-Fc", "-Z0"]], env, None)
+        print("bot backups…", flush=True)
+        bot = {fmt: bot_backup(dsn, fmt, tmp) for fmt in ("plain", "gzip", "custom")}
+
+        def row(what, seconds, size, base_s, base_size, target=None, met=None):
+            rows.append((label, what, f"{seconds / base_s:.2f}x", f"{size / base_size:.2f}x" if size else "",
+                         f"{seconds:.1f}s", f"{size / 1024 / 1024:.1f} MB" if size else "", target or "",
+                         "" if met is None else ("met" if met else "**MISSED**")))
+
+        row("`pg_dump > f`", plain_s, plain_size, plain_s, plain_size)
+        row("bot `--format plain`", bot["plain"]["seconds"], bot["plain"]["size"], plain_s, plain_size,
+            "≤ 1.05x time", bot["plain"]["seconds"] <= 1.05 * plain_s)
+        row("`pg_dump | gzip > f`", gzip_s, gzip_size, gzip_s, gzip_size)
+        row("bot `--format gzip`", bot["gzip"]["seconds"], bot["gzip"]["size"], gzip_s, gzip_size,
+            "≤ 1.05x time", bot["gzip"]["seconds"] <= 1.05 * gzip_s)
+        row("bot default (custom, zstd)", bot["custom"]["seconds"], bot["custom"]["size"], gzip_s, gzip_size,
+            "≤ 0.5x time, ≤ 1.1x size of gzip",
+            bot["custom"]["seconds"] <= 0.5 * gzip_s and bot["custom"]["size"] <= 1.1 * gzip_size)
+        row("`pg_dump -Fc > f`", fc_s, fc_size, fc_s, fc_size)
+        row("bot `--format custom`", bot["custom"]["seconds"], bot["custom"]["size"], fc_s, fc_size,
+            "≤ 1.05x time", bot["custom"]["seconds"] <= 1.05 * fc_s)
+        row("limit `pg_dump -Fc -Z0 > /dev/null`", limit_s, 0, limit_s, 1)
+
+        print("restores…", flush=True)
+        psql_s, _ = _restore_with(cluster, [[pg_bin("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-f", f"{tmp}/raw.sql"]],
+                                  f"{name}_psql")
+        pgr_s, _ = _restore_with(cluster, [[pg_bin("pg_restore"), "--exit-on-error", f"{tmp}/raw.dump"]], f"{name}_pgr",
+                                 dbname_flag=True)
+        bot_s = bot_restore(dsn, tmp, bot["custom"]["backup_id"], 2, f"{name}_bot")
+        row("`psql < backup.sql`", psql_s, 0, psql_s, 1)
+        row("`pg_restore -d` (from -Fc)", pgr_s, 0, psql_s, 1)
+        row("bot restore custom `--jobs 2`", bot_s, 0, psql_s, 1, "≤ 0.7x psql", bot_s <= 0.7 * psql_s)
+        return {"rss": max(b["max_rss_mb"] for b in bot.values()), "dsn": dsn, "label": label}
+
+
+def _restore_with(cluster, pipeline, dbname, dbname_flag=False):
+    cluster.create_database(dbname)
+    env = pg_env(cluster.dsn(dbname))
+    if dbname_flag:
+        pipeline = [pipeline[0][:1] + [f"--dbname={dbname}"] + pipeline[0][1:]]
+    return timed(pipeline, env, None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100,1000", help="database sizes in MB, comma separated")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: list = []
+    notes: list = []
+    rss = {}
+    with TemporaryCluster() as cluster:
+        for size in sizes:
+            result = bench_size(cluster, size, rows, notes)
+            rss[result["label"]] = result["rss"]
+        print("acknowledgement latency…", flush=True)
+        with tempfile.TemporaryDirectory(prefix="backupbot-ack-") as tmp:
+            p50, p99 = ack_latencies(result["dsn"], tmp)
+    version = tool_version("pg_dump")
+    lines = [
+        f"# backupbot bench — {os.cpu_count()} cores, PostgreSQL {version}, Python {platform.python_version()}",
+        "",
+        "Ratios first (against the runbook command above each bot row), absolute figures beside them.",
+        "",
+        "| database | what | time ratio | size ratio | time | size | target | verdict |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+        *[f"| {' | '.join(r)} |" for r in rows],
+        "",
+        "| measure | figure | target | verdict |",
+        "|---|---:|---|---|",
+    ]
+    rss_values = list(rss.values())
+    for label, value in rss.items():
+        lines.append(f"| peak RSS of the bot process, backup of the {label} database | {value:.0f} MB | ≤ 100 MB | "
+                     f"{'met' if value <= 100 else '**MISSED**'} |")
+    if len(rss_values) > 1:
+        flat = max(rss_values) - min(rss_values) <= 10
+        lines.append(f"| RSS difference between sizes | {max(rss_values) - min(rss_values):.0f} MB | flat (≤ 10 MB) | "
+                     f"{'met' if flat else '**MISSED**'} |")
+    lines.append(f"| ack latency p50 / p99, 50 concurrent signed commands during a backup | {p50 * 1000:.0f} ms / "
+                 f"{p99 * 1000:.0f} ms | p99 ≤ 300 ms | {'met' if p99 <= 0.3 else '**MISSED**'} |")
+    lines += ["", "Rerun: `python bench/run.py` (or `--sizes 100` for a quick run)."]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (ROOT / "bench" / "results.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(main())
