@@ -22,6 +22,7 @@ def run_preflight(config_path: str | None = None, out=None) -> int:
     except BackupbotError as exc:
         results.append((False, f"config: {exc}"))
         return _print(results, out)
+    results.append(check_sections(settings))
     results.extend(check_databases(settings))
     results.append(check_storage(settings))
     if settings.slack_bot_token:
@@ -35,6 +36,27 @@ def _print(results: list[tuple[bool, str]], out) -> int:
     failed = sum(1 for ok, _ in results if not ok)
     print(f"{len(results) - failed} passed, {failed} failed", file=out)
     return 1 if failed else 0
+
+
+def check_sections(settings: Settings) -> tuple[bool, str]:
+    """[schedules], [retention], [health] and [incidents] are read lazily; read them all now."""
+    from types import SimpleNamespace
+
+    from commands.health import health_settings
+    from commands.incident_config import incident_settings
+    from commands.retention import retention_rules
+    from commands.schedules import scheduled_jobs
+
+    try:
+        holder = SimpleNamespace(settings=settings)
+        jobs = scheduled_jobs(holder)
+        health_settings(holder)
+        incident_settings(settings)
+        for name in settings.databases:
+            retention_rules(settings.retention or {}, name)
+    except BackupbotError as exc:
+        return False, f"config: {exc}"
+    return True, f"config: {len(jobs)} scheduled job(s), retention, health and incident settings valid"
 
 
 def check_databases(settings: Settings) -> list[tuple[bool, str]]:

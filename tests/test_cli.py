@@ -44,6 +44,14 @@ def test_check_fails_and_says_why(tmp_path, pg_cluster):
     assert "Traceback" not in result.stderr
 
 
+def test_check_reads_every_section(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[schedules.main]\nbackup = "at two"\n')
+    result = run_cli(["check", "--config", str(config)], {"DATABASE_URL": "postgresql://localhost/x"})
+    assert result.returncode == 1
+    assert "FAIL config: schedules.main.backup: 'at two' is not a cron expression" in result.stdout
+
+
 def test_check_without_a_database_url(tmp_path):
     result = run_cli(["check", "--config", write_config(tmp_path)], {})
     assert result.returncode == 1
