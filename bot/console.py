@@ -71,15 +71,16 @@ class ConsoleReply:
         self.console.add_reaction(message_id, emoji, BOT_USER, quiet=True)
 
     def upload_file(self, filename: str, content: bytes, title: str) -> None:
-        path = Path(tempfile.mkdtemp(prefix="backupbot-file-")) / Path(filename).name
+        path = self.console.files_dir() / Path(filename).name
         path.write_bytes(content)
         self.console.emit(f"[file] {title}: {path}")
 
 
 class Console:
     def __init__(self, services: Services, user: str = CONSOLE_USER, channel: str = CONSOLE_CHANNEL,
-                 out=None, show_progress: bool = True):
+                 out=None, show_progress: bool = True, files_dir: Path | None = None):
         self.services = services
+        self._files_dir = files_dir
         self.user = user
         self.channel = channel
         self.out = out
@@ -88,6 +89,13 @@ class Console:
         self._ids = itertools.count(1)
         self._events = itertools.count(1)
         self._buffer: list[str] = []
+
+    def files_dir(self) -> Path:
+        """Where shared files (incident exports) land: one folder per console session."""
+        if self._files_dir is None:
+            self._files_dir = Path(tempfile.mkdtemp(prefix="backupbot-files-"))
+        self._files_dir.mkdir(parents=True, exist_ok=True)
+        return self._files_dir
 
     # -- what the commands see
     def emit(self, line: str) -> None:

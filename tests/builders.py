@@ -26,4 +26,5 @@ def make_settings(tmp_path: Path, dsn: str | None, storage_url: str | None = Non
 
 def make_console(settings: Settings, user: str = "U0OPS", **overrides) -> Console:
     services = start_services(settings, **overrides)
-    return Console(services, user=user, channel="C0OPS")
+    files = Path(settings.state_path).parent / "files"
+    return Console(services, user=user, channel="C0OPS", files_dir=files)
