@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.console import Console
@@ -28,3 +29,17 @@ def make_console(settings: Settings, user: str = "U0OPS", **overrides) -> Consol
     services = start_services(settings, **overrides)
     files = Path(settings.state_path).parent / "files"
     return Console(services, user=user, channel="C0OPS", files_dir=files)
+
+
+class FakeClock:
+    """An injected clock: tests move time forward instead of sleeping."""
+
+    def __init__(self, start: datetime | None = None):
+        self.now = start or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now

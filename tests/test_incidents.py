@@ -21,19 +21,7 @@ from commands.context import Actor
 from commands.errors import ConfigError
 from commands.incident_config import incident_settings
 from state import incidents as incident_state
-from tests.builders import make_console, make_settings
-
-
-class FakeClock:
-    def __init__(self, start: datetime):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+from tests.builders import FakeClock, make_console, make_settings
 
 
 class RecordingReply:

@@ -12,19 +12,7 @@ from bot.slack_reply import SlackReply
 from bot.startup import start_services
 from commands.audit import record_event
 from state import incidents as incident_state
-from tests.builders import make_settings
-
-
-class FakeClock:
-    def __init__(self, start: datetime):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+from tests.builders import FakeClock, make_settings
 
 
 @pytest.fixture

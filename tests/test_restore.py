@@ -16,24 +16,14 @@ from commands.pg_tools import pg_bin, pg_env, with_dbname
 from state import approvals as request_state
 from state.backups import get_backup, list_backups
 from state.jobs import recent_jobs
-from tests.builders import make_console, make_settings
+from tests.builders import FakeClock, make_console, make_settings
 
 ACCESS = {"operators": ["U0OPS", "U0APP1"], "approvers": ["U0APP1", "U0APP2", "U0APP3"], "required_approvals": 1}
 
 
-class Clock:
-    def __init__(self):
-        from datetime import UTC, datetime
-
-        self.now = datetime.now(UTC)
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 def console_for(tmp_path, dsn, clock=None, **access):

@@ -12,17 +12,9 @@ from commands.errors import ConfigError
 from commands.schedules import ScheduledJob, build_digest, check_rpo, run_scheduled, scheduled_jobs
 from state import health as health_state
 from state.backups import list_backups
-from tests.builders import make_console, make_settings
+from tests.builders import FakeClock, make_console, make_settings
 
 CHANNELS = {"alerts": "C0ALERTS", "digest": "C0DIGEST"}
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 class Recorder:
@@ -53,7 +45,7 @@ class Recorder:
 
 @pytest.fixture
 def clock():
-    return Clock(datetime(2026, 11, 28, 2, 0, tzinfo=UTC))
+    return FakeClock(datetime(2026, 11, 28, 2, 0, tzinfo=UTC))
 
 
 def services_for(tmp_path, dsn, clock, **sections):
