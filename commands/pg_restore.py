@@ -237,6 +237,8 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     """
     validate_database_name(dbname)
     env = pg_env(dsn, dbname=dbname)
+    # index and constraint builds are most of a restore's work after the data: give them memory
+    env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c maintenance_work_mem=256MB").strip()
     fmt = FORMATS[record.format]
     psql = [pg_bin("psql"), "--no-password", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction",
             "--no-psqlrc", f"--dbname={dbname}"]

@@ -11,6 +11,8 @@ from typing import BinaryIO
 from commands.errors import StorageError
 
 PARTIAL_MARK = ".partial-"
+# flush to disk as we go, so commit()'s fsync has little left to do and writeback overlaps the dump
+SYNC_EVERY = 64 << 20
 
 
 class LocalArtifactWriter:
@@ -23,10 +25,16 @@ class LocalArtifactWriter:
         except OSError as exc:
             raise StorageError(f"cannot write {final.parent}: {exc.strerror or exc}") from exc
         self._done = False
+        self._unsynced = 0
 
     def write(self, data: bytes) -> None:
         try:
             self._file.write(data)
+            self._unsynced += len(data)
+            if self._unsynced >= SYNC_EVERY:
+                self._file.flush()
+                os.fdatasync(self._file.fileno())
+                self._unsynced = 0
         except OSError as exc:
             self.abort()
             raise StorageError(f"writing {self.final.name} failed: {exc.strerror or exc}") from exc
