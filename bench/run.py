@@ -265,7 +265,19 @@ def main() -> int:
     table = "\n".join(lines) + "\n"
     print(table)
     (ROOT / "bench" / "results.md").write_text(table)
+    quote_in_readme(table)
     return 0
+
+
+def quote_in_readme(table: str) -> None:
+    """The README quotes the latest results between its bench markers."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        body = "\n".join(line for line in table.splitlines() if not line.startswith("# ") and "Rerun:" not in line).strip()
+        readme.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":
