@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_console(args) -> int:
-    from bot.console import Console
-    from bot.startup import start_services
+    from bot.console import Console, ConsoleReply
+    from bot.startup import report_interrupted_jobs, start_services
+    from commands.context import Actor
     from commands.settings import load_settings
 
     if args.demo:
@@ -78,7 +79,9 @@ def run_console(args) -> int:
         return 0
     settings = load_settings(args.config)
     services = start_services(settings)
-    Console(services, user=args.user, out=sys.stdout).loop()
+    console = Console(services, user=args.user, out=sys.stdout)
+    report_interrupted_jobs(services, ConsoleReply(console, Actor(console.user, console.channel)))
+    console.loop()
     return 0
 
 

@@ -181,9 +181,12 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability)
     lock.rollback()
     lock.close()
 
-    services = start_services(settings)  # the restart
-    [job] = services.interrupted_jobs
-    assert job.id == 1 and job.status == "interrupted"
+    restart = subprocess.run([sys.executable, "-m", "bot.cli", "console", "--config", str(config)],
+                             input="/backup list\n", capture_output=True, text=True,
+                             env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
+    assert "Backup #1 of main was interrupted: the bot stopped while it was running" in restart.stdout
+    assert "No backups" in restart.stdout
+    services = start_services(settings)
     assert recent_jobs(services.store)[0].status == "interrupted"
     assert list_backups(services.store) == []
     leftovers = [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] if (tmp_path / "backups").exists() else []
@@ -192,6 +195,7 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability)
 
     out = Console(services, user="U0OPS").run("/backup main")
     assert "Backup #2 of main succeeded" in out
+
     reliability("faults", "bot killed with SIGKILL mid-backup, then restarted", 1,
                 "job marked interrupted and reported; partial file discarded; next backup succeeds")
 
