@@ -18,7 +18,7 @@ from commands.audit import record_event
 from commands.backup import BackupRequest, run_backup_job
 from commands.context import Actor, Services
 from commands.errors import BackupbotError
-from commands.pg_restore import create_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg_restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
 from commands.pg_tools import with_dbname
 from commands.redact import redact
 from commands.reply import Notice, Reply, ThreadReply
@@ -94,8 +94,15 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
         record_event(services, "restore.step", database=plan["database"], actor=actor,
                      text=f"Restore request #{row.id}: {line}", detail={"step": name, "request_id": row.id})
 
+    created_target = False
+
     def fail(reason: str) -> dict:
         reason = redact(reason, services.secrets())[:1500]
+        if created_target:  # a database this request created holds nothing anyone needs: remove it
+            try:
+                drop_database(dsn, plan["target_dbname"])
+            except Exception:
+                log.exception("could not drop %s after a failed restore", plan["target_dbname"])
         result.update(ok=False, error=reason, snapshot_id=snapshot_id)
         request_state.set_result(services.store, row.id, request_state.FAILED, result)
         if job is not None:
@@ -143,6 +150,7 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
             started = time.monotonic()
             if not plan["target_exists"]:
                 create_database(dsn, plan["target_dbname"])
+                created_target = True
             run_restore(dsn, plan["target_dbname"], record, artifact, Path(workdir), tables=plan["tables"] or None,
                         jobs=plan["jobs"], secrets=services.secrets() + [dsn])
             restore_seconds = time.monotonic() - started

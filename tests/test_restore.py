@@ -393,3 +393,20 @@ def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability
                             ).fetchone()[0] == 0
     reliability("faults", "bot killed with SIGKILL mid-restore, then restarted", 1,
                 "psql/pg_restore die with it; transaction rolled back; request and job marked interrupted")
+
+
+def test_failed_restore_into_a_new_database_removes_it(tmp_path, sample_dsn, pg_cluster):
+    import hashlib
+
+    console = console_for(tmp_path, sample_dsn)
+    console.run("/backup --format plain")
+    record = get_backup(console.services.store, 1)
+    artifact = tmp_path / "backups" / record.key
+    broken = artifact.read_bytes().replace(b"CREATE TABLE public.users", b"SELECT 1/0; CREATE TABLE public.users", 1)
+    artifact.write_bytes(broken)
+    with console.services.store.db() as db:  # as if pg_dump itself had written it
+        db.execute("UPDATE backups SET sha256 = ? WHERE id = 1", [hashlib.sha256(broken).hexdigest()])
+    out = console.run("/restore 1 --into fresh_copy")
+    assert "Restore request #1 failed: psql exited with status 3" in out and "division by zero" in out
+    assert not pg_cluster.database_exists("fresh_copy")
+    assert "Rollback" not in out  # nothing was replaced, so there is nothing to roll back
