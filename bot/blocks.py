@@ -7,6 +7,8 @@ a dedicated builder is shown as mrkdwn sections of its plain text.
 from __future__ import annotations
 
 from commands.backup import BackupStatus
+from commands.health import HealthReports
+from commands.restore import RestorePlanMessage
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section's text
 MAX_BLOCKS = 50
@@ -40,7 +42,33 @@ def build_backup_message(status: BackupStatus) -> list[dict]:
     return blocks
 
 
-BUILDERS = {BackupStatus: build_backup_message}
+def build_restore_message(message: RestorePlanMessage) -> list[dict]:
+    """The request: the plan as fields, where it stands, and how to approve."""
+    lines = message.text().splitlines()
+    p = message.plan
+    fields = [
+        f"*Target*\n{p['target']}",
+        f"*Backup*\n#{p['backup_id']} of {p['backup_database']} ({p['format']})",
+        f"*Replaces*\n{p['replaces']}",
+        "*Safety snapshot*\n" + ("yes" if p["safety_snapshot"] else "no (new target)"),
+    ]
+    blocks = [_section(lines[0]), {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields]}]
+    blocks.extend(build_text_message("\n".join(lines[5:]) or " "))
+    return blocks[:MAX_BLOCKS]
+
+
+def build_health_message(reports: HealthReports) -> list[dict]:
+    blocks = []
+    for report in reports.reports:
+        lines = report.text().splitlines()
+        blocks.append(_section(lines[0]))
+        blocks.extend(build_text_message("\n".join(lines[1:])))
+        blocks.append({"type": "divider"})
+    return blocks[:-1][:MAX_BLOCKS] if blocks else build_text_message(" ")
+
+
+BUILDERS = {BackupStatus: build_backup_message, RestorePlanMessage: build_restore_message,
+            HealthReports: build_health_message}
 
 
 def register_builder(message_type: type, builder) -> None:

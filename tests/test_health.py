@@ -107,3 +107,11 @@ def test_bad_input_and_config(console, tmp_path, sample_dsn):
     assert "too many words" in console.run("/db-health a b")
     bad = make_console(make_settings(tmp_path / "x", sample_dsn, health={"rpo_hourz": 3}))
     assert "health.rpo_hourz: unknown key" in bad.run("/db-health")
+
+
+def test_db_health_through_slack(tmp_path, sample_dsn, slack_env, fake_slack, start_bot):
+    bot = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env))
+    status, _, seconds = bot.slack.command("/db-health", "all", user="U0ANYONE")
+    assert status == 200 and seconds < 3
+    posted = fake_slack.wait_for_text("*main*:", method="chat.postMessage")
+    assert "connections:" in posted["text"] and posted["blocks"][0]["text"]["text"].startswith(":")

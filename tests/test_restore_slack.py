@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -34,6 +35,11 @@ def request_message(fake) -> str:
 def test_bot_offers_both_reactions(bot, fake_slack):
     names = {a["name"] for a in fake_slack.said("reactions.add")}
     assert names == {"white_check_mark", "x"}
+    request = next(a for a in fake_slack.said("chat.postMessage") if "Restore request #1" in a["text"])
+    fields = [f["text"] for block in request["blocks"] for f in block.get("fields", [])]
+    assert any(f.startswith("*Target*") and "/t" in f for f in fields)
+    assert "*Safety snapshot*\nyes" in fields
+    assert "password" not in json.dumps(request).lower()
 
 
 def test_non_approver_ignored_and_quorum_of_two(bot, fake_slack, reliability):
