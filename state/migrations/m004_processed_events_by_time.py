@@ -1,0 +1,3 @@
+SQL = """
+CREATE INDEX processed_events_by_time ON processed_events (received_at)
+"""
