@@ -24,7 +24,10 @@ BOT_USER = "U_BACKUPBOT"
 HELP = """Type a slash command as in Slack, for example:
   /backup              back up the default database
   /backup list         list backups
-  /backup help         every /backup option
+  /restore latest      ask for a restore of the latest backup (approvers react to approve)
+  /db-health           the database's health
+  /incident open TITLE open an incident timeline
+  /backup help, /restore help, /incident help: every option
 Console commands:
   :as USER             act as another user (for example :as U0789)
   :react MSG EMOJI     react to a message (for example :react M3 white_check_mark)
@@ -186,7 +189,7 @@ class Console:
         stdin = stdin or sys.stdin
         interactive = stdin.isatty()
         if interactive:
-            self.emit("backupbot console — type /backup help or :help, :quit to leave.")
+            self.emit("backupbot console — type :help for commands, :quit to leave.")
         while True:
             try:
                 line = input(f"{self.user}> ") if interactive else stdin.readline()
