@@ -71,10 +71,6 @@ BUILDERS = {BackupStatus: build_backup_message, RestorePlanMessage: build_restor
             HealthReports: build_health_message}
 
 
-def register_builder(message_type: type, builder) -> None:
-    BUILDERS[message_type] = builder
-
-
 def build_message_blocks(message) -> list[dict]:
     builder = BUILDERS.get(type(message))
     if builder is not None:

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -24,10 +23,6 @@ from psycopg.conninfo import make_conninfo
 
 from commands.errors import BackupbotError
 from commands.pg_tools import pg_bin
-
-
-def find_pg_bin(name: str) -> str:
-    return pg_bin(name)
 
 
 def _free_port() -> int:
@@ -124,13 +119,3 @@ class TemporaryCluster:
     def database_exists(self, name: str) -> bool:
         with self.admin() as conn:
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with self.admin():
-                    return
-            except psycopg.OperationalError:
-                time.sleep(0.1)
-        raise BackupbotError("the temporary PostgreSQL server did not become ready")
