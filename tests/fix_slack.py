@@ -214,12 +214,13 @@ class BotServer:
 
     def __init__(self, settings, fake: FakeSlackWebAPI, services=None):
         from bot.app import create_app
-        from bot.server import make_client, make_wsgi_app
+        from bot.server import make_client, make_wsgi_app, waitress_options
 
         self.client = make_client(settings)
         self.app = create_app(settings, self.client, services)
         self.services = self.app.services
-        self.server = waitress.server.create_server(make_wsgi_app(self.app), host="127.0.0.1", port=0, threads=32)
+        self.server = waitress.server.create_server(make_wsgi_app(self.app), host="127.0.0.1", port=0,
+                                                    **waitress_options())
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}/slack/events"
         self.thread = threading.Thread(target=self._serve, daemon=True)
