@@ -56,11 +56,16 @@ class DrillResult:
     seconds: float | None
     detail: str
     scratch: str
+    drop_error: str | None = None  # why the scratch database could not be dropped; None once it is gone
 
     def text(self) -> str:
         if self.ok:
             return (f":white_check_mark: Drill of backup #{self.backup_id} ({self.database}) passed: restored into a scratch "
                     f"database in {human_duration(self.seconds)} (RTO), {self.detail}. Scratch database dropped.")
+        if self.drop_error is not None:
+            return (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: scratch database {self.scratch} "
+                    f"could NOT be dropped: {self.drop_error}; drop it by hand (DROP DATABASE {self.scratch} WITH (FORCE)). "
+                    f"Restore and checks: {self.detail}. The backup is not marked verified.")
         return (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: {self.detail}. "
                 f"Scratch database {self.scratch} dropped.")
 
@@ -91,15 +96,20 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
     except Exception as exc:
         ok, detail = False, redact(f"{type(exc).__name__}: {exc}", services.secrets() + [dsn])
     finally:
+        drop_error = None
         try:
             drop_database(dsn, scratch)
-        except Exception as exc:  # reported, never hidden: a scratch database may be left
-            detail_drop = redact(str(exc), services.secrets() + [dsn])
-            job_state.finish_job(services.store, job.id, job_state.FAILED, f"could not drop {scratch}: {detail_drop}")
-    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, None if ok else detail)
+        except Exception as exc:  # reported, never hidden: a scratch database is left behind
+            drop_error = redact(str(exc) or type(exc).__name__, services.secrets() + [dsn])
+    if drop_error is not None:  # a drill that leaves its scratch database behind failed a step: it verifies nothing
+        ok = False
+        error = f"could not drop {scratch}: {drop_error}; restore and checks: {detail}"
+    else:
+        error = None if ok else detail
+    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, error)
     set_verification(services.store, record.id, "verified" if ok else "failed verification", iso(services.clock()),
                      round(seconds, 3) if ok and seconds is not None else None)
-    result = DrillResult(record.id, record.database, ok, seconds, detail, scratch)
+    result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error)
     record_event(services, "drill.succeeded" if ok else "drill.failed", database=record.database, actor=actor,
                  text=result.text(), detail={"backup_id": record.id, "rto_seconds": seconds})
     return result

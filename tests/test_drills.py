@@ -58,3 +58,60 @@ def test_verify_input_errors(tmp_path, sample_dsn):
     assert "there is no full backup of main yet" in console.run("/backup verify latest")
     assert "Usage: `/backup verify" in console.run("/backup verify")
     assert "is not a backup number" in console.run("/backup verify x")
+
+
+OPERATOR = {"operators": ["U0OPS"]}  # the console user, allowed whatever access defaults to
+
+
+def test_drill_whose_scratch_database_cannot_be_dropped_says_so_and_verifies_nothing(tmp_path, sample_dsn, pg_cluster,
+                                                                                     monkeypatch):
+    import commands.drill
+    import state.jobs
+    from commands.pg_restore import drop_database
+    from state.jobs import recent_jobs
+
+    console = make_console(make_settings(tmp_path, sample_dsn, access=OPERATOR))
+    console.run("/backup")
+
+    def refuse_drop(dsn, name):
+        raise psycopg.OperationalError(f'database "{name}" is being accessed by other users')
+
+    finished = []
+    real_finish = state.jobs.finish_job
+    monkeypatch.setattr(commands.drill, "drop_database", refuse_drop)
+    monkeypatch.setattr(state.jobs, "finish_job", lambda store, job_id, status, error=None: (
+        finished.append((job_id, status)), real_finish(store, job_id, status, error)))
+    out = console.run("/backup verify 1")
+    left = scratch_databases(pg_cluster)
+    for name in left:
+        drop_database(pg_cluster.dsn(), name)
+
+    assert len(left) == 1
+    assert "Drill of backup #1 (main) FAILED" in out and "passed" not in out
+    assert f"scratch database {left[0]} could NOT be dropped" in out
+    assert "is being accessed by other users" in out and "drop it by hand" in out
+    assert "Scratch database dropped" not in out
+    assert get_backup(console.services.store, 1).verification == "failed verification"
+    assert "last verified drill: backup #1" not in console.run("/db-health")
+    drill = [j for j in recent_jobs(console.services.store) if j.kind == "drill"]
+    assert [j.status for j in drill] == ["failed"] and f"could not drop {left[0]}" in drill[0].error
+    assert finished == [(drill[0].id, "failed")]  # one verdict, never failed-then-succeeded
+
+
+def test_drill_that_fails_and_cannot_drop_reports_both(tmp_path, sample_dsn, pg_cluster, monkeypatch):
+    import commands.drill
+    from commands.pg_restore import drop_database
+
+    console = make_console(make_settings(tmp_path, sample_dsn, access=OPERATOR))
+    console.run("/backup")
+    (tmp_path / "backups" / get_backup(console.services.store, 1).key).write_bytes(b"not what was stored")
+
+    def refuse_drop(dsn, name):
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(commands.drill, "drop_database", refuse_drop)
+    out = console.run("/backup verify 1")
+    for name in scratch_databases(pg_cluster):
+        drop_database(pg_cluster.dsn(), name)
+    assert "FAILED" in out and "could NOT be dropped: connection refused" in out and "corrupted" in out
+    assert get_backup(console.services.store, 1).verification == "failed verification"
