@@ -47,3 +47,7 @@ class IntegrityError(BackupbotError, ValueError):
 
 class DatabaseUnavailableError(BackupbotError, ConnectionError):
     """The database could not be reached in time."""
+
+
+class EncryptionError(BackupbotError, ValueError):
+    """An artifact cannot be encrypted or decrypted: no identity file, an unsafe one, or a key that is not a recipient."""
