@@ -16,7 +16,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.slack_messages import fetch_message_text
-from bot.slack_reply import SlackReply
+from bot.slack_reply import SlackReply, add_retry_handlers
 from bot.startup import start_services
 from bot.usergroups import UsergroupCache
 from commands import dispatch
@@ -31,6 +31,7 @@ REACTION_EVENTS = ("reaction_added", "reaction_removed")
 
 def create_app(settings: Settings, client: WebClient, services: Services | None = None) -> App:
     """Build the Bolt app around `client` (its base_url may point at a fake Web API in tests)."""
+    add_retry_handlers(client)  # 429 → wait Retry-After and retry; dropped connections retried
     groups = UsergroupCache(client)
     if services is None:
         services = start_services(settings, group_members=groups.members)

@@ -8,6 +8,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import create_app
+from bot.slack_reply import TrackedWebClient
 from commands.errors import ConfigError
 from commands.settings import Settings, load_settings
 
@@ -74,7 +75,7 @@ def make_client(settings: Settings) -> WebClient:
     kwargs = {"token": settings.slack_bot_token}
     if settings.slack_api_url:
         kwargs["base_url"] = settings.slack_api_url.rstrip("/") + "/"
-    return WebClient(**kwargs)
+    return TrackedWebClient(**kwargs)  # with rate-limit and connection retry handlers
 
 
 def make_wsgi_app(bolt_app):

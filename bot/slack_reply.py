@@ -7,9 +7,12 @@ not post in the channel (not invited), the slash command's response_url is the f
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from bot.blocks import build_message_blocks
@@ -20,6 +23,81 @@ log = logging.getLogger(__name__)
 NOT_POSTABLE = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
 RESPONSE_URL_ID = "response_url"
 MAX_TEXT = 39000
+PROGRESS_INTERVAL = 1.0  # Slack allows about one message per second per channel
+RESPONSE_URL_USES = 5  # Slack accepts at most 5 uses of a response_url in 30 minutes
+# Errors that mean Slack cannot be used at all (as opposed to "not in that channel")
+FATAL_ERRORS = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
+                "ratelimited", "fatal_error", "internal_error", "service_unavailable", "request_timeout"}
+
+
+class DeliveryError(RuntimeError):
+    """A message Slack did not take (response_url refused or used up)."""
+
+
+def retry_handlers() -> list:
+    """429s wait out Retry-After and try again; dropped connections are retried with backoff."""
+    return [RateLimitErrorRetryHandler(max_retry_count=3), ConnectionErrorRetryHandler(max_retry_count=3)]
+
+
+def add_retry_handlers(client) -> None:
+    kinds = {type(h) for h in client.retry_handlers}
+    client.retry_handlers.extend(h for h in retry_handlers() if type(h) not in kinds)
+
+
+class SlackCallStatus:
+    """The outcome of the bot's most recent Web API call, for /healthz."""
+
+    def __init__(self):
+        self.ok = True
+        self.error: str | None = None
+        self.at: float | None = None
+
+    def record(self, ok: bool, error: str | None = None) -> None:
+        self.ok, self.error, self.at = ok, error, time.time()
+
+
+LAST_SLACK_CALL = SlackCallStatus()
+
+
+class TrackedWebClient(WebClient):
+    """A WebClient with retry handlers that remembers whether its last call reached Slack."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        add_retry_handlers(self)
+        self.call_status = LAST_SLACK_CALL
+
+    def api_call(self, api_method: str, *args, **kwargs):
+        try:
+            response = super().api_call(api_method, *args, **kwargs)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "")
+            status = getattr(exc.response, "status_code", 200)
+            if error in FATAL_ERRORS or status >= 500 or status == 429:
+                self.call_status.record(False, f"{api_method}: {error or status}")
+            else:
+                self.call_status.record(True)  # Slack answered; the call was refused for its own reasons
+            raise
+        except Exception as exc:
+            self.call_status.record(False, f"{api_method}: {type(exc).__name__}")
+            raise
+        self.call_status.record(True)
+        return response
+
+
+_channel_lock = threading.Lock()
+_channel_last_call: dict[str, float] = {}
+
+
+def _note_channel_call(channel: str) -> None:
+    with _channel_lock:
+        _channel_last_call[channel] = time.monotonic()
+
+
+def _channel_is_quiet(channel: str, interval: float = PROGRESS_INTERVAL) -> bool:
+    with _channel_lock:
+        last = _channel_last_call.get(channel)
+        return last is None or time.monotonic() - last >= interval
 
 
 def split_id(message_id: str) -> tuple[str, str]:
@@ -34,6 +112,9 @@ class SlackReply:
         self.user = user
         self.channel = channel
         self.response_url = response_url
+        self.response_url_uses = 0
+        if isinstance(client, WebClient):
+            add_retry_handlers(client)
 
     def _payload(self, message: Message) -> dict:
         return {"text": message.text()[:MAX_TEXT], "blocks": build_message_blocks(message)}
@@ -41,6 +122,7 @@ class SlackReply:
     def post(self, message: Message, channel: str | None = None) -> str | None:
         channel = channel or self.channel
         try:
+            _note_channel_call(channel or "")
             result = self.client.chat_postMessage(channel=channel, **self._payload(message))
             return f"{result['channel']}:{result['ts']}"
         except SlackApiError as exc:
@@ -54,7 +136,16 @@ class SlackReply:
         if channel == RESPONSE_URL_ID:
             self._respond(message, response_type="in_channel", replace_original=True)
             return
+        _note_channel_call(channel)
         self.client.chat_update(channel=channel, ts=ts, **self._payload(message))
+
+    def progress(self, message_id: str, message: Message) -> None:
+        """A transient progress update: dropped when the channel had a message in the last second,
+        and never sent through a response_url (its 5 uses are kept for the start and the result)."""
+        channel, _ = split_id(message_id)
+        if channel == RESPONSE_URL_ID or not _channel_is_quiet(channel):
+            return
+        self.update(message_id, message)
 
     def ephemeral(self, message: Message) -> None:
         if self.channel and self.user:
@@ -74,6 +165,7 @@ class SlackReply:
         channel, ts = split_id(message_id)
         if channel == RESPONSE_URL_ID:
             return self.post(message)
+        _note_channel_call(channel)
         result = self.client.chat_postMessage(channel=channel, thread_ts=ts, **self._payload(message))
         return f"{result['channel']}:{result['ts']}"
 
@@ -92,4 +184,10 @@ class SlackReply:
         self.client.files_upload_v2(channel=self.channel, content=content, filename=filename, title=title)
 
     def _respond(self, message: Message, **kwargs) -> None:
-        WebhookClient(self.response_url).send(**self._payload(message), **kwargs)
+        if self.response_url_uses >= RESPONSE_URL_USES:
+            raise DeliveryError(f"the command's response_url was already used {RESPONSE_URL_USES} times")
+        self.response_url_uses += 1
+        webhook = WebhookClient(self.response_url, retry_handlers=retry_handlers())
+        response = webhook.send(**self._payload(message), **kwargs)
+        if response.status_code != 200:
+            raise DeliveryError(f"response_url answered {response.status_code}")

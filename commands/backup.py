@@ -22,7 +22,7 @@ from commands.errors import AlreadyRunningError, BackupbotError, UsageError
 from commands.pg_dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
 from commands.pg_tools import major, pg_env, tool_version
 from commands.redact import redact
-from commands.reply import Notice, Reply
+from commands.reply import GuardedReply, Notice, Reply
 from commands.units import human_bytes, human_duration, human_rate
 from state import jobs as job_state
 from state.backups import BackupRecord, add_backup, list_backups
@@ -221,7 +221,11 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
 
 def run_backup_job(services: Services, request: BackupRequest, actor: Actor, reply: Reply, job_id: int,
                    dsn: str) -> BackupStatus:
-    """Dump, store and catalogue under job `job_id`, which the caller has already started."""
+    """Dump, store and catalogue under job `job_id`, which the caller has already started.
+
+    Slack never decides the outcome: every chat call goes through a GuardedReply, the outcome is
+    stored (finish_job) before the result is published, and undelivered messages are retried after."""
+    reply = GuardedReply(reply, services.secrets() + [dsn], services.settings.channels.alerts)
     status = BackupStatus(job_id=job_id, database=request.database,
                           user=actor.user if request.kind not in ("scheduled", "pre-restore") else None,
                           format=request.format, kind=request.kind, tables=request.tables,
@@ -230,6 +234,8 @@ def run_backup_job(services: Services, request: BackupRequest, actor: Actor, rep
     message_id = None
     try:
         message_id = reply.post(status)
+        if message_id is None:
+            reply.discard_pending()  # the start is not worth a retry: the result goes out as a new message
         job_state.set_job_message(services.store, job_id, actor.channel, message_id)
         record = _dump_and_store(services, request, job_id, dsn, status, reply, message_id)
     except BaseException as exc:
@@ -237,7 +243,9 @@ def run_backup_job(services: Services, request: BackupRequest, actor: Actor, rep
         job_state.finish_job(services.store, job_id, job_state.FAILED, error)
         final = replace(status, state="failed", error=error)
         record_event(services, "backup.failed", database=request.database, actor=actor, text=f"Backup #{job_id} failed: {error}")
+        reply.stop_progress()
         _publish(reply, message_id, final)
+        reply.settle_in_background()
         if not isinstance(exc, Exception):
             raise
         if not isinstance(exc, BackupbotError):
@@ -247,7 +255,9 @@ def run_backup_job(services: Services, request: BackupRequest, actor: Actor, rep
     final = replace(status, state="succeeded", record=record, raw_bytes=record.raw_size, elapsed=record.duration_s or 0)
     record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
                  detail={"backup_id": record.id, "kind": request.kind}, reply=reply)
+    reply.stop_progress()
     _publish(reply, message_id, final)
+    reply.settle_in_background()
     return final
 
 
@@ -301,8 +311,8 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         counter.start()
 
         def progress(raw: int, elapsed: float) -> None:
-            if message_id:
-                reply.update(message_id, replace(status, raw_bytes=raw, elapsed=elapsed))
+            if message_id:  # handed to a sender thread: no chat call in pg_dump's read loop
+                getattr(reply, "progress", reply.update)(message_id, replace(status, raw_bytes=raw, elapsed=elapsed))
 
         key = artifact_key(request.database, job_id, created, fmt)
         writer = services.storage.open_writer(key, expected_size=database_size)
