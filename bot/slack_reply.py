@@ -94,10 +94,10 @@ def _note_channel_call(channel: str) -> None:
         _channel_last_call[channel] = time.monotonic()
 
 
-def _channel_is_quiet(channel: str, interval: float = PROGRESS_INTERVAL) -> bool:
+def _channel_is_quiet(channel: str) -> bool:
     with _channel_lock:
         last = _channel_last_call.get(channel)
-        return last is None or time.monotonic() - last >= interval
+        return last is None or time.monotonic() - last >= PROGRESS_INTERVAL
 
 
 def split_id(message_id: str) -> tuple[str, str]:

@@ -35,6 +35,13 @@ class FakeSlackWebAPI:
         self.not_in_channels: set[str] = set()
         self.history: dict[str, dict] = {}  # "C:ts" -> message, for conversations.history
         self.uploads: dict[str, bytes] = {}
+        # failure modes: method -> Slack error answered to every call of it (e.g. chat.update -> "cant_update_message")
+        self.fail_methods: dict[str, str] = {}
+        # method -> how many of its next calls get HTTP 429 with Retry-After: retry_after seconds
+        self.rate_limited: dict[str, int] = {}
+        self.retry_after = 1
+        # conversations.info: channel id -> {"name", "is_private", "is_member"}; unknown ids are public and joined
+        self.channels: dict[str, dict] = {}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,14 +62,20 @@ class FakeSlackWebAPI:
                     args = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
                 method = path.split("/")[-1] if not path.startswith("response/") else "response_url"
                 args["_auth"] = self.headers.get("Authorization", "")
+                args["_at"] = time.monotonic()
                 fake.record(method, args)
+                if fake.take_rate_limit(method):
+                    return self._send({"ok": False, "error": "ratelimited"}, status=429,
+                                      headers={"Retry-After": str(fake.retry_after)})
                 self._send(fake.answer(method, args))
 
             do_GET = do_POST
 
-            def _send(self, payload, raw_text=False):
+            def _send(self, payload, raw_text=False, status=200, headers=None):
                 body = b"OK" if raw_text else json.dumps(payload).encode()
-                self.send_response(200)
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "text/plain" if raw_text else "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -78,7 +91,35 @@ class FakeSlackWebAPI:
         with self.lock:
             self.calls.append((method, args))
 
+    def take_rate_limit(self, method: str) -> bool:
+        with self.lock:
+            left = self.rate_limited.get(method, 0)
+            if left <= 0:
+                return False
+            self.rate_limited[method] = left - 1
+            return True
+
+    def channel_info(self, channel: str) -> dict:
+        info = {"id": channel, "name": channel.lower(), "is_private": False, "is_member": True}
+        info.update(self.channels.get(channel, {}))
+        if channel in self.not_in_channels:
+            info["is_member"] = False
+        return info
+
     def answer(self, method: str, args: dict) -> dict:
+        if method in self.fail_methods:
+            return {"ok": False, "error": self.fail_methods[method]}
+        if method == "conversations.info":
+            if args.get("channel") in self.channels and self.channels[args["channel"]].get("missing"):
+                return {"ok": False, "error": "channel_not_found"}
+            return {"ok": True, "channel": self.channel_info(args.get("channel"))}
+        if method == "conversations.join":
+            info = self.channel_info(args.get("channel"))
+            if info["is_private"]:
+                return {"ok": False, "error": "method_not_supported_for_channel_type"}
+            self.channels.setdefault(args["channel"], {})["is_member"] = True
+            self.not_in_channels.discard(args["channel"])
+            return {"ok": True, "channel": self.channel_info(args["channel"])}
         if method == "auth.test":
             return {"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "backupbot",
                     "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"}

@@ -1,0 +1,81 @@
+"""Slack never decides a job's fate: failed or rate-limited chat calls are retried, never fatal."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.startup import start_services
+from state.backups import list_backups
+from state.jobs import get_job
+from tests.builders import make_settings
+
+ACCESS = {"operators": ["U0ALICE"], "approvers": ["U0CAROL"]}
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    """Progress on every chunk, no per-channel pacing, retries within seconds (the real ones take a minute)."""
+    monkeypatch.setattr("commands.reply.RETRY_DELAYS", (0.3, 0.5, 1.0, 2.0, 4.0))
+    monkeypatch.setattr("bot.slack_reply.PROGRESS_INTERVAL", 0.0)
+
+
+def start(tmp_path, sample_dsn, slack_env, start_bot, **sections):
+    settings = make_settings(tmp_path, sample_dsn, env=slack_env, access=ACCESS, **sections)
+    return start_bot(settings, start_services(settings, progress_every=0.0))
+
+
+def test_every_chat_update_failing_does_not_fail_the_backup(tmp_path, sample_dsn, slack_env, fake_slack, start_bot,
+                                                            fast_retries):
+    fake_slack.fail_methods["chat.update"] = "cant_update_message"
+    bot = start(tmp_path, sample_dsn, slack_env, start_bot)
+    bot.slack.command("/backup", "main", user="U0ALICE")
+    fake_slack.wait_for_text("Backup #1 of main started by <@U0ALICE>", method="chat.postMessage")
+    # the backup is catalogued although Slack refused every update, progress included
+    fake_slack.wait_for(lambda api: list_backups(bot.services.store), what="the backup in the catalog")
+    assert get_job(bot.services.store, 1).status == "succeeded"
+    assert fake_slack.said("chat.update"), "the bot tried to update its message"
+    bot.slack.command("/backup", "list", user="U0ALICE")
+    listed = fake_slack.wait_for_text("Backups of all databases", method="chat.postEphemeral")
+    assert "#1 · main" in listed["text"]
+    # Slack answers again: the result arrives in the original message
+    fake_slack.fail_methods.clear()
+    done = fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update", timeout=20)
+    assert done["ts"] == "1700000000.000001"
+    assert not any("failed" in t for t in fake_slack.texts())
+
+
+def test_what_never_gets_through_goes_to_the_alerts_channel(tmp_path, sample_dsn, slack_env, fake_slack, start_bot,
+                                                            fast_retries):
+    fake_slack.fail_methods["chat.update"] = "message_not_found"  # someone deleted the message
+    bot = start(tmp_path, sample_dsn, slack_env, start_bot, channels={"alerts": "C0ALERTS"})
+    bot.slack.command("/backup", "main", user="U0ALICE")
+    alert = fake_slack.wait_for(
+        lambda api: next((a for a in api.said("chat.postMessage") if a.get("channel") == "C0ALERTS"), None),
+        timeout=30, what="an alert about the undelivered result")
+    assert "could not deliver" in alert["text"] and "Backup #1" in alert["text"]
+    assert [r.id for r in list_backups(bot.services.store)] == [1]
+
+
+def test_a_429_with_retry_after_is_waited_out_and_the_message_arrives(tmp_path, sample_dsn, slack_env, fake_slack,
+                                                                      start_bot):
+    fake_slack.rate_limited["chat.postMessage"] = 1
+    fake_slack.rate_limited["chat.update"] = 1
+    fake_slack.retry_after = 1
+    bot = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env, access=ACCESS))
+    bot.slack.command("/backup", "main", user="U0ALICE")
+    fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update", timeout=30)
+    posts = [a for a in fake_slack.said("chat.postMessage") if "started by" in a.get("text", "")]
+    assert len(posts) == 2, "the 429'd post was sent again"
+    assert posts[1]["_at"] - posts[0]["_at"] >= 0.9, "Retry-After was respected"
+    assert [r.id for r in list_backups(bot.services.store)] == [1]
+
+
+def test_a_result_through_response_url_uses_it_only_for_start_and_result(tmp_path, sample_dsn, slack_env, fake_slack,
+                                                                         start_bot, fast_retries):
+    fake_slack.not_in_channels.add("C0PRIVATE")
+    bot = start(tmp_path, sample_dsn, slack_env, start_bot)
+    bot.slack.command("/backup", "main", user="U0ALICE", channel="C0PRIVATE")
+    fake_slack.wait_for(lambda api: any("succeeded" in a.get("text", "") for a in api.said("response_url")),
+                        what="the result through response_url")
+    uses = fake_slack.said("response_url")
+    assert len(uses) == 2 and "started by" in uses[0]["text"] and "succeeded" in uses[1]["text"]
