@@ -38,6 +38,9 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def size(self, key: str) -> int:
+        """Bytes stored under `key`, without reading them. Raises StorageError (": not found")."""
+
     def delete(self, key: str) -> None: ...
 
     def list_keys(self, prefix: str = "") -> list[str]: ...

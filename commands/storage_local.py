@@ -107,6 +107,14 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise StorageError(f"reading {key}: not found") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)

@@ -255,6 +255,12 @@ class S3Storage:
             raise _storage_error(f"checking {key}", exc) from exc
         return True
 
+    def size(self, key: str) -> int:
+        try:
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except _S3_ERRORS as exc:
+            raise _storage_error(f"reading {key}", exc) from exc
+
     def _check_bucket(self) -> None:
         # HEAD of a key answers a bare 404 for a missing bucket too; don't report that as "no such key".
         try:

@@ -112,3 +112,28 @@ def set_verification(store: Store, backup_id: int, status: str, at: str, restore
 def mark_pruned(store: Store, backup_id: int, at: str, reason: str) -> None:
     with store.db() as db:
         db.execute("UPDATE backups SET pruned_at = ?, prune_reason = ? WHERE id = ?", [at, reason, backup_id])
+
+
+def add_rebuilt_backup(store: Store, record: BackupRecord, source: str) -> BackupRecord:
+    """Catalogue a backup found in storage by a catalog rebuild, under its original id.
+
+    A finished job with the same id comes with it: backup ids are job ids, so the jobs the bot starts
+    afterwards get ids above every rebuilt backup instead of colliding with one.
+    """
+    import dataclasses
+
+    record = dataclasses.replace(record, job_id=record.id)
+    with store.db() as db:
+        db.execute(
+            "INSERT INTO jobs (id, kind, database, status, requested_by, started_at, finished_at, detail, reported)"
+            " VALUES (?, 'backup', ?, 'succeeded', ?, ?, ?, ?, 1)",
+            [record.id, record.database, record.requested_by, record.created_at, record.created_at,
+             json.dumps({"rebuilt_from": source, "kind": record.kind, "format": record.format})],
+        )
+    try:
+        add_backup(store, record)
+    except BaseException:
+        with store.db() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", [record.id])
+        raise
+    return record
