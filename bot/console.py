@@ -73,6 +73,9 @@ class ConsoleReply:
     def react(self, message_id: str, emoji: str) -> None:
         self.console.add_reaction(message_id, emoji, BOT_USER, quiet=True)
 
+    def check_can_collect_reactions(self) -> None:
+        """Every console message can be reacted to."""
+
     def upload_file(self, filename: str, content: bytes, title: str) -> None:
         path = self.console.files_dir() / Path(filename).name
         path.write_bytes(content)

@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from slack_sdk.webhook import WebhookClient
 
 from bot.blocks import build_message_blocks
+from commands.errors import ChannelAccessError
 from commands.reply import Message
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,34 @@ class SlackReply:
             if exc.response.get("error") != "already_reacted":
                 raise
 
+    def check_can_collect_reactions(self) -> None:
+        if self.channel:
+            self.ensure_member(self.channel)
+
+    def ensure_member(self, channel: str) -> None:
+        """Reactions reach the bot only where it is a member: join a public channel, or raise
+        ChannelAccessError asking for an invite (private channels cannot be joined)."""
+        try:
+            info = self.client.conversations_info(channel=channel)["channel"]
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error == "channel_not_found":  # also what a private channel the bot is not in looks like
+                raise ChannelAccessError(_invite(f"<#{channel}>")) from None
+            if error == "missing_scope":
+                raise ChannelAccessError("the Slack app lacks the channels:read/groups:read scopes needed to check "
+                                         "that it is in this channel; reinstall it from manifest.yml") from None
+            raise
+        if info.get("is_im") or info.get("is_member"):
+            return
+        name = f"#{info['name']}" if info.get("name") else f"<#{channel}>"
+        if info.get("is_private") or info.get("is_mpim"):
+            raise ChannelAccessError(_invite(name))
+        try:
+            self.client.conversations_join(channel=channel)
+            log.info("joined %s to see reactions on restore requests", name)
+        except SlackApiError as exc:
+            raise ChannelAccessError(_invite(name) + f" (joining failed: {exc.response.get('error')})") from None
+
     def upload_file(self, filename: str, content: bytes, title: str) -> None:
         """files.getUploadURLExternal, the upload, then files.completeUploadExternal (slack_sdk does all three)."""
         self.client.files_upload_v2(channel=self.channel, content=content, filename=filename, title=title)
@@ -191,3 +220,8 @@ class SlackReply:
         response = webhook.send(**self._payload(message), **kwargs)
         if response.status_code != 200:
             raise DeliveryError(f"response_url answered {response.status_code}")
+
+
+def _invite(channel: str) -> str:
+    return (f"invite @backupbot to {channel} first: Slack sends reactions (approvals) only from channels "
+            "the bot is in, so a request here could never be approved")

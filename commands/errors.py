@@ -33,6 +33,10 @@ class ConfigError(BackupbotError, ValueError):
     """The configuration file is invalid; the message names the key."""
 
 
+class ChannelAccessError(BackupbotError, PermissionError):
+    """The bot is not in the channel and cannot join it, so reactions there (approvals) would never reach it."""
+
+
 class StorageError(BackupbotError, OSError):
     """Storage refused a read, write or delete."""
 

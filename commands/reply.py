@@ -83,6 +83,17 @@ class ThreadReply:
     def upload_file(self, *args, **kwargs):
         return self.reply.upload_file(*args, **kwargs)
 
+    def check_can_collect_reactions(self) -> None:
+        check_can_collect_reactions(self.reply)
+
+
+def check_can_collect_reactions(reply: Reply) -> None:
+    """Raise ChannelAccessError when reactions on this reply's channel would never reach the bot
+    (Slack: not a member and cannot join). Replies without the check (the console) always can."""
+    check = getattr(reply, "check_can_collect_reactions", None)
+    if check is not None:
+        check()
+
 
 
 # ---------------------------------------------------------------- delivery that never decides a job
@@ -150,9 +161,7 @@ class GuardedReply:
 
     def check_can_collect_reactions(self) -> None:
         """Not guarded: a channel where approvals cannot arrive must stop the request."""
-        check = getattr(self.inner, "check_can_collect_reactions", None)
-        if check is not None:
-            check()
+        check_can_collect_reactions(self.inner)
 
     # -- progress: off the caller's thread, latest wins, failures only logged
     def progress(self, message_id: str, message: Message) -> None:

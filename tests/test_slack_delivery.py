@@ -79,3 +79,50 @@ def test_a_result_through_response_url_uses_it_only_for_start_and_result(tmp_pat
                         what="the result through response_url")
     uses = fake_slack.said("response_url")
     assert len(uses) == 2 and "started by" in uses[0]["text"] and "succeeded" in uses[1]["text"]
+
+
+# ---------------------------------------------------------------- channel membership before a restore request
+
+
+def slack_reply_in(channel, slack_env, tmp_path, sample_dsn):
+    from bot.server import make_client
+    from bot.slack_reply import SlackReply
+
+    client = make_client(make_settings(tmp_path, sample_dsn, env=slack_env, access=ACCESS))
+    return SlackReply(client, user="U0ALICE", channel=channel)
+
+
+def test_a_public_channel_the_bot_is_not_in_is_joined(tmp_path, sample_dsn, slack_env, fake_slack):
+    from commands.reply import GuardedReply, ThreadReply, check_can_collect_reactions
+
+    fake_slack.channels["C0PUBLIC"] = {"name": "dba", "is_member": False}
+    reply = slack_reply_in("C0PUBLIC", slack_env, tmp_path, sample_dsn)
+    check_can_collect_reactions(ThreadReply(GuardedReply(reply), None))
+    assert [c["channel"] for c in fake_slack.said("conversations.join")] == ["C0PUBLIC"]
+    check_can_collect_reactions(reply)  # now a member: no second join
+    assert len(fake_slack.said("conversations.join")) == 1
+    assert fake_slack.said("conversations.info")[0]["channel"] == "C0PUBLIC"
+
+
+def test_a_private_channel_the_bot_is_not_in_asks_for_an_invite(tmp_path, sample_dsn, slack_env, fake_slack):
+    from commands.errors import ChannelAccessError
+    from commands.reply import GuardedReply, check_can_collect_reactions
+
+    fake_slack.channels["C0SECRET"] = {"name": "secret-dba", "is_private": True, "is_member": False}
+    reply = GuardedReply(slack_reply_in("C0SECRET", slack_env, tmp_path, sample_dsn))
+    with pytest.raises(ChannelAccessError, match="invite @backupbot to #secret-dba first"):
+        check_can_collect_reactions(reply)
+    assert fake_slack.said("conversations.join") == []
+    fake_slack.channels["C0GONE"] = {"missing": True}  # what Slack says of a private channel the bot is not in
+    with pytest.raises(ChannelAccessError, match="invite @backupbot to <#C0GONE> first"):
+        check_can_collect_reactions(slack_reply_in("C0GONE", slack_env, tmp_path, sample_dsn))
+
+
+def test_a_member_channel_and_the_console_need_nothing(tmp_path, sample_dsn, slack_env, fake_slack):
+    from bot.console import ConsoleReply
+    from commands.context import Actor
+    from commands.reply import check_can_collect_reactions
+
+    check_can_collect_reactions(slack_reply_in("C0OPS", slack_env, tmp_path, sample_dsn))
+    assert fake_slack.said("conversations.join") == [] and len(fake_slack.said("conversations.info")) == 1
+    check_can_collect_reactions(ConsoleReply(console=None, actor=Actor("U0ALICE", "C_CONSOLE")))
