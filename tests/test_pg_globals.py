@@ -151,7 +151,7 @@ def test_hostile_role_names_are_recreated_on_a_new_cluster_and_the_dump_loads_wi
     assert missing_roles(target, needed) == []
 
     with psycopg.connect(target) as conn:
-        assert role_definitions(conn, needed) == [d for d in definitions]
+        assert role_definitions(conn, needed) == definitions
     after = load(target, dump)
     assert after.returncode == 0, after.stderr.decode()
     assert owners_and_grants(target) == owners_and_grants(pg_dsn)
