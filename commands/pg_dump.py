@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import zstandard
 
 from commands.errors import DumpError
+from commands.pg_names import QualifiedName
 from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin
 from commands.redact import redact
 from commands.storage import ArtifactWriter
@@ -78,17 +79,17 @@ class _IdentityDecompressor:
         return data
 
 
-def dump_argv(fmt: DumpFormat, snapshot: str | None, tables: list[str], schema_only: bool) -> list[str]:
-    """pg_dump's argv: options only, from validated values. Credentials go by environment."""
-    from commands.pg_snapshot import quote_table
+def dump_argv(fmt: DumpFormat, snapshot: str | None, tables: list[QualifiedName], schema_only: bool) -> list[str]:
+    """pg_dump's argv: options only, from validated values. Credentials go by environment.
 
+    Tables come as exact catalog names, each an exact `--table` pattern (quoted, so no wildcard)."""
     argv = [pg_bin("pg_dump"), f"--format={fmt.pg_format}", "--no-password", "--verbose"]
     if fmt.pg_format == "custom":
         argv.append("--compress=0")  # the bot compresses the stream itself (zstd)
     if snapshot:
         argv.append(f"--snapshot={snapshot}")
     for table in tables:
-        argv.append(f"--table={quote_table(table)}")
+        argv.append(f"--table={table.dump_pattern()}")
     if schema_only:
         argv.append("--schema-only")
     return argv

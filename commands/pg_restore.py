@@ -2,8 +2,15 @@
 
 The artifact is first copied to a local file (decompressed) while its sha256 is checked against
 the catalog, so a corrupted or tampered artifact is refused before the target is touched.
-Restores run in one transaction wherever PostgreSQL allows it, so a failure leaves the target as it
-was; `--jobs N` (parallel, which cannot be one transaction) is the exception.
+A restore into an existing database runs in one transaction that the bot itself opens and
+closes: psql reads BEGIN, the cleaning prologue, the dump, the verification and COMMIT from a pipe
+the bot writes, and COMMIT is written only after every child exited 0, so a pg_restore that dies
+half-way leaves psql at end-of-file inside an open transaction, which PostgreSQL rolls back.
+`--jobs N` cannot be one transaction: it restores into a side database that is verified and then
+swapped in by name (commands.restore_run).
+
+Every name in SQL the bot writes comes from the backup's manifest (read in the dump's snapshot)
+through `psycopg.sql.Identifier`; archive entries are chosen by the OIDs the manifest recorded.
 """
 
 from __future__ import annotations
@@ -22,17 +29,14 @@ from psycopg import sql
 from commands import pg_snapshot
 from commands.errors import DumpError, IntegrityError, UsageError
 from commands.pg_dump import FORMATS, make_decompressor
-from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env
+from commands.pg_names import QualifiedName
+from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env, with_dbname
 from commands.redact import redact
 from commands.storage import Storage
 from state.backups import BackupRecord
 
 DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-CREATE_SCHEMA_RE = re.compile(r'^CREATE SCHEMA (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)', re.M)
-# TOC entry types that belong to a table and must come along with it in a --tables restore
-TABLE_PARTS = ("TABLE", "TABLE DATA", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "DEFAULT", "SEQUENCE",
-               "SEQUENCE SET", "SEQUENCE OWNED BY", "COMMENT", "ACL", "POLICY", "ROW SECURITY", "RULE",
-               "CHECK CONSTRAINT", "INDEX ATTACH", "STATISTICS")
+CHUNK = 1 << 20
 
 
 def validate_database_name(name: str) -> str:
@@ -96,86 +100,107 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
     return FetchedArtifact(path=target, raw_size=raw_size, toc=toc)
 
 
-_TOC_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
-_TOC_DESCS = sorted(TABLE_PARTS + ("SCHEMA", "FUNCTION", "VIEW", "EXTENSION", "TYPE", "DOMAIN",
-                                   "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "ENCODING", "STDSTRINGS"),
-                    key=len, reverse=True)
-_INDEX_DDL = re.compile(r"^CREATE (?:UNIQUE )?INDEX (\S+) ON (?:ONLY )?([^ .]+)\.([^ (]+)", re.M)
-_FK_DDL = re.compile(
-    r"^ALTER TABLE (?:ONLY )?([^ .]+)\.(\S+)\n\s+ADD CONSTRAINT (\S+) FOREIGN KEY .*? REFERENCES ([^ .]+)\.([^ (]+)\(", re.M
-)
-_OWNED_DDL = re.compile(r"^ALTER SEQUENCE ([^ .]+)\.(\S+) OWNED BY ([^ .]+)\.([^ .]+)\.", re.M)
+
+# ---------------------------------------------------------------- choosing archive entries
+
+_TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+PG_CLASS = 1259  # 'pg_class'::regclass in every PostgreSQL
 
 
-def _unquote(name: str) -> str:
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+@dataclass(frozen=True)
+class TocLine:
+    line: str
+    tableoid: int
+    oid: int
+    rest: str  # "DESC schema tag owner": read only for entries without an OID, and only by equality
 
 
-def toc_entries(toc: str) -> list[tuple[str, str, str, list[str]]]:
-    """(line, desc, schema, name parts) for each entry of `pg_restore --list` output."""
-    entries = []
+def toc_lines(toc: str) -> list[TocLine]:
+    lines = []
     for line in toc.splitlines():
-        m = _TOC_ENTRY.match(line)
-        if not m:
-            continue
-        rest = m.group(4)
-        desc = next((d for d in _TOC_DESCS if rest.startswith(d + " ")), None)
-        if desc is None:
-            continue
-        tokens = rest[len(desc) + 1:].split(" ")
-        if len(tokens) < 3:
-            continue
-        entries.append((line, desc, tokens[0], tokens[1:-1]))
-    return entries
+        m = _TOC_LINE.match(line)
+        if m:
+            lines.append(TocLine(line, int(m.group(2)), int(m.group(3)), m.group(4)))
+    return lines
 
 
-def select_toc_entries(toc: str, ddl: str, tables: list[str]) -> str:
-    """The TOC lines that restore `tables` (schema.table) whole: definition, data, defaults,
-    constraints, indexes, triggers and owned sequences, plus foreign keys that point at them
-    (so --clean can drop and re-create their primary keys). A bare `pg_restore -t` leaves those out.
+def _listed(text: str) -> str:
+    """How `pg_restore --list` prints a name: newlines and carriage returns become spaces."""
+    return text.replace("\n", " ").replace("\r", " ")
 
-    `ddl` is the archive's schema as SQL (`pg_restore --section=pre-data --section=post-data`):
-    the TOC alone does not say which table an index or a sequence belongs to.
-    """
-    wanted = {tuple(t.split(".", 1)) for t in tables}
-    index_table = {(_unquote(s), _unquote(i)): (_unquote(s), _unquote(t)) for i, s, t in _INDEX_DDL.findall(ddl)}
-    fk_refs = {(_unquote(s), _unquote(t), _unquote(name)): (_unquote(rs), _unquote(rt))
-               for s, t, name, rs, rt in _FK_DDL.findall(ddl)}
-    seq_table = {(_unquote(s), _unquote(q)): (_unquote(ts), _unquote(t)) for s, q, ts, t in _OWNED_DDL.findall(ddl)}
-    kept = []
-    for line, desc, schema, parts in toc_entries(toc):
-        name = parts[0] if parts else ""
-        if desc in ("TABLE", "TABLE DATA"):
-            keep = (schema, name) in wanted
-        elif desc == "INDEX":
-            keep = index_table.get((schema, name)) in wanted
-        elif desc in ("SEQUENCE", "SEQUENCE SET", "SEQUENCE OWNED BY"):
-            keep = seq_table.get((schema, name)) in wanted
-        elif desc == "FK CONSTRAINT":
-            keep = (schema, name) in wanted or fk_refs.get((schema, name, parts[-1] if len(parts) > 1 else "")) in wanted
-        elif desc in ("DEFAULT", "CONSTRAINT", "CHECK CONSTRAINT", "TRIGGER", "POLICY", "ROW SECURITY", "RULE"):
-            keep = (schema, name) in wanted
-        elif desc in ("COMMENT", "ACL") and len(parts) >= 2 and parts[0] == "TABLE":
-            keep = (schema, parts[1]) in wanted
-        else:
-            keep = False
-        if keep:
-            kept.append(line)
+
+def _tag_forms(name: str) -> set[str]:
+    """A comment's or ACL's tag names its object as pg_dump's fmtId does (quoted when needed)."""
+    return {name, '"' + name.replace('"', '""') + '"'}
+
+
+def _oidless_entries(table: dict) -> set[str]:
+    """The `pg_restore --list` text of a table's entries that carry no OID (sequence values, comments,
+    ACLs), in every form pg_dump may write them, so a line is matched whole, by equality."""
+    schema, owner = table["schema"], table["owner"]
+    texts = set()
+    for tag in _tag_forms(table["name"]):
+        for desc in ("COMMENT", "ACL", "SECURITY LABEL"):
+            texts.add(f"{desc} {schema} TABLE {tag} {owner}")
+        for column in table["columns"]:
+            for col in _tag_forms(column):
+                for desc in ("COMMENT", "ACL", "SECURITY LABEL"):
+                    texts.add(f"{desc} {schema} COLUMN {tag}.{col} {owner}")
+    for seq in table["sequences"]:
+        texts.add(f"SEQUENCE SET {seq['schema']} {seq['name']} {seq['owner']}")
+        texts.add(f"SEQUENCE OWNED BY {seq['schema']} {seq['name']} {seq['owner']}")
+        for tag in _tag_forms(seq["name"]):
+            texts.add(f"COMMENT {seq['schema']} SEQUENCE {tag} {seq['owner']}")
+            texts.add(f"ACL {seq['schema']} SEQUENCE {tag} {seq['owner']}")
+    return {_listed(t) for t in texts}
+
+
+def select_toc_entries(toc: str, objects: dict, wanted: list[QualifiedName], backup_id: int) -> str:
+    """The archive entries that restore `wanted` whole: definition, data, defaults, constraints,
+    indexes, triggers, policies, rules, owned sequences with their values, comments and ACLs, plus
+    the foreign keys that point at them (so their keys can be dropped and re-created).
+
+    Entries are chosen by the (catalog, OID) pairs the backup recorded for each table; the few
+    entries pg_dump writes without an OID are matched by their whole line, and refused when another
+    table's entries would read the same (names that differ only in where a space falls)."""
+    tables = {QualifiedName(t["schema"], t["name"]): t for t in objects["tables"]}
+    chosen = []
+    for name in wanted:
+        if name not in tables:
+            raise UsageError(f"backup #{backup_id} does not record table {name.key}")
+        chosen.append(tables[name])
+    pairs = {(int(c), int(o)) for t in chosen for c, o in (p.split(":") for p in t["parts"])}
+    pairs |= {(PG_CLASS, t["oid"]) for t in chosen}
+    data_oids = {t["oid"] for t in chosen}
+    oidless = set().union(*(_oidless_entries(t) for t in chosen))
+    others = set().union(set(), *(_oidless_entries(t) for n, t in tables.items() if n not in wanted))
+    clash = oidless & others
+    if clash:
+        raise UsageError(f"backup #{backup_id}: tables' names are too alike to pick their entries apart "
+                         f"({sorted(clash)[0]!r}); restore the whole backup instead")
+    kept = [t.line for t in toc_lines(toc)
+            if (t.tableoid, t.oid) in pairs
+            or (t.tableoid == 0 and t.oid in data_oids)  # TABLE DATA carries its table's OID
+            or (t.tableoid == 0 and t.oid == 0 and t.rest in oidless)]
     return "\n".join(kept) + "\n"
 
 
-def archive_ddl(archive: Path) -> str:
-    result = subprocess.run([pg_bin("pg_restore"), "--section=pre-data", "--section=post-data", "--file=-", str(archive)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise DumpError(f"pg_restore cannot read the archive: {last_lines(result.stderr, 3)}")
-    return result.stdout
+# ---------------------------------------------------------------- databases
 
 
-def create_database(dsn: str, name: str) -> None:
+def create_database(dsn: str, name: str, like: str | None = None) -> None:
+    """CREATE DATABASE `name`; with `like`, with that database's owner, encoding and locale."""
     validate_database_name(name)
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        if like is None:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+            return
+        owner, encoding, collate, ctype = conn.execute(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
+            "FROM pg_database WHERE datname = %s", [like]).fetchone()
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Identifier(name), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(owner)))
 
 
 def drop_database(dsn: str, name: str) -> None:
@@ -184,85 +209,222 @@ def drop_database(dsn: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def swap_databases(dsn: str, target: str, side: str, keep_as: str) -> None:
+    """Put database `side` in place of `target` by name, keeping the old `target` as `keep_as`.
+
+    Sessions on the target are ended (it refuses new ones meanwhile). If the second rename fails the
+    first is undone, so `target` always names either the old or the new database, never nothing."""
+    validate_database_name(side)
+    validate_database_name(keep_as)
+    with psycopg.connect(with_dbname(dsn, side), autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(target)))
+        renamed = False
+        try:
+            _rename_when_free(conn, target, keep_as)
+            renamed = True
+        finally:
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                sql.Identifier(keep_as if renamed else target)))
+    try:
+        with psycopg.connect(with_dbname(dsn, keep_as), autocommit=True, connect_timeout=10) as conn:
+            _rename_when_free(conn, side, target)
+    except BaseException:
+        with psycopg.connect(with_dbname(dsn, side), autocommit=True, connect_timeout=10) as conn:
+            _rename_when_free(conn, keep_as, target)
+        raise
+
+
+def _rename_when_free(conn: psycopg.Connection, old: str, new: str, attempts: int = 50) -> None:
+    """ALTER DATABASE ... RENAME after ending the sessions on it, retried while they go away."""
+    import time
+
+    for attempt in range(attempts):
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                     "AND pid <> pg_backend_pid()", [old])
+        try:
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
 def database_exists(dsn: str, name: str) -> bool:
     with pg_snapshot.connect(dsn) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
-def dump_schemas(artifact: FetchedArtifact, record: BackupRecord) -> set[str]:
-    """The schemas a whole-database dump creates (quoted as in SQL where needed)."""
-    if artifact.toc is not None:
-        return {parts[0] for _, desc, _, parts in toc_entries(artifact.toc) if desc == "SCHEMA" and parts}
-    schemas = set()
-    with open(artifact.path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("CREATE SCHEMA"):
-                m = CREATE_SCHEMA_RE.match(line)
-                if m:
-                    schemas.add(m.group(1))
-    return schemas
+# ---------------------------------------------------------------- the SQL the bot writes
 
 
-def clean_prologue(artifact: FetchedArtifact, record: BackupRecord) -> str:
-    """SQL that empties what the dump is about to recreate, run in the dump's own transaction.
+def recorded_objects(record: BackupRecord) -> dict:
+    if not record.objects:
+        raise UsageError(f"backup #{record.id} was taken by an older backupbot that did not record its schemas and "
+                         "tables exactly; restore it by hand (see its manifest), or take a new backup")
+    return record.objects
 
-    A whole-database dump gets every schema it creates dropped, and `public` recreated as
-    PostgreSQL 15 makes it (owned by pg_database_owner): the runbook's bare
-    `DROP SCHEMA public CASCADE` misses every other schema, and pg_restore's own --clean stops at
-    any object created after the backup. A table dump only drops its tables.
+
+def clean_prologue(record: BackupRecord) -> sql.Composable:
+    """SQL that empties what a whole-database dump is about to recreate, in the dump's own transaction.
+
+    Every schema the dump writes (recorded in the dump's snapshot) is dropped, and `public` is
+    recreated as PostgreSQL 15 makes it: the runbook's bare `DROP SCHEMA public CASCADE` misses
+    every other schema. A dump of some tables drops only those tables, without CASCADE, so views
+    and foreign keys of other tables are never dropped silently: the restore fails and rolls back.
     """
+    objects = recorded_objects(record)
     if record.tables:
-        return "".join(f"DROP TABLE IF EXISTS {pg_snapshot.quote_table(t)} CASCADE;\n" for t in record.tables)
-    statements = [f"DROP SCHEMA IF EXISTS {sql_name(name)} CASCADE;"
-                  for name in sorted(dump_schemas(artifact, record)) if name != "public"]
-    statements += ["DROP SCHEMA IF EXISTS public CASCADE;", "CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
-                   "GRANT USAGE ON SCHEMA public TO PUBLIC;", "COMMENT ON SCHEMA public IS 'standard public schema';"]
-    return "\n".join(statements) + "\n"
+        from commands.pg_names import parse_key
+
+        return sql.SQL("").join(sql.SQL("DROP TABLE IF EXISTS {};\n").format(parse_key(key).identifier())
+                                for key in record.tables)
+    statements = [sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE;\n").format(sql.Identifier(name))
+                  for name in objects["schemas"] if name != "public"]
+    statements.append(sql.SQL("DROP SCHEMA IF EXISTS public CASCADE;\n"
+                              "CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n"
+                              "GRANT USAGE ON SCHEMA public TO PUBLIC;\n"
+                              "COMMENT ON SCHEMA public IS 'standard public schema';\n"))
+    return sql.SQL("").join(statements)
 
 
-def sql_name(name: str) -> str:
-    if name.startswith('"') or re.match(r"^[a-z_][a-z0-9_$]*$", name):
-        return name
-    return '"' + name.replace('"', '""') + '"'
+def not_valid_scope(tables: list[str]) -> tuple[str, ...]:
+    """NOT VALID constraints are recorded as `schema.table.constraint` (as the catalog spells them):
+    the prefixes that put one in the scope of a `--tables` restore."""
+    from commands.pg_names import parse_key
+
+    return tuple(f"{name.schema}.{name.name}." for name in map(parse_key, tables))
+
+
+def verification_sql(record: BackupRecord, tables: list[str]) -> sql.Composable:
+    """A DO block that raises, before COMMIT, when the restored rows or NOT VALID constraints differ
+    from the backup's: a restore that does not verify never commits."""
+    from commands.pg_names import parse_key
+
+    expected = {key: n for key, n in record.row_counts.items() if not tables or key in tables}
+    body = [sql.SQL("DECLARE n bigint; found text[]; wanted text[]; BEGIN\n")]
+    for key, count in sorted(expected.items()):
+        body.append(sql.SQL(
+            "SELECT count(*) INTO n FROM {table};\n"
+            "IF n <> {count} THEN RAISE EXCEPTION 'backupbot verification: % has % rows, the backup has %', "
+            "{key}, n, {count}; END IF;\n").format(table=parse_key(key).identifier(), count=sql.Literal(count),
+                                                   key=sql.Literal(key)))
+    recorded = sorted(record.not_valid_constraints)
+    scope = not_valid_scope(tables)
+    if tables:
+        recorded = [c for c in recorded if c.startswith(scope)]
+    body.append(sql.SQL(
+        "SELECT coalesce(array_agg(x ORDER BY x), '{{}}') INTO found FROM ({query}) AS v(x) {scope};\n"
+        "SELECT coalesce(array_agg(x ORDER BY x), '{{}}') INTO wanted FROM unnest({recorded}::text[]) AS w(x);\n"
+        "IF found IS DISTINCT FROM wanted THEN RAISE EXCEPTION "
+        "'backupbot verification: NOT VALID constraints are %, the backup had %', found, wanted; END IF;\n"
+        "END").format(query=sql.SQL(pg_snapshot.NOT_VALID_SQL.replace("ORDER BY 1", "").strip()),
+                      scope=sql.SQL("WHERE {}").format(sql.SQL(" OR ").join(
+                          sql.SQL("starts_with(x, {})").format(sql.Literal(p)) for p in scope)) if tables else sql.SQL(""),
+                      recorded=sql.Literal(recorded)))
+    return sql.SQL("DO {};\n").format(sql.Literal(sql.Composed(body).as_string(None)))
+
+
+# ---------------------------------------------------------------- running
 
 
 def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedArtifact, workdir: Path,
                 tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = ()) -> None:
     """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail.
 
-    - plain and gzip: `psql --single-transaction` over the cleaning prologue and the dump;
-    - custom, whole: `pg_restore --file=-` streamed into the same psql transaction;
-    - custom with --jobs N: the prologue, then `pg_restore --jobs N` (parallel cannot be one transaction);
-    - custom with --tables: `pg_restore --clean --if-exists --single-transaction --use-list` of the tables' entries.
+    - plain and gzip: psql over BEGIN, the cleaning prologue, the dump, the verification, COMMIT;
+    - custom, whole: the same, with `pg_restore --file=-` as the dump;
+    - custom with --tables (or a backup of some tables): `pg_restore --clean --if-exists` of the tables'
+      entries, in the same kind of transaction, verified before COMMIT;
+    - custom with --jobs N: `pg_restore --jobs N` straight into `dbname`, which must be a database the
+      caller created for it (a new target or a side database): parallel jobs cannot share a transaction.
     """
-    validate_database_name(dbname)
     env = pg_env(dsn, dbname=dbname)
     # index and constraint builds are most of a restore's work after the data: give them memory
     env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c maintenance_work_mem=256MB").strip()
     fmt = FORMATS[record.format]
-    psql = [pg_bin("psql"), "--no-password", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-            "--no-psqlrc", f"--dbname={dbname}"]
     pg_restore = [pg_bin("pg_restore"), "--no-password", "--exit-on-error"]
     if fmt.pg_format != "custom" and (tables or jobs > 1):
         raise UsageError("--tables and --jobs need a custom-format backup")
-    if fmt.pg_format == "custom" and tables:
-        listing = workdir / "restore.list"
-        listing.write_text(select_toc_entries(artifact.toc or "", archive_ddl(artifact.path), tables))
-        _run([[*pg_restore, f"--dbname={dbname}", "--clean", "--if-exists", "--single-transaction",
-               f"--use-list={listing}", str(artifact.path)]], env, secrets)
+    verify = verification_sql(record, list(tables or ()))
+    if jobs > 1:
+        _run_children([[*pg_restore, f"--jobs={jobs}", f"--dbname={dbname}", str(artifact.path)]], env, secrets)
         return
-    prologue = workdir / "prologue.sql"
-    prologue.write_text(clean_prologue(artifact, record))
     if fmt.pg_format != "custom":
-        _run([[*psql, "-f", str(prologue), "-f", str(artifact.path)]], env, secrets)
-    elif jobs > 1:
-        _run([[*psql, "-f", str(prologue)]], env, secrets)
-        _run([[*pg_restore, f"--dbname={dbname}", f"--jobs={jobs}", str(artifact.path)]], env, secrets)
-    else:
-        _run([[*pg_restore, "--file=-", str(artifact.path)], [*psql, "-f", str(prologue), "-f", "-"]], env, secrets)
+        run_in_transaction(env, clean_prologue(record), artifact.path, None, verify, secrets)
+        return
+    objects = recorded_objects(record)
+    if tables or record.tables:
+        wanted = [_key_name(t) for t in (tables or record.tables)]
+        listing = workdir / "restore.list"
+        listing.write_text(select_toc_entries(artifact.toc or "", objects, wanted, record.id))
+        source = [*pg_restore, "--file=-", "--clean", "--if-exists", f"--use-list={listing}", str(artifact.path)]
+        run_in_transaction(env, sql.SQL(""), None, source, verify, secrets)
+        return
+    source = [*pg_restore, "--file=-", str(artifact.path)]
+    run_in_transaction(env, clean_prologue(record), None, source, verify, secrets)
 
 
-def _run(pipeline: list[list[str]], env: dict[str, str], secrets: list[str]) -> None:
+def _key_name(key: str) -> QualifiedName:
+    from commands.pg_names import parse_key
+
+    return parse_key(key)
+
+
+def _psql_argv() -> list[str]:
+    # no --single-transaction: the bot writes BEGIN and, only when everything succeeded, COMMIT
+    return [pg_bin("psql"), "--no-password", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--file=-"]
+
+
+def run_in_transaction(env: dict[str, str], prologue: sql.Composable, dump_file: Path | None,
+                       dump_argv: list[str] | None, epilogue: sql.Composable, secrets: list[str]) -> None:
+    """Feed psql `BEGIN; prologue; dump; epilogue; COMMIT;` and decide COMMIT only after the dump's
+    source (a file, or a pg_restore writing SQL) ended cleanly. Otherwise psql's input ends inside the
+    open transaction and PostgreSQL rolls it back: the target is exactly as it was."""
+    psql = subprocess.Popen(_psql_argv(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, preexec_fn=die_with_parent)
+    psql_tail = StderrTail(psql.stderr)
+    source = source_tail = None
+    if dump_argv is not None:
+        source = subprocess.Popen(dump_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=env, preexec_fn=die_with_parent)
+        source_tail = StderrTail(source.stderr)
+    commit_sent = False
+    try:
+        try:
+            psql.stdin.write(b"BEGIN;\n" + prologue.as_string(None).encode())
+            stream = source.stdout if source is not None else open(dump_file, "rb")
+            with stream:
+                while chunk := stream.read(CHUNK):
+                    psql.stdin.write(chunk)
+            if source is None or source.wait() == 0:
+                psql.stdin.write(b"\n" + epilogue.as_string(None).encode() + b"COMMIT;\n")
+                commit_sent = True
+        except BrokenPipeError:
+            pass  # psql stopped first (ON_ERROR_STOP): its stderr says why
+        finally:
+            try:
+                psql.stdin.close()
+            except BrokenPipeError:
+                pass
+    finally:
+        if source is not None and source.poll() is None:
+            source.kill()
+        psql_code = psql.wait()
+        source_code = source.wait() if source is not None else 0
+    # the source's own failure comes first: psql's complaint about a cut-off stream is only its echo
+    if source_code != 0 and not (psql_code != 0 and source_code == -signal.SIGPIPE):
+        detail = last_lines(redact(source_tail.text(), secrets), 4)
+        what = f"was killed by signal {-source_code}" if source_code < 0 else f"exited with status {source_code}"
+        raise DumpError(f"pg_restore {what}; the transaction was rolled back, nothing was changed"
+                        + (f"\n{detail}" if detail else ""))
+    if psql_code != 0 or not commit_sent:
+        detail = last_lines(redact(psql_tail.text(), secrets), 4)
+        raise DumpError(f"psql exited with status {psql_code}; the transaction was rolled back, nothing was changed"
+                        + (f"\n{detail}" if detail else ""))
+
+
+def _run_children(pipeline: list[list[str]], env: dict[str, str], secrets: list[str]) -> None:
     """Run argv lists as a pipeline (stdout of each into the next); raise DumpError naming the first failure."""
     procs, tails = [], []
     stdin = subprocess.DEVNULL

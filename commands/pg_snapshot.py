@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from commands.errors import DatabaseUnavailableError, UsageError
+from commands.errors import DatabaseUnavailableError
+from commands.pg_names import NameRef, QualifiedName, resolve_names
 from commands.redact import redact
-
-TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$")
 
 USER_TABLES_SQL = """
 SELECT n.nspname, c.relname, c.relkind
@@ -48,13 +46,6 @@ def dbname_of(dsn: str) -> str:
     return params.get("dbname") or params.get("user") or "postgres"
 
 
-def validate_table_names(names: list[str]) -> list[str]:
-    for name in names:
-        if not TABLE_NAME_RE.match(name):
-            raise UsageError(f"{name!r} is not a table name (letters, digits, _ ; optionally schema.table)")
-    return names
-
-
 @dataclass(frozen=True)
 class SnapshotInfo:
     snapshot: str
@@ -63,44 +54,88 @@ class SnapshotInfo:
     tables: tuple[str, ...]  # schema.table of every table dumped
 
 
-def list_user_tables(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
-    return list(conn.execute(USER_TABLES_SQL).fetchall())
+def list_user_tables(conn: psycopg.Connection) -> list[tuple[QualifiedName, str]]:
+    """(name, relkind) of every user table, partitioned parents included."""
+    return [(QualifiedName(schema, name), kind) for schema, name, kind in conn.execute(USER_TABLES_SQL).fetchall()]
 
 
-def resolve_tables(all_tables: list[tuple[str, str, str]], wanted: list[str], database: str) -> list[str]:
-    """Map user names (`t` or `schema.t`, case-insensitive like unquoted SQL) to exact schema.table."""
-    resolved = []
-    for name in wanted:
-        if "." in name:
-            schema, table = name.lower().split(".", 1)
-            matches = [(s, t) for s, t, _ in all_tables if s.lower() == schema and t.lower() == table]
-        else:
-            matches = [(s, t) for s, t, _ in all_tables if t.lower() == name.lower()]
-            if len(matches) > 1:
-                public = [m for m in matches if m[0] == "public"]
-                if len(public) != 1:
-                    schemas = ", ".join(s for s, _ in matches)
-                    raise UsageError(f"table {name!r} exists in several schemas ({schemas}); write schema.table")
-                matches = public
-        if not matches:
-            raise UsageError(f"no table {name!r} in database {database}")
-        resolved.append(f"{matches[0][0]}.{matches[0][1]}")
-    return resolved
+def resolve_tables(all_tables: list[tuple[QualifiedName, str]], wanted: list[NameRef], where: str) -> list[QualifiedName]:
+    return resolve_names([name for name, _ in all_tables], wanted, where)
 
 
-def quote_table(qualified: str) -> str:
-    schema, table = qualified.split(".", 1)
-    return f'"{schema}"."{table}"'
-
-
-def count_rows(conn: psycopg.Connection, tables: list[str]) -> dict[str, int]:
+def count_rows(conn: psycopg.Connection, tables: list[QualifiedName]) -> dict[str, int]:
+    """Row counts keyed by each table's reversible key (`commands.pg_names`)."""
     counts = {}
-    for qualified in tables:
-        schema, table = qualified.split(".", 1)
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        counts[qualified] = conn.execute(query).fetchone()[0]
+    for table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}").format(table.identifier())
+        counts[table.key] = conn.execute(query).fetchone()[0]
     return counts
 
 
 def not_valid_constraints(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute(NOT_VALID_SQL).fetchall()]
+
+
+# Read in the dump's own snapshot, so they describe exactly what pg_dump wrote. A restore picks
+# archive entries by these OIDs and drops schemas by these names: nothing is read back out of
+# `pg_restore --list` text, which does not quote names.
+DUMPED_SCHEMAS_SQL = """
+SELECT n.nspname FROM pg_namespace n
+WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
+                  AND d.objid = n.oid AND d.deptype = 'e')
+ORDER BY 1
+"""
+
+TABLE_OBJECTS_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner),
+  ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+        AND NOT a.attisdropped ORDER BY a.attnum),
+  ARRAY(
+    SELECT 'pg_class'::regclass::oid::text || ':' || i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid
+    UNION ALL SELECT 'pg_constraint'::regclass::oid::text || ':' || con.oid FROM pg_constraint con
+              WHERE con.conrelid = c.oid OR (con.confrelid = c.oid AND con.contype = 'f')
+    UNION ALL SELECT 'pg_trigger'::regclass::oid::text || ':' || t.oid FROM pg_trigger t
+              WHERE t.tgrelid = c.oid AND NOT t.tgisinternal
+    UNION ALL SELECT 'pg_attrdef'::regclass::oid::text || ':' || ad.oid FROM pg_attrdef ad WHERE ad.adrelid = c.oid
+    UNION ALL SELECT 'pg_policy'::regclass::oid::text || ':' || p.oid FROM pg_policy p WHERE p.polrelid = c.oid
+    UNION ALL SELECT 'pg_rewrite'::regclass::oid::text || ':' || r.oid FROM pg_rewrite r
+              WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'
+  ),
+  ARRAY(SELECT json_build_array(sn.nspname, s.relname, pg_get_userbyid(s.relowner), s.oid)::text
+        FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        JOIN pg_namespace sn ON sn.oid = s.relnamespace
+        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND d.refobjid = c.oid AND d.deptype IN ('a', 'i'))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 2, 3
+"""
+
+
+def dumped_schemas(conn: psycopg.Connection) -> list[str]:
+    """The schemas a whole-database pg_dump writes (not system or extension-owned ones)."""
+    return [row[0] for row in conn.execute(DUMPED_SCHEMAS_SQL).fetchall()]
+
+
+def table_objects(conn: psycopg.Connection) -> list[dict]:
+    """For each user table: its OID, owner, columns, and the (catalog, OID) pairs of every object that
+    belongs to it in a dump: indexes, constraints (with foreign keys that point at it), triggers,
+    defaults, policies, rules; and its owned or identity sequences."""
+    import json
+
+    tables = []
+    for oid, schema, name, kind, owner, columns, parts, sequences in conn.execute(TABLE_OBJECTS_SQL).fetchall():
+        seqs = [json.loads(s) for s in sequences]
+        tables.append({
+            "schema": schema, "name": name, "kind": kind, "oid": int(oid), "owner": owner, "columns": list(columns),
+            "parts": sorted(parts) + [f"{_PG_CLASS}:{s[3]}" for s in seqs],
+            "sequences": [{"schema": s[0], "name": s[1], "owner": s[2], "oid": int(s[3])} for s in seqs],
+        })
+    return tables
+
+
+_PG_CLASS = 1259  # 'pg_class'::regclass, fixed in every PostgreSQL

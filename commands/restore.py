@@ -13,10 +13,11 @@ from commands import pg_snapshot
 from commands.access import OPERATOR, is_operator
 from commands.args import int_in_range, parse_args
 from commands.audit import record_event
-from commands.backup import HelpRequest, execute_help
+from commands.backup import HelpRequest, execute_help, parse_tables_flag
 from commands.context import Actor, Services
 from commands.errors import NotAllowedError, NotFoundError, UsageError
 from commands.pg_dump import FORMATS, make_decompressor
+from commands.pg_names import NameRef, QualifiedName, parse_key, resolve_names
 from commands.pg_restore import database_exists, validate_database_name, verify_artifact
 from commands.pg_tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
@@ -40,7 +41,7 @@ ARCHIVE_VERSION_MAX = {12: (1, 14), 13: (1, 14), 14: (1, 14), 15: (1, 14), 16: (
 class RestoreRequest:
     backup: str  # an id or "latest"
     database: str | None = None
-    tables: tuple[str, ...] = ()
+    tables: tuple[NameRef, ...] = ()
     jobs: int = 1
     into: str | None = None
     dry_run: bool = False
@@ -70,12 +71,7 @@ def parse_restore(text: str, services: Services):
     if backup != "latest" and not backup.isdigit():
         raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
     database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
-    tables: tuple[str, ...] = ()
-    if "--tables" in args.flags:
-        tables = tuple(t.strip() for t in str(args.flags["--tables"]).split(",") if t.strip())
-        if not tables:
-            raise UsageError(f"--tables needs at least one table name\n{USAGE}")
-        pg_snapshot.validate_table_names(list(tables))
+    tables = parse_tables_flag(args.flags, USAGE)
     jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", 1, 16, USAGE)
     into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
     return RestoreRequest(backup=backup, database=database, tables=tables, jobs=jobs, into=into,
@@ -120,10 +116,16 @@ def check_archive_version(services: Services, record: BackupRecord) -> None:
                          f"{tool_version('pg_restore')} reads up to {supported[0]}.{supported[1]}: install a newer pg_restore")
 
 
-def resolve_restore_tables(record: BackupRecord, tables: tuple[str, ...]) -> list[str]:
-    known = list(record.row_counts) or list(record.tables)
-    all_tables = [(*name.split(".", 1), "r") for name in known]
-    return pg_snapshot.resolve_tables(all_tables, list(tables), f"backup #{record.id}")
+def resolve_restore_tables(record: BackupRecord, tables: tuple[NameRef, ...]) -> list[str]:
+    """Typed names -> the keys of tables the backup holds (exact names recorded at backup time)."""
+    if record.objects:
+        known = [QualifiedName(t["schema"], t["name"]) for t in record.objects["tables"]]
+        if record.tables:
+            in_backup = set(record.tables)
+            known = [name for name in known if name.key in in_backup]
+    else:
+        known = [parse_key(key) for key in (list(record.row_counts) or list(record.tables))]
+    return [name.key for name in resolve_names(known, list(tables), f"backup #{record.id}")]
 
 
 def expected_seconds(services: Services, database: str, size: int) -> float | None:
@@ -152,6 +154,16 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> dic
     target_dsn = with_dbname(dsn, target_dbname)
     exists = database_exists(dsn, target_dbname)
     lock_key = database if target_dbname == base_dbname else f"{database}:{target_dbname}"
+    side = exists and request.jobs > 1 and not tables
+    if tables or record.tables:
+        method = ("single transaction: the tables are dropped and restored (no CASCADE: objects of other tables "
+                  "that depend on them make it fail and roll back), then verified before COMMIT")
+    elif side:
+        method = (f"side database: {request.jobs} parallel jobs restore into a new database that is verified, then "
+                  f"swapped in by name (sessions on {target_dbname} are ended); the current {target_dbname} is kept "
+                  "as backupbot_prev_<request>_<random> until someone drops it")
+    else:
+        method = "single transaction: restored and verified before COMMIT; any failure rolls everything back"
     if tables:
         replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
     elif record.tables:
@@ -163,6 +175,10 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> dic
         "backup_id": record.id,
         "backup_created_at": record.created_at,
         "backup_database": record.database,
+        "backup_dbname": record.dbname,
+        "backup_kind": record.what,
+        "method": "side database" if side else "single transaction",
+        "method_text": method if exists else "into a new database, which is dropped again if the restore fails",
         "database": database,
         "target_dbname": target_dbname,
         "target": describe_dsn(target_dsn),
@@ -209,8 +225,11 @@ class RestorePlanMessage:
         lines = [
             f"*{title}* by <@{p['requested_by']}>: restore backup #{p['backup_id']} of {p['backup_database']} "
             f"into {p['target']}",
-            f"Backup #{p['backup_id']}: {p['backup_created_at']}{age} · {human_bytes(p['size'])} · {p['format']}{tables}{jobs}",
+            f"Backup #{p['backup_id']}: {p.get('backup_kind', 'manual')} backup of {p['backup_database']}"
+            + (f" (database {p['backup_dbname']})" if p.get("backup_dbname") else "")
+            + f", {p['backup_created_at']}{age} · {human_bytes(p['size'])} · {p['format']}{tables}{jobs}",
             f"Replaces: {p['replaces']}",
+            f"How: {p.get('method_text', 'single transaction')}",
             "Safety snapshot first: " + ("yes (custom format, catalogued as pre-restore)" if p["safety_snapshot"]
                                          else "no (the target is new)"),
             f"Expected duration: {expected}",
@@ -269,7 +288,8 @@ def submit_plan(services: Services, plan: dict, actor: Actor, reply: Reply, note
 
     access = services.settings.access
     now = services.clock()
-    needs_approval = bool(plan["target_exists"])
+    # a new database holds a copy of production data: approved too, unless the config says otherwise
+    needs_approval = bool(plan["target_exists"]) or access.approve_new_database_restores
     row = request_state.create_request(
         services.store, plan, plan["database"], actor.user, actor.channel, needs_approval,
         access.required_approvals if needs_approval else 0, iso(now),

@@ -7,6 +7,7 @@ in a truthful status whatever happens.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,16 @@ from commands.audit import record_event
 from commands.backup import BackupRequest, run_backup_job
 from commands.context import Actor, Services
 from commands.errors import BackupbotError
-from commands.pg_restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg_names import parse_key
+from commands.pg_restore import (
+    create_database,
+    drop_database,
+    fetch_artifact,
+    not_valid_scope,
+    run_restore,
+    scratch_dir,
+    swap_databases,
+)
 from commands.pg_tools import with_dbname
 from commands.redact import redact
 from commands.reply import Notice, Reply, ThreadReply
@@ -43,7 +53,7 @@ def verify_restored(dsn: str, record: BackupRecord, tables: list[str], health_ur
     expected = {t: n for t, n in record.row_counts.items() if not tables or t in tables}
     with pg_snapshot.connect(dsn) as conn:
         try:
-            actual = pg_snapshot.count_rows(conn, list(expected))
+            actual = pg_snapshot.count_rows(conn, [parse_key(key) for key in expected])
             wrong = {t: (n, actual.get(t)) for t, n in expected.items() if actual.get(t) != n}
             detail = (f"{len(expected)} tables, {sum(actual.values()):,} rows match the backup" if not wrong else
                       "; ".join(f"{t}: {got} rows, backup had {want}" for t, (want, got) in sorted(wrong.items())[:5]))
@@ -54,7 +64,7 @@ def verify_restored(dsn: str, record: BackupRecord, tables: list[str], health_ur
         constraints = set(pg_snapshot.not_valid_constraints(conn))
     recorded = set(record.not_valid_constraints)
     if tables:
-        in_scope = tuple(f"{t}." for t in tables)
+        in_scope = not_valid_scope(tables)
         constraints = {c for c in constraints if c.startswith(in_scope)}
         recorded = {c for c in recorded if c.startswith(in_scope)}
     same = constraints == recorded
@@ -64,6 +74,21 @@ def verify_restored(dsn: str, record: BackupRecord, tables: list[str], health_ur
     if health_url:
         checks.append(check_health_url(health_url))
     return checks
+
+
+def _checks_text(checks: list[Check]) -> str:
+    return "; ".join(f"{c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})" for c in checks)
+
+
+SINGLE_TRANSACTION, SIDE_DATABASE = "single transaction", "side database"
+
+
+def side_database_name(request_id: int) -> str:
+    return f"backupbot_side_{request_id}_{secrets.token_hex(3)}"
+
+
+def previous_database_name(request_id: int) -> str:
+    return f"backupbot_prev_{request_id}_{secrets.token_hex(3)}"
 
 
 def check_health_url(url: str, timeout: float = 10) -> Check:
@@ -95,14 +120,15 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
                      text=f"Restore request #{row.id}: {line}", detail={"step": name, "request_id": row.id})
 
     created_target = False
+    created_side: str | None = None
 
     def fail(reason: str) -> dict:
         reason = redact(reason, services.secrets())[:1500]
-        if created_target:  # a database this request created holds nothing anyone needs: remove it
-            try:
-                drop_database(dsn, plan["target_dbname"])
+        for name in ([plan["target_dbname"]] if created_target else []) + ([created_side] if created_side else []):
+            try:  # a database this request created holds nothing anyone needs: remove it
+                drop_database(dsn, name)
             except Exception:
-                log.exception("could not drop %s after a failed restore", plan["target_dbname"])
+                log.exception("could not drop %s after a failed restore", name)
         result.update(ok=False, error=reason, snapshot_id=snapshot_id)
         request_state.set_result(services.store, row.id, request_state.FAILED, result)
         if job is not None:
@@ -151,18 +177,47 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
             if not plan["target_exists"]:
                 create_database(dsn, plan["target_dbname"])
                 created_target = True
-            run_restore(dsn, plan["target_dbname"], record, artifact, Path(workdir), tables=plan["tables"] or None,
-                        jobs=plan["jobs"], secrets=services.secrets() + [dsn])
+            if plan.get("method") == SIDE_DATABASE:
+                side = side_database_name(row.id)
+                create_database(dsn, side, like=plan["target_dbname"])
+                created_side = side
+                run_restore(dsn, side, record, artifact, Path(workdir), jobs=plan["jobs"],
+                            secrets=services.secrets() + [dsn])
+            else:
+                run_restore(dsn, plan["target_dbname"], record, artifact, Path(workdir),
+                            tables=plan["tables"] or None, jobs=plan["jobs"], secrets=services.secrets() + [dsn])
             restore_seconds = time.monotonic() - started
-            step("restore", restore_seconds, f"{record.format} into {plan['target']}")
+            step("restore", restore_seconds, f"{record.format} into {plan['target']}"
+                 + (f" (side database {created_side})" if created_side else ""))
         result["restore_seconds"] = round(restore_seconds, 3)
         started = time.monotonic()
         health_url = services.settings.database(plan["database"]).health_url if plan["target_dbname"] == \
             pg_snapshot.dbname_of(dsn) else None
-        checks = verify_restored(target_dsn, record, plan["tables"], health_url)
+        if created_side:  # rows and constraints are checked on the side database, before anything is replaced
+            checks = verify_restored(with_dbname(dsn, created_side), record, plan["tables"], None)
+            if any(not c.ok for c in checks):
+                step("verify", time.monotonic() - started, _checks_text(checks))
+                return fail("verification failed before the swap, so the target was not touched: "
+                            + "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok))
+            previous = previous_database_name(row.id)
+            swap_databases(dsn, plan["target_dbname"], created_side, previous)
+            created_side = None
+            result["previous_database"] = previous
+            step("swap", time.monotonic() - started, f"{plan['target_dbname']} is the restored database; "
+                 f"the one it replaced is kept as {previous}")
+            started = time.monotonic()
+            if health_url:
+                health = check_health_url(health_url)
+                checks.append(health)
+                if not health.ok:  # the old database goes back in place: exactly as it was
+                    swap_databases(dsn, plan["target_dbname"], previous, side_database_name(row.id))
+                    result.pop("previous_database")
+                    step("verify", time.monotonic() - started, _checks_text(checks))
+                    return fail(f"{health.detail} after the swap, so the previous database was put back in place")
+        else:
+            checks = verify_restored(target_dsn, record, plan["tables"], health_url)
         failed = [c for c in checks if not c.ok]
-        step("verify", time.monotonic() - started, "; ".join(f"{c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})"
-                                                            for c in checks))
+        step("verify", time.monotonic() - started, _checks_text(checks))
         record_event(services, "restore.verified", database=plan["database"], actor=actor,
                      text=f"Restore request #{row.id} verification {'passed' if not failed else 'FAILED'}",
                      detail={"passed": not failed, "backup_id": record.id, "request_id": row.id}, reply=reply)

@@ -51,9 +51,18 @@ class Decision:
 
 
 def decide(records: list[BackupRecord], rules: RetentionRules, now: datetime) -> list[Decision]:
-    """Keep/delete for each backup of one database (pruned ones excluded), newest first."""
+    """Keep/delete for each backup of one database (pruned ones excluded), newest first.
+
+    The keep rules count full backups only (`BackupRecord.is_full`): schema-only, table and
+    pre-restore backups cannot stand in for one, so they never push a full backup out. They are
+    kept until max_age_days.
+    """
     records = sorted(records, key=lambda r: (r.created_at, r.id), reverse=True)
     reasons: dict[int, list[str]] = {r.id: [] for r in records}
+    partial = [r for r in records if not r.is_full]
+    for record in partial:
+        reasons[record.id].append(f"{record.what} backup: kept until max_age_days")
+    records_all, records = records, [r for r in records if r.is_full]
     for index, record in enumerate(records[: rules.keep_last]):
         reasons[record.id].append(f"keep_last ({index + 1}/{rules.keep_last})")
     for label, count, bucket in (("keep_daily", rules.keep_daily, _day), ("keep_weekly", rules.keep_weekly, _week),
@@ -69,7 +78,7 @@ def decide(records: list[BackupRecord], rules: RetentionRules, now: datetime) ->
             reasons[record.id].append(f"{label} {key}")
     newest_verified = next((r for r in records if r.verification == "verified"), None)
     decisions = []
-    for record in records:
+    for record in records_all:
         why = reasons[record.id]
         keep = bool(why)
         age = now - datetime.fromisoformat(record.created_at)

@@ -38,10 +38,31 @@ class BackupRecord:
     pruned_at: str | None = None
     prune_reason: str | None = None
     job_id: int | None = None
+    objects: dict | None = None  # {"schemas": [...], "tables": [...]}: see commands.pg_snapshot.table_objects
+    dbname: str | None = None  # the PostgreSQL database it was taken of
 
     @property
     def row_total(self) -> int:
         return sum(self.row_counts.values())
+
+    @property
+    def is_full(self) -> bool:
+        """A whole-database backup with data, taken of the configured database itself: what `latest`,
+        retention's keep rules, the RPO and drills mean by "a backup"."""
+        return not self.tables and not self.schema_only and self.kind in FULL_KINDS
+
+    @property
+    def what(self) -> str:
+        """The backup's kind, as people read it: manual, scheduled, pre-restore, schema-only, tables."""
+        parts = [self.kind]
+        if self.schema_only:
+            parts.append("schema-only")
+        if self.tables:
+            parts.append("tables")
+        return " ".join(parts)
+
+
+FULL_KINDS = ("manual", "scheduled")
 
 
 def _record(row: dict) -> BackupRecord:
@@ -50,6 +71,7 @@ def _record(row: dict) -> BackupRecord:
     values["row_counts"] = json.loads(values["row_counts"] or "{}")
     values["not_valid_constraints"] = tuple(json.loads(values["not_valid_constraints"] or "[]"))
     values["schema_only"] = bool(values["schema_only"])
+    values["objects"] = json.loads(values["objects"]) if values.get("objects") else None
     return BackupRecord(**values)
 
 
@@ -59,6 +81,7 @@ def add_backup(store: Store, record: BackupRecord) -> None:
     values["row_counts"] = json.dumps(record.row_counts)
     values["not_valid_constraints"] = json.dumps(list(record.not_valid_constraints))
     values["schema_only"] = int(record.schema_only)
+    values["objects"] = json.dumps(record.objects) if record.objects is not None else None
     with store.db() as db:
         db["backups"].insert(values)
 
@@ -95,8 +118,9 @@ def list_backups(
 
 
 def latest_backup(store: Store, database: str, full_only: bool = False) -> BackupRecord | None:
+    """The newest backup of `database`; with `full_only`, the newest full one (`BackupRecord.is_full`)."""
     for record in list_backups(store, database):
-        if not full_only or (not record.tables and not record.schema_only):
+        if not full_only or record.is_full:
             return record
     return None
 

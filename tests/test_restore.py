@@ -18,7 +18,9 @@ from state.backups import get_backup, list_backups
 from state.jobs import recent_jobs
 from tests.builders import FakeClock, make_console, make_settings
 
-ACCESS = {"operators": ["U0OPS", "U0APP1"], "approvers": ["U0APP1", "U0APP2", "U0APP3"], "required_approvals": 1}
+# restores into new databases start at once here; tests/test_restore_safety.py checks the default (approval)
+ACCESS = {"operators": ["U0OPS", "U0APP1"], "approvers": ["U0APP1", "U0APP2", "U0APP3"], "required_approvals": 1,
+          "approve_new_database_restores": False}
 
 
 @pytest.fixture
