@@ -170,6 +170,16 @@ def _binary() -> str:
     return found
 
 
+def version() -> str:
+    """'2.45' for `pgbackrest version` printing 'pgBackRest 2.45'."""
+    try:
+        out = subprocess.run([_binary(), "version"], capture_output=True, text=True, timeout=30).stdout
+    except subprocess.TimeoutExpired:
+        raise PgBackRestError("pgbackrest version did not answer within 30s") from None
+    match = re.search(r"(\d+(?:\.\d+)+)", out)
+    return match.group(1) if match else out.strip()
+
+
 def _env(cfg: PgBackRestConfig) -> dict[str, str]:
     # neither PG* nor PGBACKREST_* of the caller may redirect pgbackrest: argv and the config decide
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
