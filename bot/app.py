@@ -52,8 +52,10 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
     def ack_now(ack):
         ack()
 
+    # Listeners use `client` itself, not Bolt's per-request copy: it is the TrackedWebClient whose
+    # last call /healthz reports (the token never changes, so sharing it across threads is safe).
     def make_command_runner(command: str):
-        def run(body, client):
+        def run(body):
             actor = Actor(user=body["user_id"], channel=body.get("channel_id"), response_url=body.get("response_url"))
             reply = SlackReply(client, user=actor.user, channel=actor.channel, response_url=actor.response_url)
             dispatch.run_command(services, command, body.get("text") or "", actor, reply)
@@ -70,7 +72,7 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
 
     app.command(re.compile(r".*"))(unknown_command)
 
-    def run_reaction(body, client):
+    def run_reaction(body):
         event = body["event"]
         item = event.get("item") or {}
         if item.get("type") != "message":

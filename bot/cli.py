@@ -23,13 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", 3000)))
     run.add_argument("--host", default="0.0.0.0")
     run.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
+    run.add_argument("--health-port", type=int, default=None,
+                     help="also serve /healthz and /metrics on this port (for Socket Mode, which has no HTTP server)")
+    run.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("BACKUPBOT_LOG_FORMAT", "text"),
+                     help="json: one JSON object per line, redacted like the text logs")
     check = sub.add_parser("check", help="preflight: config, databases, pg_dump, storage, Slack")
     check.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
     args = parser.parse_args(argv)
 
     from bot.logs import setup_logging
 
-    setup_logging()
+    setup_logging(json_format=getattr(args, "log_format", "text") == "json")
     try:
         if args.action == "console":
             return run_console(args)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import stat
+import threading
+from pathlib import Path
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import create_app
-from bot.slack_reply import TrackedWebClient
+from bot.slack_reply import SlackCallStatus, TrackedWebClient
 from commands.errors import ConfigError
 from commands.settings import Settings, load_settings
 
@@ -78,14 +82,164 @@ def make_client(settings: Settings) -> WebClient:
     return TrackedWebClient(**kwargs)  # with rate-limit and connection retry handlers
 
 
-def make_wsgi_app(bolt_app):
-    """Bolt's WSGI adapter at /slack/events, plus /healthz for load balancers."""
-    handler = SlackRequestHandler(bolt_app, path=SLACK_PATH)
+# ---------------------------------------------------------------- /healthz and /metrics
 
-    def wsgi(environ, start_response):
-        if environ.get("PATH_INFO") == "/healthz":
+
+def state_problem(path: str) -> str | None:
+    """Why the state database cannot take a write now, or None. A real write transaction is opened
+    (BEGIN IMMEDIATE), and a file whose owner-write bit is off counts as read-only even for root."""
+    if path == ":memory:":
+        return None
+    file = Path(path).expanduser()
+    try:
+        mode = file.stat().st_mode
+    except OSError as exc:
+        return f"state database {file} cannot be read: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"state database {file} is not a file"
+    if not mode & stat.S_IWUSR:
+        return f"state database {file} is read-only (mode {stat.S_IMODE(mode):04o})"
+    conn = None
+    try:
+        conn = sqlite3.connect(f"{file.as_uri()}?mode=rw", uri=True, timeout=2, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        return f"state database {file} is not writable: {exc}"
+    finally:
+        if conn is not None:
+            conn.close()
+    return None
+
+
+class BotHealth:
+    """What /healthz answers: 200 only when the state database takes writes, the scheduler runs and
+    the bot's last Slack call got through."""
+
+    def __init__(self, services, slack_status: SlackCallStatus | None = None, scheduler=None,
+                 require_scheduler: bool = False):
+        self.services = services
+        self.slack_status = slack_status
+        self.scheduler = scheduler
+        self.require_scheduler = require_scheduler
+
+    def problems(self) -> list[str]:
+        found = []
+        problem = state_problem(self.services.settings.state_path)
+        if problem:
+            found.append(problem)
+        if self.require_scheduler and not getattr(self.scheduler, "running", False):
+            found.append("the scheduler is not running")
+        if self.slack_status is not None and not self.slack_status.ok:
+            found.append(f"the last Slack call failed ({self.slack_status.error})")
+        return found
+
+
+def metrics_registry(health: BotHealth):
+    """A prometheus-client registry whose collector reads the state database on every scrape."""
+    from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+
+    from state import metrics as state_metrics
+
+    class StateCollector:
+        def collect(self):
+            store = health.services.store
+            backup_time = GaugeMetricFamily("backupbot_last_backup_timestamp_seconds",
+                                            "When the newest full backup of the database was taken", labels=["database"])
+            backup_size = GaugeMetricFamily("backupbot_last_backup_size_bytes",
+                                            "Stored size of the newest full backup", labels=["database"])
+            backup_duration = GaugeMetricFamily("backupbot_last_backup_duration_seconds",
+                                                "How long the newest full backup took", labels=["database"])
+            for b in state_metrics.last_full_backups(store):
+                backup_time.add_metric([b.database], b.created_at.timestamp())
+                backup_size.add_metric([b.database], b.size)
+                if b.duration_s is not None:
+                    backup_duration.add_metric([b.database], b.duration_s)
+            drill_time = GaugeMetricFamily("backupbot_last_verified_drill_timestamp_seconds",
+                                           "When a backup of the database was last verified by a restore drill",
+                                           labels=["database"])
+            drill_rto = GaugeMetricFamily("backupbot_last_drill_restore_seconds",
+                                          "Restore time measured by the last verified drill (the RTO)", labels=["database"])
+            for d in state_metrics.last_verified_drills(store):
+                drill_time.add_metric([d.database], d.verified_at.timestamp())
+                if d.restore_seconds is not None:
+                    drill_rto.add_metric([d.database], d.restore_seconds)
+            failures = CounterMetricFamily("backupbot_failures", "Failed jobs and scheduled runs, by kind", labels=["kind"])
+            for kind, count in sorted(state_metrics.failures_by_kind(store).items()):
+                failures.add_metric([kind], count)
+            pending = GaugeMetricFamily("backupbot_pending_approvals", "Restore requests waiting for approval")
+            pending.add_metric([], state_metrics.pending_approvals(store))
+            jobs = GaugeMetricFamily("backupbot_jobs", "Backups, restores and drills running or queued", labels=["state"])
+            jobs.add_metric(["running"], sum(state_metrics.running_jobs(store).values()))
+            slots = getattr(health.services, "job_slots", None)
+            waiting = getattr(slots, "waiting", None)
+            jobs.add_metric(["queued"], len(waiting()) if callable(waiting) else 0)
+            healthy = GaugeMetricFamily("backupbot_healthy", "1 when /healthz answers 200")
+            healthy.add_metric([], 0 if health.problems() else 1)
+            yield from (backup_time, backup_size, backup_duration, drill_time, drill_rto, failures, pending, jobs, healthy)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector())
+    return registry
+
+
+def make_ops_app(health: BotHealth, fallback=None):
+    """/healthz and /metrics; anything else goes to `fallback` (or 404)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    registry = metrics_registry(health)
+
+    def ops(environ, start_response):
+        path = environ.get("PATH_INFO")
+        if path == "/healthz":
+            try:
+                problems = health.problems()
+            except Exception as exc:  # a health check must answer, never raise
+                problems = [f"health check failed: {type(exc).__name__}"]
+            if problems:
+                log.warning("unhealthy: %s", "; ".join(problems))
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [("unhealthy: " + "; ".join(problems) + "\n").encode()]
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
+        if path == "/metrics":
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+            return [generate_latest(registry)]
+        if fallback is not None:
+            return fallback(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    return ops
+
+
+def serve_health_port(health: BotHealth, host: str, port: int):
+    """A small HTTP listener with /healthz and /metrics (Socket Mode has no HTTP server of its own)."""
+    import waitress.server
+
+    server = waitress.server.create_server(make_ops_app(health), host=host, port=port, threads=2,
+                                           max_request_body_size=MAX_BODY + 1, ident="backupbot")
+    thread = threading.Thread(target=_run_quietly, args=(server,), name="health-port", daemon=True)
+    thread.start()
+    log.info("serving /healthz and /metrics on %s:%s", host, server.effective_port)
+    return server
+
+
+def _run_quietly(server) -> None:
+    try:
+        server.run()
+    except OSError:  # closed under select()
+        pass
+
+
+def make_wsgi_app(bolt_app, health: BotHealth | None = None):
+    """Bolt's WSGI adapter at /slack/events, plus /healthz and /metrics. `wsgi.health` is the check
+    (tests and `serve` attach the scheduler to it)."""
+    handler = SlackRequestHandler(bolt_app, path=SLACK_PATH)
+    if health is None:
+        health = BotHealth(bolt_app.services, getattr(bolt_app.client, "call_status", None))
+
+    def slack(environ, start_response):
         length = _content_length(environ)
         if length is None:
             start_response("400 Bad Request", [("Content-Type", "text/plain")])
@@ -105,6 +259,8 @@ def make_wsgi_app(bolt_app):
             start_response("400 Bad Request", [("Content-Type", "text/plain")])
             return [b"malformed request\n"]
 
+    wsgi = make_ops_app(health, fallback=slack)
+    wsgi.health = health
     return wsgi
 
 
@@ -127,20 +283,28 @@ def serve(args) -> int:
 
     report_interrupted_jobs(app.services, SlackReply(client))
     scheduler = start_scheduler(app.services, client)
+    health = BotHealth(app.services, client.call_status, scheduler, require_scheduler=True)
+    health_server = None
+    if getattr(args, "health_port", None) is not None:
+        health_server = serve_health_port(health, args.host, args.health_port)
     try:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+            if health_server is None:
+                log.warning("Socket Mode without --health-port: nothing answers /healthz or /metrics")
             log.info("serving Slack over Socket Mode")
             SocketModeHandler(app, settings.slack_app_token).start()
         else:
             import waitress
 
             log.info("serving Slack over HTTP on %s:%s%s", args.host, args.port, SLACK_PATH)
-            waitress.serve(make_wsgi_app(app), host=args.host, port=args.port, **waitress_options())
+            waitress.serve(make_wsgi_app(app, health), host=args.host, port=args.port, **waitress_options())
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+        if health_server is not None:
+            health_server.close()
     return 0
 
 

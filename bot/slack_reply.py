@@ -57,16 +57,13 @@ class SlackCallStatus:
         self.ok, self.error, self.at = ok, error, time.time()
 
 
-LAST_SLACK_CALL = SlackCallStatus()
-
-
 class TrackedWebClient(WebClient):
     """A WebClient with retry handlers that remembers whether its last call reached Slack."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         add_retry_handlers(self)
-        self.call_status = LAST_SLACK_CALL
+        self.call_status = SlackCallStatus()
 
     def api_call(self, api_method: str, *args, **kwargs):
         try:

@@ -260,8 +260,9 @@ class BotServer:
         self.client = make_client(settings)
         self.app = create_app(settings, self.client, services)
         self.services = self.app.services
-        self.server = waitress.server.create_server(make_wsgi_app(self.app), host="127.0.0.1", port=0,
-                                                    **waitress_options())
+        wsgi = make_wsgi_app(self.app)
+        self.health = wsgi.health  # /healthz's checks: tests attach a scheduler or break the state database
+        self.server = waitress.server.create_server(wsgi, host="127.0.0.1", port=0, **waitress_options())
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}/slack/events"
         self.thread = threading.Thread(target=self._serve, daemon=True)
