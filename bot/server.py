@@ -313,8 +313,16 @@ def start_scheduler(services, client):
         from bot.scheduler import build_scheduler
     except ImportError:
         return None
-    from bot.slack_reply import SlackReply
-
-    scheduler = build_scheduler(services, lambda: SlackReply(client))
+    scheduler = build_scheduler(services, scheduler_reply_factory(services, client))
     scheduler.start()
     return scheduler
+
+
+def scheduler_reply_factory(services, client):
+    """Scheduled jobs speak Slack, and every alert they post also goes to `[alerts] webhook_url`."""
+    from bot.slack_reply import SlackReply
+    from commands.reply import AlertingReply
+
+    settings = services.settings
+    return lambda: AlertingReply(SlackReply(client), settings.channels.alerts, settings.alerts.webhook_url,
+                                 settings.secrets())

@@ -225,7 +225,8 @@ def run_backup_job(services: Services, request: BackupRequest, actor: Actor, rep
 
     Slack never decides the outcome: every chat call goes through a GuardedReply, the outcome is
     stored (finish_job) before the result is published, and undelivered messages are retried after."""
-    reply = GuardedReply(reply, services.secrets() + [dsn], services.settings.channels.alerts)
+    reply = GuardedReply(reply, services.secrets() + [dsn], services.settings.channels.alerts,
+                         webhook_url=services.settings.alerts.webhook_url)
     status = BackupStatus(job_id=job_id, database=request.database,
                           user=actor.user if request.kind not in ("scheduled", "pre-restore") else None,
                           format=request.format, kind=request.kind, tables=request.tables,

@@ -7,9 +7,11 @@ how it looks (Block Kit in Slack, text on a terminal).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -121,10 +123,12 @@ class GuardedReply:
     """
 
     def __init__(self, reply: Reply, secrets: Iterable[str] = (), alerts_channel: str | None = None,
-                 delays: Iterable[float] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 delays: Iterable[float] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 webhook_url: str | None = None):
         self.inner = reply.inner if isinstance(reply, GuardedReply) else reply
         self.secrets = list(secrets)
         self.alerts_channel = alerts_channel
+        self.webhook_url = webhook_url
         self.delays = tuple(RETRY_DELAYS if delays is None else delays)
         self.sleep = sleep
         self.pending: list[Undelivered] = []
@@ -254,11 +258,15 @@ class GuardedReply:
         for item in lost:
             log.error("could not deliver a %s after %d retries: %s", item.kind, len(self.delays),
                       self._redact(item.text)[:500])
-        if self.alerts_channel and lost:
-            summary = "; ".join(self._redact(i.text).splitlines()[0][:200] for i in lost if i.text) or "(no text)"
+        if not lost:
+            return
+        summary = "; ".join(self._redact(i.text).splitlines()[0][:200] for i in lost if i.text) or "(no text)"
+        text = f":warning: backupbot could not deliver {len(lost)} message(s) to Slack after retries: {summary}"
+        if self.webhook_url:
+            post_webhook(self.webhook_url, alert_payload(text, "undelivered"), self.secrets)
+        if self.alerts_channel:
             try:
-                self.inner.post(Notice(f":warning: backupbot could not deliver {len(lost)} message(s) to Slack "
-                                       f"after retries: {summary}"), self.alerts_channel)
+                self.inner.post(Notice(text), self.alerts_channel)
             except Exception as exc:
                 self._log_failure("alert about undelivered messages", exc)
 
@@ -285,3 +293,63 @@ class GuardedReply:
 
     def _redact(self, text: str) -> str:
         return redact(text, self.secrets)
+
+
+# ---------------------------------------------------------------- alerts outside Slack
+
+
+def alert_payload(text: str, kind: str = "alert", channel: str | None = None) -> dict:
+    """The JSON an `[alerts] webhook_url` receives. `text` also suits Slack/Mattermost incoming webhooks."""
+    return {"source": "backupbot", "kind": kind, "text": text, "channel": channel,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def post_webhook(url: str, payload: dict, secrets: Iterable[str] = (), timeout: float = 10, tries: int = 3) -> bool:
+    """POST `payload` as JSON; a few tries with backoff; failures are logged redacted, never raised."""
+    body = json.dumps(payload).encode()
+    for attempt in range(tries):
+        request = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json", "User-Agent": "backupbot"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if 200 <= response.status < 300:
+                    return True
+        except Exception as exc:
+            log.warning("alert webhook failed (try %d of %d): %s", attempt + 1, tries,
+                        redact(f"{type(exc).__name__}: {exc}", [url, *secrets])[:300])
+        if attempt + 1 < tries:
+            time.sleep(0.5 * 2 ** attempt)
+    return False
+
+
+def ping_heartbeat(url: str | None, secrets: Iterable[str] = (), timeout: float = 10) -> bool:
+    """GET the heartbeat URL (healthchecks.io-style): an outside monitor notices when the pings stop."""
+    if not url:
+        return False
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "backupbot"}),
+                                    timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except Exception as exc:
+        log.warning("heartbeat ping failed: %s", redact(f"{type(exc).__name__}: {exc}", [url, *secrets])[:300])
+        return False
+
+
+class AlertingReply:
+    """Copies every alert (a Notice posted to the alerts channel: failed scheduled jobs, RPO breaches
+    and recoveries) to `[alerts] webhook_url` first, so alerts get out when Slack does not. Job
+    messages that merely live in that channel (a scheduled backup's progress) are not copied."""
+
+    def __init__(self, reply: Reply, alerts_channel: str | None, webhook_url: str | None, secrets: Iterable[str] = ()):
+        self.inner = reply
+        self.alerts_channel = alerts_channel
+        self.webhook_url = webhook_url
+        self.secrets = list(secrets)
+
+    def post(self, message: Message, channel: str | None = None) -> str | None:
+        if self.webhook_url and channel and channel == self.alerts_channel and isinstance(message, Notice):
+            post_webhook(self.webhook_url, alert_payload(message.text(), channel=channel), self.secrets)
+        return self.inner.post(message, channel)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)

@@ -134,7 +134,12 @@ def _backup(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     actor = Actor(user=SCHEDULER.user, channel=channel)
     status = execute_backup(services, BackupRequest(database=job.database, format=job.format, schema_only=job.schema_only,
                                                     kind="scheduled"), actor, _ChannelReply(reply, channel))
-    return None if status.state == "succeeded" else f"backup #{status.job_id} failed: {status.error}"
+    if status.state != "succeeded":
+        return f"backup #{status.job_id} failed: {status.error}"
+    from commands.reply import ping_heartbeat  # an outside monitor notices when these pings stop
+
+    ping_heartbeat(services.settings.database(job.database).heartbeat_url, services.secrets())
+    return None
 
 
 def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | None:

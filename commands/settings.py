@@ -26,6 +26,7 @@ class DatabaseConfig:
     url_env: str = "DATABASE_URL"
     health_url: str | None = None
     url: str | None = None  # resolved from url_env; never logged
+    heartbeat_url: str | None = None  # pinged after each successful scheduled backup (healthchecks.io-style)
 
     def require_url(self) -> str:
         if not self.url:
@@ -56,12 +57,18 @@ class ChannelsConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    webhook_url: str | None = None  # JSON POST of every alert (failures, RPO breaches), for when Slack is down
+
+
+@dataclass(frozen=True)
 class Settings:
     state_path: str = "backupbot.db"
     storage_url: str = "file://./backups"
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
     access: AccessConfig = field(default_factory=AccessConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     schedules: Mapping[str, object] = field(default_factory=dict)
     retention: Mapping[str, object] = field(default_factory=dict)
     health: Mapping[str, object] = field(default_factory=dict)
@@ -89,11 +96,12 @@ class Settings:
         """Every secret value, so redaction can scrub them from any text."""
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
         values += [db.url for db in self.databases.values()]
+        values += [self.alerts.webhook_url] + [db.heartbeat_url for db in self.databases.values()]  # URLs carry tokens
         return [v for v in values if v]
 
 
 KNOWN_SECTIONS = {
-    "state", "storage", "databases", "access", "channels", "schedules", "retention", "health",
+    "state", "storage", "databases", "access", "channels", "alerts", "schedules", "retention", "health",
     "incidents",
 }
 
@@ -130,6 +138,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
             alerts=_channel(channels, "alerts"),
             digest=_channel(channels, "digest"),
         ),
+        alerts=_alerts(_table(raw, "alerts")),
         schedules=_table(raw, "schedules"),
         retention=_table(raw, "retention"),
         health=_table(raw, "health"),
@@ -164,17 +173,34 @@ def _databases(raw: Mapping, env: Mapping[str, str]) -> dict[str, DatabaseConfig
             raise ConfigError(f"databases.{name}: a database name is letters, digits, _ or - (max 63)")
         if not isinstance(table, dict):
             raise ConfigError(f"databases.{name}: expected a table [databases.{name}]")
-        unknown = set(table) - {"url_env", "health_url"}
+        unknown = set(table) - {"url_env", "health_url", "heartbeat_url"}
         if unknown:
-            raise ConfigError(f"databases.{name}.{sorted(unknown)[0]}: unknown key (known: url_env, health_url)")
+            raise ConfigError(f"databases.{name}.{sorted(unknown)[0]}: unknown key (known: url_env, health_url, "
+                              "heartbeat_url)")
         url_env = _str(table, f"databases.{name}.url_env", "url_env", "DATABASE_URL")
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", url_env):
             raise ConfigError(f"databases.{name}.url_env: {url_env!r} is not an environment variable name")
         health_url = _str(table, f"databases.{name}.health_url", "health_url", None)
         if health_url and not health_url.startswith(("http://", "https://")):
             raise ConfigError(f"databases.{name}.health_url: expected an http(s) URL, got {health_url!r}")
-        databases[name] = DatabaseConfig(name=name, url_env=url_env, health_url=health_url, url=env.get(url_env))
+        heartbeat_url = _http_url(table, f"databases.{name}.heartbeat_url", "heartbeat_url")
+        databases[name] = DatabaseConfig(name=name, url_env=url_env, health_url=health_url, url=env.get(url_env),
+                                         heartbeat_url=heartbeat_url)
     return databases
+
+
+def _http_url(table: Mapping, full_key: str, key: str) -> str | None:
+    value = _str(table, full_key, key, None)
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{full_key}: expected an http(s) URL")  # the URL may hold a token: not echoed
+    return value
+
+
+def _alerts(table: Mapping) -> AlertsConfig:
+    unknown = set(table) - {"webhook_url"}
+    if unknown:
+        raise ConfigError(f"alerts.{sorted(unknown)[0]}: unknown key (known: webhook_url)")
+    return AlertsConfig(webhook_url=_http_url(table, "alerts.webhook_url", "webhook_url"))
 
 
 def _id_list(table: Mapping, key: str) -> tuple[str, ...]:
