@@ -512,7 +512,7 @@ class RestoredCluster:
     port: int
     host: str
     user: str
-    password: str | None
+    password: str | None = field(repr=False)
     socket_dir: Path
     log_path: Path
     run_as: str | None
