@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from commands.audit import record_event
@@ -45,20 +47,95 @@ class ScheduledJob:
     schema_only: bool = False
 
 
-DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+NICKNAMES = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}
+# (name in messages, lowest, highest, names for lowest.. or None)
+CRON_FIELDS = (
+    ("minute", 0, 59, None),
+    ("hour", 0, 23, None),
+    ("day-of-month", 1, 31, None),
+    ("month", 1, 12, MONTH_NAMES),
+    ("day-of-week", 0, 7, DOW_NAMES),  # 0 and 7 are both Sunday
+)
+CRON_ELEMENT = re.compile(r"^(?:(?P<star>\*)|(?P<first>[0-9a-z]+)(?:-(?P<last>[0-9a-z]+))?)(?:/(?P<step>[0-9]+))?$",
+                          re.IGNORECASE)
 
 
-def cron_trigger(expression: str, timezone=None) -> CronTrigger:
-    """A CronTrigger read the way crontab(5) reads it.
+def cron_trigger(expression: str, timezone=None) -> BaseTrigger:
+    """An APScheduler trigger that fires when crontab(5) would run `expression`.
 
-    APScheduler 3 numbers days of the week from Monday=0, so its from_crontab turns "0 3 * * 0"
-    (Sundays) into Mondays; numeric days are translated to names first.
+    Read as Vixie cron/cronie read a crontab line: five fields (minute hour day-of-month month
+    day-of-week) of lists of `*`, `N`, `N-M`, each with an optional `/STEP`; month and weekday names;
+    weekday 0 and 7 are Sunday; `@yearly` … `@hourly`. When day-of-month and day-of-week are both
+    restricted (neither starts with `*`), a day matching EITHER runs the job, as crontab does;
+    otherwise both must match. APScheduler's own reading differs (weekdays from Monday, ANDed days),
+    so every field is parsed here and handed over as explicit values. Anything else raises ValueError
+    with what is wrong.
     """
-    fields = expression.split()
+    text = expression.strip()
+    if text.startswith("@"):
+        if text.lower() not in NICKNAMES:
+            raise ValueError(f"{text} is not supported (use {', '.join(sorted(NICKNAMES))} or five fields)")
+        text = NICKNAMES[text.lower()]
+    fields = text.split()
     if len(fields) != 5:
-        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
-    fields[4] = re.sub(r"\b([0-7])\b", lambda m: DOW_NAMES[int(m.group(1))], fields[4])
-    return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
+        raise ValueError(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+    minute, hour, dom, month, dow = (_cron_field(field, spec) for field, spec in zip(fields, CRON_FIELDS, strict=True))
+    dow = {day % 7 for day in dow}
+    common = {"minute": _listed(minute, 0, 59), "hour": _listed(hour, 0, 23), "month": _listed(month, 1, 12),
+              "timezone": timezone}
+    days = _listed(dom, 1, 31)
+    weekdays = "*" if dow == set(range(7)) else ",".join(DOW_NAMES[d] for d in sorted(dow))
+    if fields[2].startswith("*") or fields[4].startswith("*"):
+        return CronTrigger(day=days, day_of_week=weekdays, **common)
+    return OrTrigger([CronTrigger(day=days, **common), CronTrigger(day_of_week=weekdays, **common)])
+
+
+def _cron_field(text: str, spec: tuple) -> set[int]:
+    name, low, high, names = spec
+    values: set[int] = set()
+    for element in text.split(","):
+        match = CRON_ELEMENT.match(element)
+        if not match:
+            raise ValueError(f"{name} field {text!r}: {element!r} is not crontab syntax (*, N, N-M, */S, N-M/S, lists)")
+        if match["star"]:
+            first, last = low, high
+        else:
+            first = _cron_value(match["first"], spec)
+            last = _cron_value(match["last"], spec) if match["last"] else None
+            if last is None and match["step"]:
+                raise ValueError(f"{name} field {text!r}: a step needs a range or * before it "
+                                 f"(write {match['first']}-{high}/{match['step']})")
+            last = first if last is None else last
+            if last < first:
+                hint = " (Sunday is 0 or 7: write 6-7 for Saturday to Sunday)" if name == "day-of-week" else ""
+                raise ValueError(f"{name} field {text!r}: the range {element} runs backwards{hint}")
+        step = int(match["step"]) if match["step"] else 1
+        if step < 1:
+            raise ValueError(f"{name} field {text!r}: a step must be at least 1")
+        values.update(range(first, last + 1, step))
+    return values
+
+
+def _cron_value(token: str, spec: tuple) -> int:
+    name, low, high, names = spec
+    if token.isdigit():
+        value = int(token)
+        if not low <= value <= high:
+            raise ValueError(f"{name} {value} is out of range ({low}-{high})")
+        return value
+    if names and token.lower() in names:
+        return names.index(token.lower()) + (1 if name == "month" else 0)
+    hint = f" (or {names[0]}…{names[-1]})" if names else ""
+    raise ValueError(f"{name} {token!r} is not a number {low}-{high}{hint}")
+
+
+def _listed(values: set[int], low: int, high: int) -> str:
+    return "*" if values == set(range(low, high + 1)) else ",".join(str(v) for v in sorted(values))
 
 
 def scheduled_jobs(services: Services) -> list[ScheduledJob]:
@@ -206,7 +283,7 @@ def check_rpo(services: Services, reply: Reply) -> list[str]:
     now = services.clock()
     posted = []
     for database in services.settings.databases:
-        backups = [r for r in list_backups(services.store, database) if r.kind != "pre-restore"]
+        backups = [r for r in list_backups(services.store, database) if r.is_full]
         last = datetime.fromisoformat(backups[0].created_at) if backups else None
         breached = last is None or now - last > rpo
         if health_state.set_alert(services.store, f"rpo:{database}", breached, iso(now)):
@@ -234,7 +311,7 @@ class Digest:
 
 
 def build_digest(services: Services) -> Digest:
-    from commands.health import check_database
+    from commands.health import check_database, copies_lines, production_copies
 
     now = services.clock()
     previous = [r for r in health_state.runs(services.store, job="digest") if r["status"] == "succeeded"]
@@ -246,7 +323,7 @@ def build_digest(services: Services) -> Digest:
         day_ago = health_state.size_at_or_before(services.store, database, iso(now - timedelta(days=1)))
         growth = (f", {((report.size_bytes - day_ago) / day_ago * 100):+.1f}% in 24 h"
                   if report.size_bytes and day_ago else "")
-        backups = [r for r in list_backups(services.store, database) if r.kind != "pre-restore"]
+        backups = [r for r in list_backups(services.store, database) if r.is_full]
         recent = [r for r in backups if datetime.fromisoformat(r.created_at) >= now - timedelta(days=1)]
         verified = [r for r in backups if r.verification == "verified" and r.verified_at]
         drill = max(verified, key=lambda r: r.verified_at) if verified else None
@@ -263,4 +340,5 @@ def build_digest(services: Services) -> Digest:
             f"  RPO {human_duration(rpo.total_seconds())}: " + ("ok" if rpo_ok else "BREACHED"),
             f"  failures since the previous digest: {len(failures)}",
         ]
+        lines += copies_lines(production_copies(services, database), indent="  ")  # until they are dropped
     return Digest(tuple(lines))
