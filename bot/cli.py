@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_console(args) -> int:
-    from bot.console import Console, ConsoleReply
+    from bot.console import Console, ConsoleReply, with_console_operator
     from bot.startup import report_interrupted_jobs, start_services
     from commands.context import Actor
     from commands.settings import load_settings
@@ -77,6 +77,7 @@ def run_console(args) -> int:
                  "access": {"approvers": ["U0APPROVER"]}},
                 env,
             )
+            settings = with_console_operator(settings, args.user)  # access fails closed: the demo's user operates
             print(f"Backups go to {workdir / 'backups'}; the sample database is 'main'.", file=sys.stderr)
             services = start_services(settings)
             Console(services, user=args.user, out=sys.stdout).loop()

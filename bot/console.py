@@ -10,12 +10,13 @@ import itertools
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from commands import dispatch
 from commands.context import Actor, Services
 from commands.reply import Message
+from commands.settings import Settings
 
 CONSOLE_USER = "U_CONSOLE"
 CONSOLE_CHANNEL = "C_CONSOLE"
@@ -34,6 +35,13 @@ Console commands:
   :unreact MSG EMOJI   remove that reaction
   :messages            show every message so far
   :quit                leave"""
+
+
+def with_console_operator(settings: Settings, user: str = CONSOLE_USER) -> Settings:
+    """The demo's access: the console user is its operator. (Access fails closed, and `U_CONSOLE` is not a Slack ID
+    a config file would accept, so the demo sets it here.)"""
+    operators = settings.access.operators if user in settings.access.operators else (*settings.access.operators, user)
+    return replace(settings, access=replace(settings.access, operators=operators))
 
 
 def plain(text: str) -> str:
@@ -95,6 +103,9 @@ class Console:
         self._ids = itertools.count(1)
         self._events = itertools.count(1)
         self._buffer: list[str] = []
+        from bot.preflight import warn_at_startup
+
+        warn_at_startup(services.settings)  # no operators: nobody may run /backup or /restore, say so at start
 
     def files_dir(self) -> Path:
         """Where shared files (incident exports) land: one folder per console session."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 
@@ -11,6 +12,8 @@ from commands.pg_tools import major, tool_version
 from commands.redact import redact
 from commands.settings import Settings, load_settings
 from commands.storage import open_storage
+
+log = logging.getLogger(__name__)
 
 
 def run_preflight(config_path: str | None = None, out=None) -> int:
@@ -23,6 +26,7 @@ def run_preflight(config_path: str | None = None, out=None) -> int:
         results.append((False, f"config: {exc}"))
         return _print(results, out)
     results.append(check_sections(settings))
+    results.append(check_access(settings))
     results.extend(check_databases(settings))
     results.append(check_storage(settings))
     if settings.slack_bot_token:
@@ -57,6 +61,29 @@ def check_sections(settings: Settings) -> tuple[bool, str]:
     except BackupbotError as exc:
         return False, f"config: {exc}"
     return True, f"config: {len(jobs)} scheduled job(s), retention, health and incident settings valid"
+
+
+def check_access(settings: Settings) -> tuple[bool, str]:
+    """Access fails closed: no operators means nobody may run /backup or /restore, so that is a failure."""
+    from commands.access import access_problems
+
+    problems = access_problems(settings)
+    if problems:
+        return False, f"access: {problems[0]}"
+    access = settings.access
+    return True, (f"access: {len(access.operators)} operator entr{'y' if len(access.operators) == 1 else 'ies'}, "
+                  f"{len(access.approvers)} approver entr{'y' if len(access.approvers) == 1 else 'ies'}, "
+                  f"{len(access.viewers)} viewer entr{'y' if len(access.viewers) == 1 else 'ies'}")
+
+
+def warn_at_startup(settings: Settings) -> list[str]:
+    """Log what start-up should shout about (the bot still starts); returns the warnings."""
+    from commands.access import access_problems
+
+    problems = access_problems(settings)
+    for problem in problems:
+        log.warning("access: %s", problem)
+    return problems
 
 
 def check_databases(settings: Settings) -> list[tuple[bool, str]]:

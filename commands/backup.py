@@ -216,7 +216,18 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(
             f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
-    return run_backup_job(services, request, actor, reply, job.id, dsn)
+    from commands.job_slots import queued_text
+
+    in_slot = False
+    try:  # at most [jobs] max_running jobs at once; the rest wait in line and are told their place
+        with services.job_slots.acquire(f"backup #{job.id} of {request.database}",
+                                        on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
+            in_slot = True
+            return run_backup_job(services, request, actor, reply, job.id, dsn)
+    except BaseException:
+        if not in_slot:
+            job_state.finish_job(services.store, job.id, job_state.FAILED, "stopped while waiting for a job slot")
+        raise
 
 
 def run_backup_job(services: Services, request: BackupRequest, actor: Actor, reply: Reply, job_id: int,
@@ -380,7 +391,10 @@ def manifest_json(record: BackupRecord) -> bytes:
 def execute_backup_list(services: Services, request: BackupListRequest, actor: Actor, reply: Reply) -> BackupList:
     records = tuple(list_backups(services.store, request.database, limit=request.limit))
     result = BackupList(database=request.database, records=records, now=services.clock())
-    reply.ephemeral(result)
+    from commands.health import copies_lines, production_copies
+
+    copies = copies_lines(production_copies(services, request.database))  # restores --into a new database
+    reply.ephemeral(Notice("\n".join([result.text(), *copies])) if copies else result)
     return result
 
 

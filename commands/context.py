@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from commands.job_slots import JobSlots
 from commands.settings import Settings
 from commands.storage import Storage, open_storage
 from state import Store
@@ -25,6 +26,12 @@ class Services:
     group_members: Callable[[str], set[str]] = field(default=lambda group: set())
     progress_every: float = 3.0
     interrupted_jobs: list = field(default_factory=list)
+    # at most [jobs] max_running backups/restores/drills at once; built from the settings when not given
+    job_slots: JobSlots | None = None
+
+    def __post_init__(self) -> None:
+        if self.job_slots is None:
+            self.job_slots = JobSlots(self.settings.jobs.max_running)
 
     def secrets(self) -> list[str]:
         return self.settings.secrets()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from commands.args import parse_args
 from commands.audit import record_event
 from commands.context import Actor, Services
 from commands.errors import AlreadyRunningError, BackupbotError, UsageError
+from commands.job_slots import queued_text
 from commands.pg_restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
 from commands.pg_tools import with_dbname
 from commands.redact import redact
-from commands.reply import Reply
+from commands.reply import Notice, Reply
 from commands.restore import find_backup
 from commands.restore_run import verify_restored
 from commands.units import human_duration
@@ -70,7 +72,9 @@ class DrillResult:
                 f"Scratch database {self.scratch} dropped.")
 
 
-def run_drill(services: Services, backup_ref: str, database: str | None, actor: Actor) -> DrillResult:
+def run_drill(services: Services, backup_ref: str, database: str | None, actor: Actor,
+              on_queued: Callable[[int], None] | None = None) -> DrillResult:
+    """Claim the drill, wait for a job slot ([jobs] max_running; on_queued(jobs ahead) when queued), run it."""
     record = find_backup(services, backup_ref, database)
     dsn = services.settings.database(record.database).require_url()
     scratch = f"backupbot_drill_{record.id}_{secrets.token_hex(4)}"
@@ -79,6 +83,18 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
                                        detail={"backup_id": record.id})
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(f"a drill of {record.database} is already running (#{busy.job.id})") from None
+    in_slot = False
+    try:
+        with services.job_slots.acquire(f"drill #{job.id} of {record.database}", on_queued=on_queued):
+            in_slot = True
+            return _drill_job(services, record, actor, dsn, scratch, job)
+    except BaseException:
+        if not in_slot:
+            job_state.finish_job(services.store, job.id, job_state.FAILED, "stopped while waiting for a job slot")
+        raise
+
+
+def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str, job) -> DrillResult:
     seconds = None
     try:
         with scratch_dir() as workdir:
@@ -116,7 +132,8 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
 
 
 def execute_verify(services: Services, request: VerifyRequest, actor: Actor, reply: Reply) -> DrillResult:
-    result = run_drill(services, request.backup, request.database, actor)
+    result = run_drill(services, request.backup, request.database, actor,
+                       on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead))))
     reply.post(result)
     return result
 

@@ -6,6 +6,7 @@ hung database answers "unreachable" or "timed out" within seconds.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from commands.access import ANYONE
+from commands.access import VIEWER
 from commands.args import parse_args
 from commands.audit import record_event
 from commands.context import Actor, Services
@@ -63,7 +64,7 @@ def health_settings(services: Services) -> dict:
 @dataclass(frozen=True)
 class HealthRequest:
     databases: tuple[str, ...]
-    permission = ANYONE
+    permission = VIEWER  # shows pids, users and query shapes: operators and [access] viewers only
 
 
 def parse_health(text: str, services: Services) -> HealthRequest:
@@ -199,7 +200,7 @@ def _run_sections(conn, services, database, cfg, now: datetime, sections: list[S
     def queries_section() -> Section:
         rows = _query(
             conn,
-            "SELECT pid, usename, extract(epoch FROM now() - query_start), left(query, 80) FROM pg_stat_activity "
+            "SELECT pid, usename, extract(epoch FROM now() - query_start), query FROM pg_stat_activity "
             "WHERE state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
             "AND now() - query_start > make_interval(secs => %s) ORDER BY 3 DESC LIMIT 5",
             [cfg["long_query_warn_seconds"]],
@@ -212,7 +213,7 @@ def _run_sections(conn, services, database, cfg, now: datetime, sections: list[S
             status,
             (f"{len(rows)} over {cfg['long_query_warn_seconds']}s",)
             + tuple(
-                f"pid {pid} ({user}) {human_duration(float(secs))}: {redact(' '.join(q.split()), secrets)}"
+                f"pid {pid} ({user}) {human_duration(float(secs))}: {shown_query(q, 80, secrets)}"
                 for pid, user, secs, q in rows
             ),
         )
@@ -220,7 +221,7 @@ def _run_sections(conn, services, database, cfg, now: datetime, sections: list[S
     def locks_section() -> Section:
         rows = _query(
             conn,
-            "SELECT pid, pg_blocking_pids(pid), extract(epoch FROM now() - query_start), left(query, 60) "
+            "SELECT pid, pg_blocking_pids(pid), extract(epoch FROM now() - query_start), query "
             "FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0 ORDER BY 3 DESC LIMIT 5",
         )
         if not rows:
@@ -231,7 +232,7 @@ def _run_sections(conn, services, database, cfg, now: datetime, sections: list[S
             (f"{len(rows)} blocked",)
             + tuple(
                 f"pid {pid} waits {human_duration(float(secs or 0))} on pid {', '.join(map(str, blockers))}: "
-                f"{redact(' '.join(q.split()), secrets)}"
+                f"{shown_query(q, 60, secrets)}"
                 for pid, blockers, secs, q in rows
             ),
         )
@@ -279,12 +280,12 @@ def _run_sections(conn, services, database, cfg, now: datetime, sections: list[S
         if not _query(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"):
             return Section("slow statements", OK, ("pg_stat_statements is not installed (CREATE EXTENSION pg_stat_statements)",))
         rows = _query(
-            conn, "SELECT left(query, 70), calls, mean_exec_time FROM pg_stat_statements ORDER BY mean_exec_time DESC LIMIT 3"
+            conn, "SELECT query, calls, mean_exec_time FROM pg_stat_statements ORDER BY mean_exec_time DESC LIMIT 3"
         )
         return Section(
             "slow statements",
             OK,
-            tuple(f"{mean:.1f} ms x {calls}: {redact(' '.join(q.split()), secrets)}" for q, calls, mean in rows)
+            tuple(f"{mean:.1f} ms x {calls}: {shown_query(q, 70, secrets)}" for q, calls, mean in rows)
             or ("none recorded",),
         )
 
@@ -303,7 +304,7 @@ def _run_sections(conn, services, database, cfg, now: datetime, sections: list[S
 
 
 def _backup_sections(services: Services, database: str, cfg: Mapping, now: datetime) -> list[Section]:
-    records = [r for r in list_backups(services.store, database) if r.kind != "pre-restore"]
+    records = [r for r in list_backups(services.store, database) if r.is_full]
     if not records:
         backup = Section("last backup", CRITICAL, (f"none yet (RPO {cfg['rpo_hours']}h)",))
     else:
@@ -336,6 +337,181 @@ def _storage_section(services: Services) -> Section:
         return Section("storage", OK, (f"{services.storage.url} writable",))
     except BackupbotError as exc:
         return Section("storage", CRITICAL, (f"{services.storage.url}: {exc}",))
+
+
+# ---------------------------------------------------------------- query text without literals
+
+
+def _ident_char(c: str) -> bool:
+    return c.isalnum() or c in "_$" or ord(c) >= 0x80
+
+
+_NUMBER_RE = re.compile(r"0[xX][0-9A-Fa-f_]*|0[oO][0-7_]*|0[bB][01_]*|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?")
+_DOLLAR_TAG_RE = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
+_LITERAL, _COMMENT = 1, 2
+
+
+def _mask(sql: str, backslash_escapes: bool) -> bytearray:
+    """Mark each character of `sql` that is inside a literal (1) or a comment (2), reading it as PostgreSQL's lexer
+    does. `backslash_escapes` reads '...' as with standard_conforming_strings off. Anything unterminated runs to
+    the end (a truncated or malformed query hides its tail, never shows it)."""
+    n = len(sql)
+    mask = bytearray(n)
+    i = 0
+
+    def mark(start: int, end: int, kind: int) -> int:
+        mask[start:end] = bytes([kind]) * (end - start)
+        return end
+
+    while i < n:
+        c = sql[i]
+        prev = sql[i - 1] if i else " "
+        if sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = mark(i, n if end < 0 else end, _COMMENT)
+        elif sql.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if sql.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif sql.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            i = mark(i, j if not depth else n, _COMMENT)
+        elif c == '"':  # a quoted identifier is a name, not data: kept as written
+            j = i + 1
+            while j < n and not (sql[j] == '"' and not sql.startswith('""', j)):
+                j += 2 if sql.startswith('""', j) else 1
+            if j >= n:
+                i = mark(i, n, _LITERAL)
+            else:
+                i = j + 1
+        elif c == "'" or (not _ident_char(prev) and c in "eEbBxXnN" and sql.startswith("'", i + 1)) or (
+                not _ident_char(prev) and c in "uU" and sql.startswith("&'", i + 1)):
+            quote = sql.index("'", i)
+            escapes = backslash_escapes or (quote == i + 1 and c in "eE")
+            j = quote + 1
+            while j < n:
+                if escapes and sql[j] == "\\":
+                    j += 2
+                elif sql[j] == "'":
+                    if sql.startswith("''", j):
+                        j += 2
+                    else:
+                        break
+                else:
+                    j += 1
+            i = mark(i, min(j + 1, n), _LITERAL)
+        elif c == "$" and not _ident_char(prev) and (tag := _DOLLAR_TAG_RE.match(sql, i)):
+            end = sql.find(tag.group(), tag.end())
+            i = mark(i, n if end < 0 else end + len(tag.group()), _LITERAL)
+        elif c == "$" and i + 1 < n and sql[i + 1].isdigit():  # a parameter ($1): kept
+            i += 1
+            while i < n and sql[i].isdigit():
+                i += 1
+        elif (c.isdigit() or (c == "." and i + 1 < n and sql[i + 1].isdigit())) and not _ident_char(prev):
+            i = mark(i, _NUMBER_RE.match(sql, i).end() or i + 1, _LITERAL)
+        elif _ident_char(c):
+            while i < n and _ident_char(sql[i]):
+                i += 1
+        else:
+            i += 1
+    return mask
+
+
+def normalize_query(sql: str | None) -> str:
+    """Query text with every literal (strings, E'', B'', X'', U&'', dollar-quoted bodies, numbers) replaced by `?`
+    and comments removed, on one line. Strings are read both with and without backslash escapes and a character
+    is hidden if either reading puts it in a literal, so the server's standard_conforming_strings can't matter."""
+    if not sql:
+        return ""
+    sql = sql.replace("\x00", "")
+    mask = bytearray(a | b for a, b in zip(_mask(sql, False), _mask(sql, True), strict=True))
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        if not mask[i]:
+            out.append(sql[i])
+            i += 1
+            continue
+        j, literal = i, False
+        while j < n and mask[j]:
+            literal = literal or bool(mask[j] & _LITERAL)
+            j += 1
+        if literal:  # spaced only where the neighbours would otherwise run into it
+            before = " " if out and _ident_char(out[-1][-1]) else ""
+            after = " " if j < n and _ident_char(sql[j]) else ""
+            out.append(f"{before}?{after}")
+        else:
+            out.append(" ")
+        i = j
+    return " ".join("".join(out).split())
+
+
+def shown_query(sql: str | None, limit: int, secrets: list[str]) -> str:
+    """How /db-health shows a query: normalized, redacted, shortened to `limit` characters."""
+    text = redact(normalize_query(sql), secrets)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- copies of production data
+
+
+@dataclass(frozen=True)
+class ProductionCopy:
+    """A database a restore request created (`--into NEW_DB`): a full copy of production data until dropped."""
+
+    request_id: int
+    database: str  # the configured database whose server holds it
+    dbname: str
+    created_on: str  # YYYY-MM-DD
+    present: bool | None  # None: the server could not be asked
+
+    def line(self) -> str:
+        state = "still present" if self.present else "could not check whether it is still present"
+        return f"{self.dbname} created by restore request #{self.request_id} on {self.created_on} — {state}"
+
+
+def production_copies(services: Services, database: str | None = None) -> list[ProductionCopy]:
+    """Databases created by succeeded restore requests that still exist (or whose server did not answer)."""
+    from state.approvals import new_database_restores
+
+    latest: dict[tuple[str, str], object] = {}
+    for row in new_database_restores(services.store, database):
+        dbname = row.plan.get("target_dbname")
+        if dbname and row.database in services.settings.databases:
+            latest.setdefault((row.database, dbname), row)  # newest first: a name created again counts once
+    if not latest:
+        return []
+    cfg = health_settings(services)
+    copies = []
+    for db in sorted({key[0] for key in latest}):
+        names = sorted(name for d, name in latest if d == db)
+        dsn = services.settings.database(db).url
+        present: set[str] | None = None
+        if dsn:
+            try:
+                with psycopg.connect(dsn, connect_timeout=int(cfg["connect_timeout_seconds"]), autocommit=True,
+                                     application_name="backupbot-health",
+                                     options=f"-c statement_timeout={int(cfg['statement_timeout_ms'])}") as conn:
+                    present = {r[0] for r in conn.execute(
+                        "SELECT datname FROM pg_database WHERE datname = ANY(%s)", [names]).fetchall()}
+            except psycopg.Error:
+                present = None
+        for name in names:
+            if present is not None and name not in present:
+                continue  # dropped: no longer a copy anyone has to think about
+            row = latest[(db, name)]
+            when = (row.decided_at or row.created_at)[:10]
+            copies.append(ProductionCopy(row.id, db, name, when, True if present is not None else None))
+    return sorted(copies, key=lambda c: c.request_id)
+
+
+def copies_lines(copies: list[ProductionCopy], indent: str = "") -> list[str]:
+    if not copies:
+        return []
+    return [f"{indent}Copies of production data:"] + [f"{indent}  {c.line()}" for c in copies]
 
 
 def execute_health(services: Services, request: HealthRequest, actor: Actor, reply: Reply) -> HealthReports:

@@ -44,10 +44,13 @@ class AccessConfig:
     approval_ttl_minutes: int = 30
     approve_emoji: str = "white_check_mark"
     reject_emoji: str = "x"
+    viewers: tuple[str, ...] = ()  # may run /db-health besides the operators
+    approve_new_database_restores: bool = True  # `/restore --into NEW_DB` copies production data
 
-    @property
-    def anyone_may_operate(self) -> bool:
-        return not self.operators
+
+@dataclass(frozen=True)
+class JobsConfig:
+    max_running: int = 2  # backups, restores and drills running at once, across all databases
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Settings:
     access: AccessConfig = field(default_factory=AccessConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     schedules: Mapping[str, object] = field(default_factory=dict)
     retention: Mapping[str, object] = field(default_factory=dict)
     health: Mapping[str, object] = field(default_factory=dict)
@@ -102,7 +106,7 @@ class Settings:
 
 KNOWN_SECTIONS = {
     "state", "storage", "databases", "access", "channels", "alerts", "schedules", "retention", "health",
-    "incidents",
+    "incidents", "jobs",
 }
 
 
@@ -139,6 +143,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
             digest=_channel(channels, "digest"),
         ),
         alerts=_alerts(_table(raw, "alerts")),
+        jobs=_jobs(_table(raw, "jobs")),
         schedules=_table(raw, "schedules"),
         retention=_table(raw, "retention"),
         health=_table(raw, "health"),
@@ -213,15 +218,30 @@ def _id_list(table: Mapping, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _positive_int(table: Mapping, key: str, default: int) -> int:
+def _positive_int(table: Mapping, key: str, default: int, section: str = "access") -> int:
     value = table.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"access.{key}: expected a whole number >= 1, got {value!r}")
+        raise ConfigError(f"{section}.{key}: expected a whole number >= 1, got {value!r}")
     return value
 
 
+def _bool(table: Mapping, full_key: str, key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{full_key}: expected true or false, got {value!r}")
+    return value
+
+
+def _jobs(table: Mapping) -> JobsConfig:
+    unknown = set(table) - {"max_running"}
+    if unknown:
+        raise ConfigError(f"jobs.{sorted(unknown)[0]}: unknown key (known: max_running)")
+    return JobsConfig(max_running=_positive_int(table, "max_running", 2, section="jobs"))
+
+
 def _access(table: Mapping) -> AccessConfig:
-    known = {"operators", "approvers", "required_approvals", "approval_ttl_minutes", "approve_emoji", "reject_emoji"}
+    known = {"operators", "approvers", "required_approvals", "approval_ttl_minutes", "approve_emoji", "reject_emoji",
+             "viewers", "approve_new_database_restores"}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"access.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
@@ -239,6 +259,9 @@ def _access(table: Mapping) -> AccessConfig:
         approval_ttl_minutes=_positive_int(table, "approval_ttl_minutes", 30),
         approve_emoji=_str(table, "access.approve_emoji", "approve_emoji", "white_check_mark").strip(":"),
         reject_emoji=_str(table, "access.reject_emoji", "reject_emoji", "x").strip(":"),
+        viewers=_id_list(table, "viewers"),
+        approve_new_database_restores=_bool(table, "access.approve_new_database_restores",
+                                            "approve_new_database_restores", True),
     )
 
 

@@ -158,3 +158,12 @@ def past_restore_seconds(store: Store, database: str, limit: int = 5) -> list[tu
         if seconds:
             out.append((seconds, json.loads(plan).get("size", 0)))
     return out
+
+
+def new_database_restores(store: Store, database: str | None = None) -> list[RestoreRequestRow]:
+    """Succeeded restore requests that created their target database (copies of `database`'s data), newest first."""
+    sql = ("SELECT * FROM restore_requests WHERE status = 'succeeded' AND json_extract(plan, '$.target_exists') = 0"
+           + (" AND database = ?" if database else "") + " ORDER BY id DESC")
+    with store.db() as db:
+        rows = list(db.query(sql, [database] if database else []))
+    return [_row(r) for r in rows]

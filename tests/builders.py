@@ -9,6 +9,10 @@ from bot.console import Console
 from bot.startup import start_services
 from commands.settings import Settings, parse_settings
 
+# Access fails closed (no operators: nobody may run /backup), so test settings name their operators.
+# A test that wants none passes access={"operators": []}.
+TEST_OPERATORS = ("U0OPS", "U0ALICE", "U0BOB")
+
 
 def make_settings(tmp_path: Path, dsn: str | None, storage_url: str | None = None, access: dict | None = None,
                   env: dict | None = None, **sections) -> Settings:
@@ -17,8 +21,7 @@ def make_settings(tmp_path: Path, dsn: str | None, storage_url: str | None = Non
         "storage": {"url": storage_url or f"file://{tmp_path / 'backups'}"},
         **sections,
     }
-    if access is not None:
-        raw["access"] = access
+    raw["access"] = {"operators": list(TEST_OPERATORS), **(access or {})}
     full_env = dict(env or {})
     if dsn:
         full_env["DATABASE_URL"] = dsn

@@ -162,11 +162,12 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability)
 
     settings = make_settings(tmp_path, sample_dsn)
     config = tmp_path / "bot.toml"
-    config.write_text(f'[state]\npath = "{settings.state_path}"\n[storage]\nurl = "{settings.storage_url}"\n')
+    config.write_text(f'[state]\npath = "{settings.state_path}"\n[storage]\nurl = "{settings.storage_url}"\n'
+                      '[access]\noperators = ["U0OPS"]\n')
     lock = psycopg.connect(sample_dsn)
     lock.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
     before = set(pg_dump_pids())
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config)],
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config), "--as", "U0OPS"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
     bot.stdin.write(b"/backup main\n")

@@ -16,7 +16,8 @@ def run_cli(args, env, stdin="", timeout=180):
 def write_config(tmp_path, storage=None):
     config = tmp_path / "backupbot.toml"
     storage = storage or f"file://{tmp_path / 'b'}"
-    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "{storage}"\n')
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "{storage}"\n'
+                      '[access]\noperators = ["U0ALICE"]\n')
     return str(config)
 
 

@@ -51,7 +51,7 @@ def test_defaults_without_a_file():
     assert list(settings.databases) == ["main"]
     assert settings.storage_url == "file://./backups"
     assert settings.state_path == "backupbot.db"
-    assert settings.access.anyone_may_operate and settings.access.approvers == ()
+    assert settings.access.operators == () and settings.access.approvers == ()
 
 
 def test_backupbot_config_variable_is_read(tmp_path):
