@@ -21,7 +21,7 @@ from commands.pg_names import NameRef, QualifiedName, parse_key, resolve_names
 from commands.pg_restore import database_exists, validate_database_name, verify_artifact
 from commands.pg_tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
-from commands.reply import Notice, Reply
+from commands.reply import Notice, Reply, check_can_collect_reactions
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
 from state.backups import BackupRecord, get_backup, latest_backup
@@ -274,7 +274,12 @@ def execute_restore(services: Services, request: RestoreRequest, actor: Actor, r
     access = services.settings.access
     if not access.approvers:
         raise NotAllowedError("/restore is disabled until approvers are configured ([access] approvers in the config)")
-    plan = build_plan(services, request, actor)
+    from commands.job_slots import queued_text
+
+    # reading the whole artifact back to check its sha256 is a job's work: it waits for a slot too
+    with services.job_slots.acquire(f"restore plan of backup {request.backup}",
+                                    on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
+        plan = build_plan(services, request, actor)
     if request.dry_run:
         message = RestorePlanMessage(request_id=None, plan=plan, status="dry-run", now=services.clock())
         reply.post(message)
@@ -288,6 +293,7 @@ def submit_plan(services: Services, plan: dict, actor: Actor, reply: Reply, note
 
     access = services.settings.access
     now = services.clock()
+    check_can_collect_reactions(reply)  # a request nobody can approve (bot not in the channel) is never posted
     # a new database holds a copy of production data: approved too, unless the config says otherwise
     needs_approval = bool(plan["target_exists"]) or access.approve_new_database_restores
     row = request_state.create_request(

@@ -102,7 +102,17 @@ def check_health_url(url: str, timeout: float = 10) -> Check:
 
 
 def run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
-    """Run the request that just moved to `running`; returns its result (also stored and posted)."""
+    """Run the request that just moved to `running` inside a job slot ([jobs] max_running); returns its
+    result (also stored and posted)."""
+    from commands.job_slots import queued_text
+
+    thread = ThreadReply(reply, row.message_id)
+    with services.job_slots.acquire(f"restore request #{row.id}",
+                                    on_queued=lambda ahead: thread.post(Notice(queued_text(ahead)))):
+        return _run_restore_request(services, row, reply)
+
+
+def _run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
 
     plan = row.plan
     thread = ThreadReply(reply, row.message_id)
