@@ -20,6 +20,7 @@ from commands.audit import record_event
 from commands.context import Actor, Services
 from commands.errors import AlreadyRunningError, BackupbotError, UsageError
 from commands.pg_dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
+from commands.pg_names import NameRef, parse_name_list
 from commands.pg_tools import major, pg_env, tool_version
 from commands.redact import redact
 from commands.reply import GuardedReply, Notice, Reply
@@ -45,7 +46,7 @@ LIST_FLAGS = {"--limit": "int"}
 class BackupRequest:
     database: str
     format: str = "custom"
-    tables: tuple[str, ...] = ()
+    tables: tuple[NameRef, ...] = ()
     schema_only: bool = False
     note: str | None = None
     kind: str = "manual"
@@ -94,17 +95,22 @@ def parse_backup(text: str, services: Services):
     fmt = str(args.flags.get("--format", "custom")).lower()
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (custom, plain or gzip)\n{USAGE}")
-    tables: tuple[str, ...] = ()
-    if "--tables" in args.flags:
-        tables = tuple(t.strip() for t in str(args.flags["--tables"]).split(",") if t.strip())
-        if not tables:
-            raise UsageError(f"--tables needs at least one table name\n{USAGE}")
-        pg_snapshot.validate_table_names(list(tables))
+    tables = parse_tables_flag(args.flags, USAGE)
     note = args.flags.get("--note")
     if note is not None and len(note) > 500:
         raise UsageError("--note is at most 500 characters")
     return BackupRequest(database=database, format=fmt, tables=tables,
                          schema_only=bool(args.flags.get("--schema-only")), note=note)
+
+
+def parse_tables_flag(flags: dict, usage: str) -> tuple[NameRef, ...]:
+    """`--tables a,s.b,"Odd Name"`: the one parser of table lists, shared by /backup and /restore."""
+    if "--tables" not in flags:
+        return ()
+    text = str(flags["--tables"]).strip()
+    if not text:
+        raise UsageError(f"--tables needs at least one table name\n{usage}")
+    return tuple(parse_name_list(text))
 
 
 # ---------------------------------------------------------------- messages
@@ -142,7 +148,7 @@ class BackupStatus:
     def text(self) -> str:
         what = f"{self.format}"
         if self.tables:
-            what += f", tables {', '.join(self.tables)}"
+            what += f", tables {', '.join(str(t) for t in self.tables)}"
         if self.schema_only:
             what += ", schema only"
         lines = [self.headline() + f" — {what}"]
@@ -194,7 +200,8 @@ class BackupList:
         for r in self.records:
             age = human_duration((self.now - datetime.fromisoformat(r.created_at)).total_seconds())
             what = r.format + (" schema-only" if r.schema_only else "") + (f" tables {','.join(r.tables)}" if r.tables else "")
-            lines.append(f"#{r.id} · {r.database} · {r.created_at} ({age} ago) · {what} · {human_bytes(r.size)} · "
+            of = r.database + (f" (database {r.dbname})" if r.dbname and r.kind == "pre-restore" else "")
+            lines.append(f"#{r.id} · {of} · {r.created_at} ({age} ago) · {what} · {human_bytes(r.size)} · "
                          f"{r.kind} · {r.verification} · sha256 {r.sha256[:12]}" + (f" · {r.note}" if r.note else ""))
         return "\n".join(lines)
 
@@ -298,12 +305,15 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         if major(pg_dump_version) < major(server_version):
             raise UsageError(f"pg_dump {pg_dump_version} is older than the server ({server_version}); "
                              "install a pg_dump of the same major version or newer")
-        database_size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        dbname, database_size = conn.execute(
+            "SELECT current_database(), pg_database_size(current_database())").fetchone()
         all_tables = pg_snapshot.list_user_tables(conn)
+        leaves = [name for name, kind in all_tables if kind == "r"]
         if request.tables:
-            tables = pg_snapshot.resolve_tables(all_tables, list(request.tables), request.database)
+            tables = pg_snapshot.resolve_tables(all_tables, list(request.tables), f"database {request.database}")
         else:
-            tables = [f"{s}.{t}" for s, t, kind in all_tables if kind == "r"]
+            tables = leaves
+        objects = {"schemas": pg_snapshot.dumped_schemas(conn), "tables": pg_snapshot.table_objects(conn)}
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         status = replace(status, database_size=database_size)
 
@@ -315,7 +325,7 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
             try:
                 not_valid.extend(pg_snapshot.not_valid_constraints(conn))
                 if not request.schema_only:
-                    counts.update(pg_snapshot.count_rows(conn, [t for t in tables if _is_leaf(t, all_tables)]))
+                    counts.update(pg_snapshot.count_rows(conn, [t for t in tables if t in leaves]))
             except BaseException as exc:
                 count_error.append(exc)
 
@@ -340,12 +350,12 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         conn.rollback()
     record = BackupRecord(
         id=job_id, job_id=job_id, database=request.database, kind=request.kind, format=fmt.name,
-        compression=fmt.compression, tables=tuple(tables) if request.tables else (),
+        compression=fmt.compression, tables=tuple(t.key for t in tables) if request.tables else (),
         schema_only=request.schema_only, note=request.note, requested_by=status.user, created_at=iso(created),
         duration_s=round(time.monotonic() - started, 3), storage_url=services.storage.url, key=key,
         manifest_key=key + ".manifest.json", size=outcome.size, raw_size=outcome.raw_size, sha256=outcome.sha256,
         pg_dump_version=pg_dump_version, server_version=server_version, database_size=database_size,
-        row_counts=counts, not_valid_constraints=tuple(not_valid),
+        row_counts=counts, not_valid_constraints=tuple(not_valid), objects=objects, dbname=dbname,
     )
     try:
         services.storage.put_bytes(record.manifest_key, manifest_json(record))
@@ -357,16 +367,13 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
     return record
 
 
-def _is_leaf(qualified: str, all_tables: list[tuple[str, str, str]]) -> bool:
-    return any(f"{s}.{t}" == qualified and kind == "r" for s, t, kind in all_tables)
-
-
 def manifest_json(record: BackupRecord) -> bytes:
     """The self-describing manifest stored beside every artifact."""
     manifest = {
         "backupbot_manifest": 1,
         "backup_id": record.id,
         "database": record.database,
+        "dbname": record.dbname,
         "kind": record.kind,
         "format": record.format,
         "compression": record.compression,
@@ -383,6 +390,7 @@ def manifest_json(record: BackupRecord) -> bytes:
         "database_size": record.database_size,
         "row_counts": record.row_counts,
         "not_valid_constraints": list(record.not_valid_constraints),
+        "objects": record.objects,
         "restore": FORMATS[record.format].restore_hint,
     }
     return json.dumps(manifest, indent=2, sort_keys=True).encode()
