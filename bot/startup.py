@@ -1,4 +1,4 @@
-"""What happens once when the bot (or the console) starts: state, storage, interrupted jobs."""
+"""What happens once when the bot (or the console) starts: the instance lock, state, storage, interrupted jobs."""
 
 from __future__ import annotations
 
@@ -10,14 +10,29 @@ from commands.reply import Notice, Reply
 from commands.settings import Settings
 from state.approvals import mark_interrupted_requests
 from state.jobs import mark_interrupted_jobs
+from state.lock import InstanceLock
 
 log = logging.getLogger(__name__)
 
 
 def start_services(settings: Settings, **overrides) -> Services:
-    """Open state and storage; every job left `running` by a previous process becomes `interrupted`."""
+    """Take the state database's instance lock, open state and storage; every job left `running` by a
+    previous process becomes `interrupted` and its partial files go.
+
+    Raises InstanceLockedError while another backupbot (or another Services in this process) holds
+    the same state database: its jobs are alive, not interrupted. `services.close()` lets go.
+    """
     register_secrets(settings.secrets())
-    services = build_services(settings, **overrides)
+    lock = None
+    if settings.state_path != ":memory:":
+        lock = InstanceLock(settings.state_path).acquire()
+    try:
+        services = build_services(settings, **overrides)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    services.instance_lock = lock
     services.interrupted_jobs = mark_interrupted_jobs(services.store)
     mark_interrupted_requests(services.store)
     for job in services.interrupted_jobs:

@@ -28,6 +28,7 @@ class Services:
     interrupted_jobs: list = field(default_factory=list)
     # at most [jobs] max_running backups/restores/drills at once; built from the settings when not given
     job_slots: JobSlots | None = None
+    instance_lock: object = None  # state.lock.InstanceLock, taken by bot.startup.start_services
 
     def __post_init__(self) -> None:
         if self.job_slots is None:
@@ -35,6 +36,11 @@ class Services:
 
     def secrets(self) -> list[str]:
         return self.settings.secrets()
+
+    def close(self) -> None:
+        """Let another process (or a test's next start_services) take this state database."""
+        if self.instance_lock is not None:
+            self.instance_lock.release()
 
 
 def build_services(settings: Settings, **overrides) -> Services:

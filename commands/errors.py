@@ -55,3 +55,7 @@ class DatabaseUnavailableError(BackupbotError, ConnectionError):
 
 class EncryptionError(BackupbotError, ValueError):
     """An artifact cannot be encrypted or decrypted: no identity file, an unsafe one, or a key that is not a recipient."""
+
+
+class InstanceLockedError(BackupbotError, RuntimeError):
+    """Another backupbot process already holds this state database."""

@@ -1,4 +1,7 @@
-"""Local folder storage: write a hidden temporary file, fsync, then rename into place."""
+"""Local folder storage: write a hidden temporary file, fsync, then rename into place.
+
+Files are created 0600 and the folders the bot creates 0700, whatever the umask.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from commands.errors import StorageError
+from state.lock import make_private_dirs
 
 PARTIAL_MARK = ".partial-"
 # flush to disk as we go, so commit()'s fsync has little left to do and writeback overlaps the dump
@@ -20,8 +24,9 @@ class LocalArtifactWriter:
         self.final = final
         self.temp = final.with_name(f".{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.temp, "xb")
+            make_private_dirs(final.parent)
+            # 0600 from the first byte: a backup holds the whole database
+            self._file = os.fdopen(os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
         except OSError as exc:
             raise StorageError(f"cannot write {final.parent}: {exc.strerror or exc}") from exc
         self._done = False

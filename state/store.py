@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pkgutil
 import sqlite3
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import sqlite_utils
 
 import state.migrations
+from state.lock import make_private_dirs
 
 
 def utcnow_iso() -> str:
@@ -33,7 +35,7 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(self.path).expanduser())
         with self.db() as db:
             db.conn.execute("PRAGMA journal_mode=WAL")
         self.migrate()
@@ -87,6 +89,27 @@ class Store:
                 )
                 applied_now.append(number)
         return applied_now
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 (its folder 0700 when we create it) before SQLite opens it.
+
+    SQLite creates a new file 0644 and gives its -wal and -shm files the database file's mode, so
+    owning the main file's mode covers all three. An existing file is tightened to 0600 as well.
+    """
+    make_private_dirs(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            with contextlib.suppress(PermissionError):  # not ours to change
+                os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        sidecar = Path(f"{path}{suffix}")
+        if sidecar.exists() and sidecar.stat().st_mode & 0o077:
+            with contextlib.suppress(PermissionError):
+                sidecar.chmod(0o600)
 
 
 def available_migrations() -> list[tuple[int, str, object]]:

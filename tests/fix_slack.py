@@ -278,6 +278,7 @@ class BotServer:
     def close(self) -> None:
         self.server.close()
         self.server.task_dispatcher.shutdown()
+        self.services.close()  # the instance lock: a restarted bot may take the state database
 
 
 @pytest.fixture

@@ -90,6 +90,7 @@ def test_interrupted_backup_is_reported_after_a_restart(tmp_path, sample_dsn, sl
     first = start_services(settings)
     job = claim_database(first.store, "backup", "main", "U0ALICE", "C0OPS")
     set_job_message(first.store, job.id, "C0OPS", "C0OPS:1700000000.000999")
+    first.close()  # the first process dies with its job running
     bot = start_bot(settings)  # a new process: start-up marks the job interrupted
     assert get_job(bot.services.store, job.id).status == "interrupted"
     report_interrupted_jobs(bot.services, SlackReply(bot.client))

@@ -341,6 +341,7 @@ def test_pending_request_survives_a_restart(tmp_path, sample_dsn, clock):
     console = make_console(settings, clock=clock)
     console.run("/backup")
     request = message_id(console.run("/restore 1"), "Restore request #1")
+    console.services.close()  # the first process stops
     restarted = make_console(settings, clock=clock)  # a new process on the same state
     restarted.messages = console.messages
     out = approve(restarted, request, "U0APP1")
