@@ -7,9 +7,9 @@ import resource
 import sys
 import time
 
-from commands.backup import BackupRequest, execute_backup
-from commands.context import Actor, build_services
-from commands.reply import Notice
+from commands.backup.command import BackupRequest, execute_backup
+from commands.chat.context import Actor, build_services
+from commands.chat.reply import Notice
 from commands.settings import parse_settings
 
 

@@ -28,7 +28,7 @@ import psycopg  # noqa: E402
 
 from bench.run import TABLES, generate, median_of, timed  # noqa: E402
 from commands import pgbackrest  # noqa: E402
-from commands.pg_tools import pg_bin, pg_env, tool_version  # noqa: E402
+from commands.pg.tools import pg_bin, pg_env, tool_version  # noqa: E402
 from tests.fix_pgbackrest import _private_dir, start_archiving_cluster  # noqa: E402
 
 

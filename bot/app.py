@@ -20,8 +20,8 @@ from bot.slack_reply import SlackReply, add_retry_handlers
 from bot.startup import start_services
 from bot.usergroups import UsergroupCache
 from commands import dispatch
-from commands.context import Actor, Services
-from commands.incident import stopwatch_emoji
+from commands.chat.context import Actor, Services
+from commands.incident.command import stopwatch_emoji
 from commands.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ a dedicated builder is shown as mrkdwn sections of its plain text.
 
 from __future__ import annotations
 
-from commands.backup import BackupStatus
-from commands.health import HealthReports
-from commands.restore import RestorePlanMessage
+from commands.backup.command import BackupStatus
+from commands.health.command import HealthReports
+from commands.restore.plan import RestorePlanMessage
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section's text
 MAX_BLOCKS = 50

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_console(args) -> int:
     from bot.console import Console, ConsoleReply, with_console_operator
     from bot.startup import report_interrupted_jobs, start_services
-    from commands.context import Actor
+    from commands.chat.context import Actor
     from commands.settings import load_settings
 
     if args.demo:

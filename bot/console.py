@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from commands import dispatch
-from commands.context import Actor, Services
-from commands.reply import Message
+from commands.chat.context import Actor, Services
+from commands.chat.reply import Message
 from commands.settings import Settings
 
 CONSOLE_USER = "U_CONSOLE"

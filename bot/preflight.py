@@ -7,8 +7,8 @@ import sys
 import uuid
 
 from commands.errors import BackupbotError
-from commands.pg_snapshot import connect
-from commands.pg_tools import major, tool_version
+from commands.pg.snapshot import connect
+from commands.pg.tools import major, tool_version
 from commands.redact import redact
 from commands.settings import Settings, load_settings
 from commands.storage import open_storage
@@ -46,9 +46,9 @@ def check_sections(settings: Settings) -> tuple[bool, str]:
     """[schedules], [retention], [health] and [incidents] are read lazily; read them all now."""
     from types import SimpleNamespace
 
-    from commands.health import health_settings
-    from commands.incident_config import incident_settings
-    from commands.retention import retention_rules
+    from commands.backup.retention import retention_rules
+    from commands.health.command import health_settings
+    from commands.incident.config import incident_settings
     from commands.schedules import scheduled_jobs
 
     try:
@@ -65,7 +65,7 @@ def check_sections(settings: Settings) -> tuple[bool, str]:
 
 def check_access(settings: Settings) -> tuple[bool, str]:
     """Access fails closed: no operators means nobody may run /backup or /restore, so that is a failure."""
-    from commands.access import access_problems
+    from commands.chat.access import access_problems
 
     problems = access_problems(settings)
     if problems:
@@ -78,7 +78,7 @@ def check_access(settings: Settings) -> tuple[bool, str]:
 
 def warn_at_startup(settings: Settings) -> list[str]:
     """Log what start-up should shout about (the bot still starts); returns the warnings."""
-    from commands.access import access_problems
+    from commands.chat.access import access_problems
 
     problems = access_problems(settings)
     for problem in problems:

@@ -13,9 +13,9 @@ from datetime import UTC
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from commands.approvals import expire_requests
-from commands.context import Services
-from commands.reply import Reply
+from commands.chat.context import Services
+from commands.chat.reply import Reply
+from commands.restore.requests import expire_requests
 from commands.schedules import check_rpo, cron_trigger, run_scheduled, scheduled_jobs
 
 log = logging.getLogger(__name__)

@@ -321,7 +321,7 @@ def start_scheduler(services, client):
 def scheduler_reply_factory(services, client):
     """Scheduled jobs speak Slack, and every alert they post also goes to `[alerts] webhook_url`."""
     from bot.slack_reply import SlackReply
-    from commands.reply import AlertingReply
+    from commands.chat.reply import AlertingReply
 
     settings = services.settings
     return lambda: AlertingReply(SlackReply(client), settings.channels.alerts, settings.alerts.webhook_url,

@@ -16,8 +16,8 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from slack_sdk.webhook import WebhookClient
 
 from bot.blocks import build_message_blocks
+from commands.chat.reply import Message
 from commands.errors import ChannelAccessError
-from commands.reply import Message
 
 log = logging.getLogger(__name__)
 

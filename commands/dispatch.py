@@ -11,12 +11,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from commands import approvals, backup, drill, health, incident, prune, restore
-from commands.access import require
-from commands.context import Actor, Services
+from commands.backup import command as backup
+from commands.backup import prune
+from commands.chat.access import require
+from commands.chat.context import Actor, ReactionEvent, Services
+from commands.chat.reply import Notice, Reply
 from commands.errors import BackupbotError
+from commands.health import command as health
+from commands.incident import command as incident
 from commands.redact import redact
-from commands.reply import Notice, Reply
+from commands.restore import approvals, drill
+from commands.restore import command as restore
+from state.events import first_delivery
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +36,23 @@ class CommandSpec:
     executors: dict  # request type -> (services, request, actor, reply) -> result
 
 
+def parse_backup_command(text: str, services: Services):
+    """`/backup prune` and `/backup verify` belong to retention and to drills; the rest to backups."""
+    words = text.split(None, 1)
+    sub = words[0].lower() if words else ""
+    rest = words[1] if len(words) > 1 else ""
+    if sub == "prune":
+        return prune.parse_prune(rest, services)
+    if sub == "verify":
+        return drill.parse_verify(rest, services)
+    return backup.parse_backup(text, services)
+
+
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in [
         CommandSpec("/backup", "Back up a database, list backups", "[DB] [--format custom|plain|gzip] | list | help",
-                    backup.parse_backup, {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS}),
+                    parse_backup_command, {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS}),
         CommandSpec("/restore", "Approved restores", "BACKUP_ID|latest [DB] [--tables] [--jobs N] [--into DB] [--dry-run]",
                     restore.parse_restore, restore.EXECUTORS),
         CommandSpec("/db-health", "Database health", "[DB|all]", health.parse_health, health.EXECUTORS),
@@ -69,21 +87,6 @@ def run_command(services: Services, command: str, text: str, actor: Actor, reply
     return None
 
 
-@dataclass(frozen=True)
-class ReactionEvent:
-    """A reaction added or removed on a message, from Slack's events or the console."""
-
-    event_id: str
-    user: str
-    emoji: str  # base name: skin-tone suffixes already stripped
-    added: bool
-    channel: str
-    message_id: str
-    item_author: str | None = None
-    item_text: str | None = None
-    item_ts: str | None = None
-
-
 # Handlers for reactions, in order: each may act on the event or ignore it.
 REACTION_HANDLERS: list[Callable] = []
 REACTION_HANDLERS.append(approvals.on_reaction)
@@ -92,8 +95,6 @@ REACTION_HANDLERS.append(incident.handle_stopwatch)
 
 def run_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
     """Apply a reaction once (Slack redelivers events): the first delivery wins, retries are no-ops."""
-    from state.events import first_delivery
-
     if not first_delivery(services.store, event.event_id):
         return
     event = ReactionEvent(**{**event.__dict__, "emoji": base_emoji(event.emoji)})

@@ -17,13 +17,13 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from commands.audit import record_event
-from commands.backup import BackupRequest, execute_backup
-from commands.context import Actor, Services
+from commands.backup.command import BackupRequest, execute_backup
+from commands.chat.context import Actor, Services
+from commands.chat.reply import Notice, Reply
 from commands.errors import BackupbotError, ConfigError
-from commands.health import health_settings
-from commands.pg_dump import FORMATS
-from commands.reply import Notice, Reply
+from commands.health.command import health_settings
+from commands.incident.audit import record_event
+from commands.pg.dump import FORMATS
 from commands.units import human_bytes, human_duration
 from state import health as health_state
 from state.backups import list_backups
@@ -213,14 +213,14 @@ def _backup(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
                                                     kind="scheduled"), actor, _ChannelReply(reply, channel))
     if status.state != "succeeded":
         return f"backup #{status.job_id} failed: {status.error}"
-    from commands.reply import ping_heartbeat  # an outside monitor notices when these pings stop
+    from commands.chat.reply import ping_heartbeat  # an outside monitor notices when these pings stop
 
     ping_heartbeat(services.settings.database(job.database).heartbeat_url, services.secrets())
     return None
 
 
 def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
-    from commands.prune import prune
+    from commands.backup.prune import prune
 
     report = prune(services, job.database, dry_run=False)
     if report.blocked:
@@ -231,7 +231,7 @@ def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | Non
 
 
 def _drill(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
-    from commands.drill import run_drill
+    from commands.restore.drill import run_drill
 
     result = run_drill(services, "latest", job.database, SCHEDULER)
     channel = services.settings.channels.digest or services.settings.channels.alerts
@@ -311,7 +311,7 @@ class Digest:
 
 
 def build_digest(services: Services) -> Digest:
-    from commands.health import check_database, copies_lines, production_copies
+    from commands.health.command import check_database, copies_lines, production_copies
 
     now = services.clock()
     previous = [r for r in health_state.runs(services.store, job="digest") if r["status"] == "succeeded"]

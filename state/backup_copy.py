@@ -84,7 +84,7 @@ def copy_state(state_path: str | os.PathLike, storage, *, recipients: list[str] 
     With `recipients` (storage.encrypt_to), the copy is age-encrypted on the way. Raises StorageError
     when storage refuses; the previous copy and pointer then stay as they were.
     """
-    from commands.encryption import Encryptor
+    from commands.storage.encryption import Encryptor
 
     taken = (clock or (lambda: datetime.now(UTC)))()
     workdir = _private_tempdir()
@@ -158,7 +158,7 @@ def restore_state(storage, path: str | os.PathLike, key: str | None = None, *, i
     anything. An existing `path` is replaced only with `overwrite`; the caller makes sure no bot runs
     on it (holds its instance lock), since a running bot would go on writing to the file it opened.
     """
-    from commands.encryption import Decryptor
+    from commands.storage.encryption import Decryptor
 
     target = Path(path).expanduser()
     latest = latest_state_copy(storage)

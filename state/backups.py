@@ -38,7 +38,7 @@ class BackupRecord:
     pruned_at: str | None = None
     prune_reason: str | None = None
     job_id: int | None = None
-    objects: dict | None = None  # {"schemas": [...], "tables": [...]}: see commands.pg_snapshot.table_objects
+    objects: dict | None = None  # {"schemas": [...], "tables": [...]}: see commands.pg.snapshot.table_objects
     dbname: str | None = None  # the PostgreSQL database it was taken of
 
     @property

@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from commands import pgbackrest
 from commands.errors import BackupbotError
+from commands.pg import pgbackrest
+from commands.pg.tools import pg_bin
 from commands.pg_cluster import TemporaryCluster
-from commands.pg_tools import pg_bin
 
 
 def _owner() -> str | None:

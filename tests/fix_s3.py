@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from moto.server import ThreadedMotoServer
 
-from commands.storage_s3 import make_s3_client
+from commands.storage.s3 import make_s3_client
 
 
 class S3Server:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from commands import pg_tools
+from commands.pg import tools as pg_tools
 from state.backups import list_backups
 from state.jobs import recent_jobs
 from tests.builders import make_console, make_settings

@@ -10,7 +10,7 @@ import sys
 import psycopg
 import zstandard
 
-from commands.pg_tools import pg_bin, pg_env
+from commands.pg.tools import pg_bin, pg_env
 from state.backups import list_backups
 from state.jobs import recent_jobs
 from tests.builders import make_console, make_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from commands.catalog_rebuild import rebuild_catalog
+from commands.backup.catalog_rebuild import rebuild_catalog
 from commands.errors import UsageError
 from commands.storage import open_storage
 from state.backups import list_backups

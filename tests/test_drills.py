@@ -65,9 +65,9 @@ OPERATOR = {"operators": ["U0OPS"]}  # the console user, allowed whatever access
 
 def test_drill_whose_scratch_database_cannot_be_dropped_says_so_and_verifies_nothing(tmp_path, sample_dsn, pg_cluster,
                                                                                      monkeypatch):
-    import commands.drill
+    import commands.restore.drill
     import state.jobs
-    from commands.pg_restore import drop_database
+    from commands.pg.restore import drop_database
     from state.jobs import recent_jobs
 
     console = make_console(make_settings(tmp_path, sample_dsn, access=OPERATOR))
@@ -78,7 +78,7 @@ def test_drill_whose_scratch_database_cannot_be_dropped_says_so_and_verifies_not
 
     finished = []
     real_finish = state.jobs.finish_job
-    monkeypatch.setattr(commands.drill, "drop_database", refuse_drop)
+    monkeypatch.setattr(commands.restore.drill, "drop_database", refuse_drop)
     monkeypatch.setattr(state.jobs, "finish_job", lambda store, job_id, status, error=None: (
         finished.append((job_id, status)), real_finish(store, job_id, status, error)))
     out = console.run("/backup verify 1")
@@ -99,8 +99,8 @@ def test_drill_whose_scratch_database_cannot_be_dropped_says_so_and_verifies_not
 
 
 def test_drill_that_fails_and_cannot_drop_reports_both(tmp_path, sample_dsn, pg_cluster, monkeypatch):
-    import commands.drill
-    from commands.pg_restore import drop_database
+    import commands.restore.drill
+    from commands.pg.restore import drop_database
 
     console = make_console(make_settings(tmp_path, sample_dsn, access=OPERATOR))
     console.run("/backup")
@@ -109,7 +109,7 @@ def test_drill_that_fails_and_cannot_drop_reports_both(tmp_path, sample_dsn, pg_
     def refuse_drop(dsn, name):
         raise psycopg.OperationalError("connection refused")
 
-    monkeypatch.setattr(commands.drill, "drop_database", refuse_drop)
+    monkeypatch.setattr(commands.restore.drill, "drop_database", refuse_drop)
     out = console.run("/backup verify 1")
     for name in scratch_databases(pg_cluster):
         drop_database(pg_cluster.dsn(), name)

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from commands.encryption import (
+from commands.errors import ConfigError, EncryptionError, IntegrityError
+from commands.pg.dump import make_compressor, make_decompressor
+from commands.storage.encryption import (
     Chain,
     DecryptChain,
     Decryptor,
@@ -20,8 +22,6 @@ from commands.encryption import (
     is_encrypted,
     parse_recipients,
 )
-from commands.errors import ConfigError, EncryptionError, IntegrityError
-from commands.pg_dump import make_compressor, make_decompressor
 
 MiB = 1 << 20
 

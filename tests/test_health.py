@@ -119,7 +119,7 @@ def test_db_health_through_slack(tmp_path, sample_dsn, slack_env, fake_slack, st
 
 # ---------------------------------------------------------------- who may look, and what they see
 
-from commands.health import normalize_query  # noqa: E402
+from commands.health.command import normalize_query  # noqa: E402
 
 
 @pytest.mark.parametrize("query, shown", [

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from commands import dispatch
-from commands.audit import record_event
-from commands.context import Actor
+from commands.chat.context import Actor
 from commands.errors import ConfigError
-from commands.incident_config import incident_settings
+from commands.incident.audit import record_event
+from commands.incident.config import incident_settings
 from state import incidents as incident_state
 from tests.builders import FakeClock, make_console, make_settings
 

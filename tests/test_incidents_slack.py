@@ -10,7 +10,7 @@ import pytest
 
 from bot.slack_reply import SlackReply
 from bot.startup import start_services
-from commands.audit import record_event
+from commands.incident.audit import record_event
 from state import incidents as incident_state
 from tests.builders import FakeClock, make_settings
 

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from bot.console import Console
+from commands.chat.job_slots import JobSlots
 from commands.errors import ConfigError
-from commands.job_slots import JobSlots
 from commands.settings import parse_settings
 from state.backups import get_backup
 from state.jobs import get_job

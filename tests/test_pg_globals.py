@@ -11,8 +11,7 @@ import pytest
 from psycopg import sql
 
 from commands.errors import DumpError
-from commands.pg_cluster import TemporaryCluster
-from commands.pg_globals import (
+from commands.pg.globals import (
     create_roles,
     create_roles_from_globals,
     dump_globals,
@@ -22,7 +21,8 @@ from commands.pg_globals import (
     roles_in_database,
     split_statements,
 )
-from commands.pg_tools import pg_bin, pg_env
+from commands.pg.tools import pg_bin, pg_env
+from commands.pg_cluster import TemporaryCluster
 
 _tags = itertools.count(1)
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from commands import pgbackrest
 from commands.errors import ConfigError
-from commands.pgbackrest import PgBackRestError
+from commands.pg import pgbackrest
+from commands.pg.pgbackrest import PgBackRestError
 from tests.fix_pgbackrest import server_now
 
 WAL = re.compile(r"^[0-9A-F]{24}$")

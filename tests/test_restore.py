@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from commands import dispatch
-from commands.context import Actor
-from commands.pg_tools import pg_bin, pg_env, with_dbname
+from commands.chat.context import Actor
+from commands.pg.tools import pg_bin, pg_env, with_dbname
 from state import approvals as request_state
 from state.backups import get_backup, list_backups
 from state.jobs import recent_jobs
@@ -255,7 +255,7 @@ def test_expiry_with_an_injected_clock(tmp_path, sample_dsn, clock, reliability)
     request = message_id(console.run("/restore 1"), "Restore request #1")
     clock.now += timedelta(minutes=29)
     from bot.console import ConsoleReply
-    from commands.approvals import expire_requests
+    from commands.restore.requests import expire_requests
 
     assert expire_requests(console.services, ConsoleReply(console, Actor("U0OPS", "C0OPS"))) == []
     clock.now += timedelta(minutes=2)

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from commands.pg_tools import pg_bin
+from commands.pg.tools import pg_bin
 from state.backups import list_backups
 from tests.builders import make_console, make_settings
 from tests.test_restore import approve, message_id
@@ -177,7 +177,7 @@ def test_pg_restore_killed_mid_stream_leaves_the_target_exactly_as_it_was(tmp_pa
     before = content_of(sample_dsn)
     shim = pg_restore_that_dies(tmp_path, after_bytes=200_000)
     real = pg_bin
-    monkeypatch.setattr("commands.pg_restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
+    monkeypatch.setattr("commands.pg.restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
     out = console.run("/restore latest")
     out += approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 failed" in out and "killed by signal 9" in out, out
@@ -215,7 +215,7 @@ def test_parallel_restore_that_fails_leaves_the_target_as_it_was(tmp_path, sampl
     before = content_of(sample_dsn)
     shim = pg_restore_that_dies(tmp_path, after_bytes=0)
     real = pg_bin
-    monkeypatch.setattr("commands.pg_restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
+    monkeypatch.setattr("commands.pg.restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
     out = console.run("/restore latest --jobs 2")
     out += approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 failed" in out, out

@@ -110,3 +110,15 @@ def test_reaction_on_another_message_is_ignored(bot, fake_slack, reliability):
     assert len(fake_slack.said("chat.postMessage")) == before
     assert request_state.get_request(bot.services.store, 1).status == "pending"
     reliability("authority", "approval reaction on some other message", 1, "ignored")
+
+
+def test_restore_in_a_private_channel_the_bot_is_not_in_asks_for_an_invite(tmp_path, sample_dsn, slack_env, fake_slack,
+                                                                            start_bot):
+    bot = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env, access=ACCESS))
+    bot.slack.command("/backup", "main", user="U0OPS")
+    fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update")
+    fake_slack.channels["C0OPS"] = {"name": "ops-private", "is_private": True, "is_member": False}
+    bot.slack.command("/restore", "1", user="U0OPS")
+    fake_slack.wait_for_text("invite @backupbot", method="chat.postEphemeral")
+    assert not [a for a in fake_slack.said("chat.postMessage") if "Restore request" in a.get("text", "")]
+    assert request_state.get_request(bot.services.store, 1) is None  # nobody is asked to approve what cannot be seen

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from commands.backup.retention import RetentionRules, decide, retention_rules
 from commands.errors import ConfigError
-from commands.retention import RetentionRules, decide, retention_rules
 from state.backups import BackupRecord
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

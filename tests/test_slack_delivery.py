@@ -15,7 +15,7 @@ ACCESS = {"operators": ["U0ALICE"], "approvers": ["U0CAROL"]}
 @pytest.fixture
 def fast_retries(monkeypatch):
     """Progress on every chunk, no per-channel pacing, retries within seconds (the real ones take a minute)."""
-    monkeypatch.setattr("commands.reply.RETRY_DELAYS", (0.3, 0.5, 1.0, 2.0, 4.0))
+    monkeypatch.setattr("commands.chat.reply.RETRY_DELAYS", (0.3, 0.5, 1.0, 2.0, 4.0))
     monkeypatch.setattr("bot.slack_reply.PROGRESS_INTERVAL", 0.0)
 
 
@@ -93,7 +93,7 @@ def slack_reply_in(channel, slack_env, tmp_path, sample_dsn):
 
 
 def test_a_public_channel_the_bot_is_not_in_is_joined(tmp_path, sample_dsn, slack_env, fake_slack):
-    from commands.reply import GuardedReply, ThreadReply, check_can_collect_reactions
+    from commands.chat.reply import GuardedReply, ThreadReply, check_can_collect_reactions
 
     fake_slack.channels["C0PUBLIC"] = {"name": "dba", "is_member": False}
     reply = slack_reply_in("C0PUBLIC", slack_env, tmp_path, sample_dsn)
@@ -105,8 +105,8 @@ def test_a_public_channel_the_bot_is_not_in_is_joined(tmp_path, sample_dsn, slac
 
 
 def test_a_private_channel_the_bot_is_not_in_asks_for_an_invite(tmp_path, sample_dsn, slack_env, fake_slack):
+    from commands.chat.reply import GuardedReply, check_can_collect_reactions
     from commands.errors import ChannelAccessError
-    from commands.reply import GuardedReply, check_can_collect_reactions
 
     fake_slack.channels["C0SECRET"] = {"name": "secret-dba", "is_private": True, "is_member": False}
     reply = GuardedReply(slack_reply_in("C0SECRET", slack_env, tmp_path, sample_dsn))
@@ -120,8 +120,8 @@ def test_a_private_channel_the_bot_is_not_in_asks_for_an_invite(tmp_path, sample
 
 def test_a_member_channel_and_the_console_need_nothing(tmp_path, sample_dsn, slack_env, fake_slack):
     from bot.console import ConsoleReply
-    from commands.context import Actor
-    from commands.reply import check_can_collect_reactions
+    from commands.chat.context import Actor
+    from commands.chat.reply import check_can_collect_reactions
 
     check_can_collect_reactions(slack_reply_in("C0OPS", slack_env, tmp_path, sample_dsn))
     assert fake_slack.said("conversations.join") == [] and len(fake_slack.said("conversations.info")) == 1

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from commands.errors import DatabaseUnavailableError, DumpError
-from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env
+from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env
 from commands.redact import redact
 
 # Every catalog column that names the owner of something pg_dump dumps, restricted to user schemas.

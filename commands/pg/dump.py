@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import zstandard
 
 from commands.errors import DumpError
-from commands.pg_names import QualifiedName
-from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin
+from commands.pg.names import QualifiedName
+from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin
 from commands.redact import redact
 from commands.storage import ArtifactWriter
 

@@ -12,18 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from commands.access import OPERATOR
-from commands.args import parse_args
-from commands.audit import record_event
-from commands.context import Actor, Services
+from commands.chat.access import OPERATOR
+from commands.chat.args import parse_args
+from commands.chat.context import Actor, Services
+from commands.chat.job_slots import queued_text
+from commands.chat.reply import Notice, Reply
 from commands.errors import AlreadyRunningError, BackupbotError, UsageError
-from commands.job_slots import queued_text
-from commands.pg_restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
-from commands.pg_tools import with_dbname
+from commands.incident.audit import record_event
+from commands.pg.restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg.tools import with_dbname
 from commands.redact import redact
-from commands.reply import Notice, Reply
-from commands.restore import find_backup
-from commands.restore_run import verify_restored
+from commands.restore.plan import find_backup
+from commands.restore.verify import verify_restored
 from commands.units import human_duration
 from state import jobs as job_state
 from state.backups import set_verification

@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from commands.access import VIEWER
-from commands.args import parse_args
-from commands.audit import record_event
-from commands.context import Actor, Services
+from commands.chat.access import VIEWER
+from commands.chat.args import parse_args
+from commands.chat.context import Actor, Services
+from commands.chat.reply import Reply
 from commands.errors import BackupbotError, ConfigError, UsageError
+from commands.incident.audit import record_event
 from commands.redact import redact
-from commands.reply import Reply
 from commands.units import human_bytes, human_duration
 from state import health as health_state
 from state.backups import list_backups
@@ -238,7 +238,7 @@ def _run_sections(conn, services, database, cfg, now: datetime, sections: list[S
         )
 
     def not_valid_section() -> Section:
-        from commands.pg_snapshot import NOT_VALID_SQL
+        from commands.pg.snapshot import NOT_VALID_SQL
 
         rows = [r[0] for r in _query(conn, NOT_VALID_SQL)]
         return Section(

@@ -7,17 +7,13 @@ withdraws the vote until the restore starts, and `required_approvals` distinct a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from commands.access import is_approver
-from commands.audit import record_event
-from commands.context import Services
-from commands.reply import Notice, Reply
+from commands.chat.access import is_approver
+from commands.chat.context import ReactionEvent, Services
+from commands.chat.reply import Notice, Reply
+from commands.incident.audit import record_event
+from commands.restore.requests import _refresh, expire_requests, start_request
 from state import approvals as request_state
 from state.store import iso
-
-if TYPE_CHECKING:
-    from commands.dispatch import ReactionEvent
 
 
 def approvals_needed(row: request_state.RestoreRequestRow, approvers: list[str]) -> int:
@@ -67,36 +63,3 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
         start_request(services, row, reply)
 
 
-def start_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> bool:
-    """Start the restore once: only the caller whose pending→running change wins runs it."""
-    from commands.restore_run import run_restore_request
-
-    if not request_state.transition(services.store, row.id, request_state.PENDING, request_state.RUNNING,
-                                    iso(services.clock())):
-        return False
-    run_restore_request(services, request_state.get_request(services.store, row.id), reply)
-    return True
-
-
-def expire_requests(services: Services, reply: Reply) -> list[int]:
-    """Expire pending requests past their TTL; the scheduler calls this every minute, reactions too."""
-    expired = []
-    for row in request_state.due_to_expire(services.store, iso(services.clock())):
-        if request_state.transition(services.store, row.id, request_state.PENDING, request_state.EXPIRED):
-            expired.append(row.id)
-            if row.message_id:
-                _refresh(services, row.id, reply)
-                reply.thread(row.message_id, Notice(f"Restore request #{row.id} EXPIRED after "
-                                                    f"{services.settings.access.approval_ttl_minutes} minutes without "
-                                                    "enough approvals. Nothing was restored."))
-            record_event(services, "restore.expired", database=row.database, channel=row.channel,
-                         text=f"Restore request #{row.id} expired")
-    return expired
-
-
-def _refresh(services: Services, request_id: int, reply: Reply) -> None:
-    from commands.restore import plan_message
-
-    row = request_state.get_request(services.store, request_id)
-    if row.message_id:
-        reply.update(row.message_id, plan_message(services, row))

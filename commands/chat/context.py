@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from commands.job_slots import JobSlots
+from commands.chat.job_slots import JobSlots
 from commands.settings import Settings
 from commands.storage import Storage, open_storage
 from state import Store
@@ -56,3 +56,18 @@ class Actor:
     user: str
     channel: str | None = None
     response_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ReactionEvent:
+    """A reaction added or removed on a message, from Slack's events or the console."""
+
+    event_id: str
+    user: str
+    emoji: str  # base name: skin-tone suffixes already stripped
+    added: bool
+    channel: str
+    message_id: str
+    item_author: str | None = None
+    item_text: str | None = None
+    item_ts: str | None = None

@@ -6,7 +6,7 @@ and `/db-health` (it shows pids, users and query shapes) is for operators and `[
 
 from __future__ import annotations
 
-from commands.context import Services
+from commands.chat.context import Services
 from commands.errors import NotAllowedError
 from commands.settings import Settings
 

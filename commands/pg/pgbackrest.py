@@ -31,7 +31,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from commands.errors import BackupbotError, ConfigError
-from commands.pg_tools import last_lines, pg_bin
+from commands.pg.tools import last_lines, pg_bin
 from commands.redact import redact
 
 BACKUP_TYPES = ("full", "diff", "incr")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from commands.access import OPERATOR
-from commands.args import parse_args
-from commands.audit import record_event
-from commands.context import Actor, Services
+from commands.backup.retention import Decision, decide, retention_rules
+from commands.chat.access import OPERATOR
+from commands.chat.args import parse_args
+from commands.chat.context import Actor, Services
+from commands.chat.reply import Reply
 from commands.errors import BackupbotError, UsageError
-from commands.reply import Reply
-from commands.retention import Decision, decide, retention_rules
+from commands.incident.audit import record_event
 from state.backups import list_backups, mark_pruned
 from state.jobs import recent_jobs
 from state.store import iso

@@ -9,75 +9,32 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-from commands import pg_snapshot
-from commands.audit import record_event
-from commands.backup import BackupRequest, run_backup_job
-from commands.context import Actor, Services
+from commands.backup.command import BackupRequest, run_backup_job
+from commands.chat.context import Actor, Services
+from commands.chat.reply import Notice, Reply, ThreadReply
 from commands.errors import BackupbotError
-from commands.pg_names import parse_key
-from commands.pg_restore import (
+from commands.incident.audit import record_event
+from commands.pg import snapshot as pg_snapshot
+from commands.pg.restore import (
     create_database,
     drop_database,
     fetch_artifact,
-    not_valid_scope,
     run_restore,
     scratch_dir,
     swap_databases,
 )
-from commands.pg_tools import with_dbname
+from commands.pg.tools import with_dbname
 from commands.redact import redact
-from commands.reply import Notice, Reply, ThreadReply
+from commands.restore.plan import plan_message
+from commands.restore.verify import check_health_url, checks_text, verify_restored
 from commands.units import human_duration
 from state import approvals as request_state
 from state import jobs as job_state
-from state.backups import BackupRecord, get_backup
+from state.backups import get_backup
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-
-def verify_restored(dsn: str, record: BackupRecord, tables: list[str], health_url: str | None) -> list[Check]:
-    """Row counts equal the manifest's, NOT VALID constraints are the source's, the app answers 2xx."""
-    checks = []
-    expected = {t: n for t, n in record.row_counts.items() if not tables or t in tables}
-    with pg_snapshot.connect(dsn) as conn:
-        try:
-            actual = pg_snapshot.count_rows(conn, [parse_key(key) for key in expected])
-            wrong = {t: (n, actual.get(t)) for t, n in expected.items() if actual.get(t) != n}
-            detail = (f"{len(expected)} tables, {sum(actual.values()):,} rows match the backup" if not wrong else
-                      "; ".join(f"{t}: {got} rows, backup had {want}" for t, (want, got) in sorted(wrong.items())[:5]))
-            checks.append(Check("row counts", not wrong, detail))
-        except Exception as exc:
-            conn.rollback()
-            checks.append(Check("row counts", False, redact(str(exc).strip(), [dsn])))
-        constraints = set(pg_snapshot.not_valid_constraints(conn))
-    recorded = set(record.not_valid_constraints)
-    if tables:
-        in_scope = not_valid_scope(tables)
-        constraints = {c for c in constraints if c.startswith(in_scope)}
-        recorded = {c for c in recorded if c.startswith(in_scope)}
-    same = constraints == recorded
-    checks.append(Check("NOT VALID constraints", same,
-                        f"{len(recorded)} as in the source" if same else
-                        f"expected {sorted(recorded) or 'none'}, found {sorted(constraints) or 'none'}"))
-    if health_url:
-        checks.append(check_health_url(health_url))
-    return checks
-
-
-def _checks_text(checks: list[Check]) -> str:
-    return "; ".join(f"{c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})" for c in checks)
 
 
 SINGLE_TRANSACTION, SIDE_DATABASE = "single transaction", "side database"
@@ -91,20 +48,10 @@ def previous_database_name(request_id: int) -> str:
     return f"backupbot_prev_{request_id}_{secrets.token_hex(3)}"
 
 
-def check_health_url(url: str, timeout: float = 10) -> Check:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return Check("health URL", 200 <= response.status < 300, f"{url} answered {response.status}")
-    except urllib.error.HTTPError as exc:
-        return Check("health URL", False, f"{url} answered {exc.code}")
-    except (OSError, ValueError) as exc:
-        return Check("health URL", False, f"{url} did not answer: {type(exc).__name__}")
-
-
 def run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
     """Run the request that just moved to `running` inside a job slot ([jobs] max_running); returns its
     result (also stored and posted)."""
-    from commands.job_slots import queued_text
+    from commands.chat.job_slots import queued_text
 
     thread = ThreadReply(reply, row.message_id)
     with services.job_slots.acquire(f"restore request #{row.id}",
@@ -148,7 +95,7 @@ def _run_restore_request(services: Services, row: request_state.RestoreRequestRo
         record_event(services, "restore.failed", database=plan["database"], actor=actor,
                      text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
         if snapshot_id and plan.get("target_exists"):
-            offer_rollback(services, row, snapshot_id, reply)
+            result["rollback_snapshot_id"] = snapshot_id  # the caller offers it (commands.restore.requests)
         return result
 
     job = None
@@ -206,7 +153,7 @@ def _run_restore_request(services: Services, row: request_state.RestoreRequestRo
         if created_side:  # rows and constraints are checked on the side database, before anything is replaced
             checks = verify_restored(with_dbname(dsn, created_side), record, plan["tables"], None)
             if any(not c.ok for c in checks):
-                step("verify", time.monotonic() - started, _checks_text(checks))
+                step("verify", time.monotonic() - started, checks_text(checks))
                 return fail("verification failed before the swap, so the target was not touched: "
                             + "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok))
             previous = previous_database_name(row.id)
@@ -222,12 +169,12 @@ def _run_restore_request(services: Services, row: request_state.RestoreRequestRo
                 if not health.ok:  # the old database goes back in place: exactly as it was
                     swap_databases(dsn, plan["target_dbname"], previous, side_database_name(row.id))
                     result.pop("previous_database")
-                    step("verify", time.monotonic() - started, _checks_text(checks))
+                    step("verify", time.monotonic() - started, checks_text(checks))
                     return fail(f"{health.detail} after the swap, so the previous database was put back in place")
         else:
             checks = verify_restored(target_dsn, record, plan["tables"], health_url)
         failed = [c for c in checks if not c.ok]
-        step("verify", time.monotonic() - started, _checks_text(checks))
+        step("verify", time.monotonic() - started, checks_text(checks))
         record_event(services, "restore.verified", database=plan["database"], actor=actor,
                      text=f"Restore request #{row.id} verification {'passed' if not failed else 'FAILED'}",
                      detail={"passed": not failed, "backup_id": record.id, "request_id": row.id}, reply=reply)
@@ -250,24 +197,7 @@ def _run_restore_request(services: Services, row: request_state.RestoreRequestRo
     return result
 
 
-def offer_rollback(services: Services, row: request_state.RestoreRequestRow, snapshot_id: int, reply: Reply) -> None:
-    """A new request to put the safety snapshot back; it needs approval like any other."""
-    from commands.restore import RestoreRequest, build_plan, submit_plan
-
-    plan = row.plan
-    into = plan["target_dbname"]
-    try:
-        rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan["database"], into=into),
-                              Actor(user=row.requester, channel=row.channel))
-        submit_plan(services, rollback, Actor(user=row.requester, channel=row.channel), reply,
-                    note=f"Rollback to the safety snapshot taken before restore request #{row.id}.")
-    except BackupbotError as exc:
-        reply.thread(row.message_id, Notice(f"Could not offer a rollback to backup #{snapshot_id}: {exc}"))
-
-
 def _update(services: Services, request_id: int, reply: Reply, steps: list[str], note: str | None = None) -> None:
-    from commands.restore import plan_message
-
     row = request_state.get_request(services.store, request_id)
     if row.message_id:
         reply.update(row.message_id, plan_message(services, row, steps=tuple(steps), note=note))

@@ -57,7 +57,7 @@ def open_storage(url: str) -> Storage:
 
         return LocalStorage(parsed.path if parsed.scheme == "file" else url)
     if parsed.scheme == "s3":
-        from commands.storage_s3 import S3Storage
+        from commands.storage.s3 import S3Storage
 
         if len(parsed.netloc) < 3:
             raise ConfigError(f"storage.url: bucket name {parsed.netloc!r} is too short")

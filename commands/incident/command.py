@@ -2,7 +2,7 @@
 
 One open incident per channel (a unique index makes opening atomic). `open` posts a header the
 bot edits as the incident moves; backups, restores, approvals and health alerts land on the
-timeline through commands.audit.record_event.
+timeline through commands.incident.audit.record_event.
 
 Permissions: anyone may open an incident, add notes and read or export it: declaring an incident
 must never wait for an admin, and none of it touches a database. Closing needs an operator (with
@@ -18,13 +18,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from commands.access import ANYONE, OPERATOR
-from commands.args import int_in_range, parse_args
-from commands.context import Actor, Services
+from commands.chat.access import ANYONE, OPERATOR
+from commands.chat.args import int_in_range, parse_args
+from commands.chat.context import Actor, Services
+from commands.chat.reply import Notice, Reply
 from commands.errors import BackupbotError, NotAllowedError, NotFoundError, UsageError
-from commands.incident_config import IncidentSettings, incident_settings, zone_named
-from commands.incident_export import FORMATS, export_incident
-from commands.incident_messages import (
+from commands.incident.config import IncidentSettings, incident_settings, zone_named
+from commands.incident.export import FORMATS, export_incident
+from commands.incident.messages import (
     CHECKLIST,
     CloseSummary,
     IncidentHeader,
@@ -34,7 +35,6 @@ from commands.incident_messages import (
     measure,
 )
 from commands.redact import redact
-from commands.reply import Notice, Reply
 from state import incidents as state
 from state.store import iso
 

@@ -13,7 +13,7 @@ import re
 import tempfile
 from datetime import datetime, tzinfo
 
-from commands.incident_messages import CHECKLIST, PLAIN_MARKS, SEVERITY, local, measure, measurement_lines
+from commands.incident.messages import CHECKLIST, PLAIN_MARKS, SEVERITY, local, measure, measurement_lines
 from state.incidents import Entry, Incident, count_entries, iter_entries
 
 FORMATS = ("md", "csv")

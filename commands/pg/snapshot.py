@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from commands.errors import DatabaseUnavailableError
-from commands.pg_names import NameRef, QualifiedName, resolve_names
+from commands.pg.names import NameRef, QualifiedName, resolve_names
 from commands.redact import redact
 
 USER_TABLES_SQL = """
@@ -64,7 +64,7 @@ def resolve_tables(all_tables: list[tuple[QualifiedName, str]], wanted: list[Nam
 
 
 def count_rows(conn: psycopg.Connection, tables: list[QualifiedName]) -> dict[str, int]:
-    """Row counts keyed by each table's reversible key (`commands.pg_names`)."""
+    """Row counts keyed by each table's reversible key (`commands.pg.names`)."""
     counts = {}
     for table in tables:
         query = sql.SQL("SELECT count(*) FROM {}").format(table.identifier())

@@ -1,38 +1,28 @@
-"""/restore: validate everything, post an immutable plan, wait for approvals (commands.approvals).
+"""A restore plan: everything checked before anyone is asked, then frozen.
 
 Nothing is asked of anyone until the plan is known to be possible: the backup exists, its
 artifact still matches its sha256, the format supports what was asked, and the target is known.
+The plan is stored with its hash and never changes; changing anything means a new request.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from commands import pg_snapshot
-from commands.access import OPERATOR, is_operator
-from commands.args import int_in_range, parse_args
-from commands.audit import record_event
-from commands.backup import HelpRequest, execute_help, parse_tables_flag
-from commands.context import Actor, Services
-from commands.errors import NotAllowedError, NotFoundError, UsageError
-from commands.pg_dump import FORMATS, make_decompressor
-from commands.pg_names import NameRef, QualifiedName, parse_key, resolve_names
-from commands.pg_restore import database_exists, validate_database_name, verify_artifact
-from commands.pg_tools import major, tool_version, with_dbname
+from commands.chat.context import Actor, Services
+from commands.errors import NotFoundError, UsageError
+from commands.pg import snapshot as pg_snapshot
+from commands.pg.dump import FORMATS, make_decompressor
+from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
+from commands.pg.restore import database_exists, verify_artifact
+from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
-from commands.reply import Notice, Reply, check_can_collect_reactions
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
 from state.backups import BackupRecord, get_backup, latest_backup
 from state.store import iso
 
-USAGE = """Usage:
-`/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--dry-run]`
-`/restore cancel REQUEST_ID`
-`/restore help`"""
-
-FLAGS = {"--tables": "str", "--jobs": "int", "--into": "str", "--dry-run": "bool"}
 # custom archive versions each pg_restore major reads (K_VERS_MAX in pg_backup_archiver.h)
 ARCHIVE_VERSION_MAX = {12: (1, 14), 13: (1, 14), 14: (1, 14), 15: (1, 14), 16: (1, 15), 17: (1, 16), 18: (1, 16)}
 
@@ -45,37 +35,7 @@ class RestoreRequest:
     jobs: int = 1
     into: str | None = None
     dry_run: bool = False
-    permission = OPERATOR
-
-
-@dataclass(frozen=True)
-class CancelRequest:
-    request_id: int
-    permission = OPERATOR
-
-
-def parse_restore(text: str, services: Services):
-    words = text.split(None, 1)
-    sub = words[0].lower() if words else ""
-    if sub in ("", "help", "-h", "--help"):
-        return HelpRequest(USAGE)
-    if sub == "cancel":
-        args = parse_args(words[1] if len(words) > 1 else "", {}, USAGE)
-        if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
-            raise UsageError(f"cancel needs a request number, like `/restore cancel 3`\n{USAGE}")
-        return CancelRequest(int(args.words[0].lstrip("#")))
-    args = parse_args(text, FLAGS, USAGE)
-    if len(args.words) > 2:
-        raise UsageError(f"too many words: {' '.join(args.words[2:])!r}\n{USAGE}")
-    backup = args.words[0].lstrip("#").lower()
-    if backup != "latest" and not backup.isdigit():
-        raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
-    database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
-    tables = parse_tables_flag(args.flags, USAGE)
-    jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", 1, 16, USAGE)
-    into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
-    return RestoreRequest(backup=backup, database=database, tables=tables, jobs=jobs, into=into,
-                          dry_run=bool(args.flags.get("--dry-run")))
+    permission = "operator"
 
 
 # ---------------------------------------------------------------- the plan
@@ -267,71 +227,3 @@ def plan_message(services: Services, row: request_state.RestoreRequestRow, **ove
     return RestorePlanMessage(**values)
 
 
-# ---------------------------------------------------------------- executing the command
-
-
-def execute_restore(services: Services, request: RestoreRequest, actor: Actor, reply: Reply):
-    access = services.settings.access
-    if not access.approvers:
-        raise NotAllowedError("/restore is disabled until approvers are configured ([access] approvers in the config)")
-    from commands.job_slots import queued_text
-
-    # reading the whole artifact back to check its sha256 is a job's work: it waits for a slot too
-    with services.job_slots.acquire(f"restore plan of backup {request.backup}",
-                                    on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
-        plan = build_plan(services, request, actor)
-    if request.dry_run:
-        message = RestorePlanMessage(request_id=None, plan=plan, status="dry-run", now=services.clock())
-        reply.post(message)
-        return message
-    return submit_plan(services, plan, actor, reply)
-
-
-def submit_plan(services: Services, plan: dict, actor: Actor, reply: Reply, note: str | None = None):
-    """Store the immutable plan as a request and post it; a restore into a new database starts at once."""
-    from commands.approvals import start_request
-
-    access = services.settings.access
-    now = services.clock()
-    check_can_collect_reactions(reply)  # a request nobody can approve (bot not in the channel) is never posted
-    # a new database holds a copy of production data: approved too, unless the config says otherwise
-    needs_approval = bool(plan["target_exists"]) or access.approve_new_database_restores
-    row = request_state.create_request(
-        services.store, plan, plan["database"], actor.user, actor.channel, needs_approval,
-        access.required_approvals if needs_approval else 0, iso(now),
-        iso(now + timedelta(minutes=access.approval_ttl_minutes)),
-    )
-    message = plan_message(services, row, note=note)
-    message_id = reply.post(message)
-    request_state.set_message(services.store, row.id, message_id)
-    record_event(services, "restore.requested", database=plan["database"], actor=actor,
-                 text=f"Restore request #{row.id}: backup #{plan['backup_id']} into {plan['target']}",
-                 detail={"backup_id": plan["backup_id"], "request_id": row.id}, reply=reply)
-    if needs_approval:
-        if message_id:
-            reply.react(message_id, access.approve_emoji)
-            reply.react(message_id, access.reject_emoji)
-        return message
-    if message_id:
-        reply.thread(message_id, Notice("The target database is new, so nothing is replaced: starting without approval."))
-    start_request(services, request_state.get_request(services.store, row.id), reply)
-    return message
-
-
-def execute_cancel(services: Services, request: CancelRequest, actor: Actor, reply: Reply):
-    row = request_state.get_request(services.store, request.request_id)
-    if row is None:
-        raise NotFoundError(f"there is no restore request #{request.request_id}")
-    if actor.user != row.requester and not is_operator(services, actor.user):
-        raise NotAllowedError(f"only <@{row.requester}> or an operator can cancel request #{row.id}")
-    if not request_state.transition(services.store, row.id, request_state.PENDING, request_state.CANCELLED):
-        raise UsageError(f"restore request #{row.id} is {row.status}; only a pending request can be cancelled")
-    row = request_state.get_request(services.store, row.id)
-    if row.message_id:
-        reply.update(row.message_id, plan_message(services, row))
-        reply.thread(row.message_id, Notice(f"<@{actor.user}> cancelled restore request #{row.id}."))
-    record_event(services, "restore.cancelled", database=row.database, actor=actor, text=f"Restore request #{row.id} cancelled")
-    reply.ephemeral(Notice(f"Restore request #{row.id} is cancelled."))
-
-
-EXECUTORS = {RestoreRequest: execute_restore, CancelRequest: execute_cancel, HelpRequest: execute_help}

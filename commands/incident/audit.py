@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from commands.context import Actor, Services
+from commands.chat.context import Actor, Services
 from commands.redact import redact
 from state import incidents as incident_state
 from state.backups import get_backup
@@ -75,7 +75,7 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
                     if _apply_to_incident(db, incident.id, kind, when, actor, detail, recovery):
                         changed.append(incident.id)
         if reply is not None and changed:
-            from commands.incident import refresh_header
+            from commands.incident.command import refresh_header
 
             for incident_id in changed:
                 refresh_header(services, incident_id, reply)

@@ -7,7 +7,7 @@ closes: psql reads BEGIN, the cleaning prologue, the dump, the verification and 
 the bot writes, and COMMIT is written only after every child exited 0, so a pg_restore that dies
 half-way leaves psql at end-of-file inside an open transaction, which PostgreSQL rolls back.
 `--jobs N` cannot be one transaction: it restores into a side database that is verified and then
-swapped in by name (commands.restore_run).
+swapped in by name (commands.restore.run).
 
 Every name in SQL the bot writes comes from the backup's manifest (read in the dump's snapshot)
 through `psycopg.sql.Identifier`; archive entries are chosen by the OIDs the manifest recorded.
@@ -26,11 +26,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from commands import pg_snapshot
 from commands.errors import DumpError, IntegrityError, UsageError
-from commands.pg_dump import FORMATS, make_decompressor
-from commands.pg_names import QualifiedName
-from commands.pg_tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env, with_dbname
+from commands.pg import snapshot as pg_snapshot
+from commands.pg.dump import FORMATS, make_decompressor
+from commands.pg.names import QualifiedName
+from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env, with_dbname
 from commands.redact import redact
 from commands.storage import Storage
 from state.backups import BackupRecord
@@ -275,7 +275,7 @@ def clean_prologue(record: BackupRecord) -> sql.Composable:
     """
     objects = recorded_objects(record)
     if record.tables:
-        from commands.pg_names import parse_key
+        from commands.pg.names import parse_key
 
         return sql.SQL("").join(sql.SQL("DROP TABLE IF EXISTS {};\n").format(parse_key(key).identifier())
                                 for key in record.tables)
@@ -291,7 +291,7 @@ def clean_prologue(record: BackupRecord) -> sql.Composable:
 def not_valid_scope(tables: list[str]) -> tuple[str, ...]:
     """NOT VALID constraints are recorded as `schema.table.constraint` (as the catalog spells them):
     the prefixes that put one in the scope of a `--tables` restore."""
-    from commands.pg_names import parse_key
+    from commands.pg.names import parse_key
 
     return tuple(f"{name.schema}.{name.name}." for name in map(parse_key, tables))
 
@@ -299,7 +299,7 @@ def not_valid_scope(tables: list[str]) -> tuple[str, ...]:
 def verification_sql(record: BackupRecord, tables: list[str]) -> sql.Composable:
     """A DO block that raises, before COMMIT, when the restored rows or NOT VALID constraints differ
     from the backup's: a restore that does not verify never commits."""
-    from commands.pg_names import parse_key
+    from commands.pg.names import parse_key
 
     expected = {key: n for key, n in record.row_counts.items() if not tables or key in tables}
     body = [sql.SQL("DECLARE n bigint; found text[]; wanted text[]; BEGIN\n")]
@@ -366,7 +366,7 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
 
 
 def _key_name(key: str) -> QualifiedName:
-    from commands.pg_names import parse_key
+    from commands.pg.names import parse_key
 
     return parse_key(key)
 

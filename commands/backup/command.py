@@ -13,17 +13,18 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from commands import pg_snapshot
-from commands.access import ANYONE, OPERATOR
-from commands.args import int_in_range, parse_args
-from commands.audit import record_event
-from commands.context import Actor, Services
+from commands.chat.access import ANYONE, OPERATOR
+from commands.chat.args import int_in_range, parse_args
+from commands.chat.context import Actor, Services
+from commands.chat.help import HelpRequest, execute_help
+from commands.chat.reply import GuardedReply, Notice, Reply
 from commands.errors import AlreadyRunningError, BackupbotError, UsageError
-from commands.pg_dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
-from commands.pg_names import NameRef, parse_name_list
-from commands.pg_tools import major, pg_env, tool_version
+from commands.incident.audit import record_event
+from commands.pg import snapshot as pg_snapshot
+from commands.pg.dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
+from commands.pg.names import NameRef, parse_name_list
+from commands.pg.tools import major, pg_env, tool_version
 from commands.redact import redact
-from commands.reply import GuardedReply, Notice, Reply
 from commands.units import human_bytes, human_duration, human_rate
 from state import jobs as job_state
 from state.backups import BackupRecord, add_backup, list_backups
@@ -60,12 +61,6 @@ class BackupListRequest:
     permission = ANYONE
 
 
-@dataclass(frozen=True)
-class HelpRequest:
-    text: str
-    permission = ANYONE
-
-
 def parse_backup(text: str, services: Services):
     """Turn `/backup` text into a typed request; raise UsageError with the usage otherwise."""
     words = text.split(None, 1)
@@ -73,14 +68,6 @@ def parse_backup(text: str, services: Services):
     rest = words[1] if len(words) > 1 else ""
     if sub in ("help", "-h", "--help"):
         return HelpRequest(USAGE)
-    if sub == "prune":
-        from commands.prune import parse_prune
-
-        return parse_prune(rest, services)
-    if sub == "verify":
-        from commands.drill import parse_verify
-
-        return parse_verify(rest, services)
     if sub == "list":
         args = parse_args(rest, LIST_FLAGS, USAGE)
         if len(args.words) > 1:
@@ -223,7 +210,7 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(
             f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
-    from commands.job_slots import queued_text
+    from commands.chat.job_slots import queued_text
 
     in_slot = False
     try:  # at most [jobs] max_running jobs at once; the rest wait in line and are told their place
@@ -399,15 +386,11 @@ def manifest_json(record: BackupRecord) -> bytes:
 def execute_backup_list(services: Services, request: BackupListRequest, actor: Actor, reply: Reply) -> BackupList:
     records = tuple(list_backups(services.store, request.database, limit=request.limit))
     result = BackupList(database=request.database, records=records, now=services.clock())
-    from commands.health import copies_lines, production_copies
+    from commands.health.command import copies_lines, production_copies
 
     copies = copies_lines(production_copies(services, request.database))  # restores --into a new database
     reply.ephemeral(Notice("\n".join([result.text(), *copies])) if copies else result)
     return result
-
-
-def execute_help(services: Services, request: HelpRequest, actor: Actor, reply: Reply) -> None:
-    reply.ephemeral(Notice(request.text))
 
 
 EXECUTORS = {BackupRequest: execute_backup, BackupListRequest: execute_backup_list, HelpRequest: execute_help}

@@ -1,0 +1,1 @@
+"""/backup: taking backups, listing them, retention and pruning, rebuilding the catalog."""

@@ -1,0 +1,1 @@
+"""/db-health: one function per check, and the report."""

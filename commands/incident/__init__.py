@@ -1,0 +1,1 @@
+"""/incident: timelines, the DR checklist, exports and the audit log."""

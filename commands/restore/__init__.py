@@ -1,0 +1,1 @@
+"""/restore: plans, requests and approvals, running and verifying restores, drills."""

@@ -1,0 +1,98 @@
+"""/restore: validate everything, post an immutable plan, wait for approvals (commands.restore.approvals).
+
+Nothing is asked of anyone until the plan is known to be possible: the backup exists, its
+artifact still matches its sha256, the format supports what was asked, and the target is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from commands.backup.command import parse_tables_flag
+from commands.chat.access import OPERATOR, is_operator
+from commands.chat.args import int_in_range, parse_args
+from commands.chat.context import Actor, Services
+from commands.chat.help import HelpRequest, execute_help
+from commands.chat.reply import Notice, Reply
+from commands.errors import NotAllowedError, NotFoundError, UsageError
+from commands.incident.audit import record_event
+from commands.pg.restore import validate_database_name
+from commands.restore.plan import RestorePlanMessage, RestoreRequest, build_plan, plan_message
+from commands.restore.requests import submit_plan
+from state import approvals as request_state
+
+USAGE = """Usage:
+`/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--dry-run]`
+`/restore cancel REQUEST_ID`
+`/restore help`"""
+
+FLAGS = {"--tables": "str", "--jobs": "int", "--into": "str", "--dry-run": "bool"}
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    request_id: int
+    permission = OPERATOR
+
+
+def parse_restore(text: str, services: Services):
+    words = text.split(None, 1)
+    sub = words[0].lower() if words else ""
+    if sub in ("", "help", "-h", "--help"):
+        return HelpRequest(USAGE)
+    if sub == "cancel":
+        args = parse_args(words[1] if len(words) > 1 else "", {}, USAGE)
+        if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
+            raise UsageError(f"cancel needs a request number, like `/restore cancel 3`\n{USAGE}")
+        return CancelRequest(int(args.words[0].lstrip("#")))
+    args = parse_args(text, FLAGS, USAGE)
+    if len(args.words) > 2:
+        raise UsageError(f"too many words: {' '.join(args.words[2:])!r}\n{USAGE}")
+    backup = args.words[0].lstrip("#").lower()
+    if backup != "latest" and not backup.isdigit():
+        raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
+    database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
+    tables = parse_tables_flag(args.flags, USAGE)
+    jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", 1, 16, USAGE)
+    into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
+    return RestoreRequest(backup=backup, database=database, tables=tables, jobs=jobs, into=into,
+                          dry_run=bool(args.flags.get("--dry-run")))
+
+
+# ---------------------------------------------------------------- executing the command
+
+
+def execute_restore(services: Services, request: RestoreRequest, actor: Actor, reply: Reply):
+    access = services.settings.access
+    if not access.approvers:
+        raise NotAllowedError("/restore is disabled until approvers are configured ([access] approvers in the config)")
+    from commands.chat.job_slots import queued_text
+
+    # reading the whole artifact back to check its sha256 is a job's work: it waits for a slot too
+    with services.job_slots.acquire(f"restore plan of backup {request.backup}",
+                                    on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
+        plan = build_plan(services, request, actor)
+    if request.dry_run:
+        message = RestorePlanMessage(request_id=None, plan=plan, status="dry-run", now=services.clock())
+        reply.post(message)
+        return message
+    return submit_plan(services, plan, actor, reply)
+
+
+def execute_cancel(services: Services, request: CancelRequest, actor: Actor, reply: Reply):
+    row = request_state.get_request(services.store, request.request_id)
+    if row is None:
+        raise NotFoundError(f"there is no restore request #{request.request_id}")
+    if actor.user != row.requester and not is_operator(services, actor.user):
+        raise NotAllowedError(f"only <@{row.requester}> or an operator can cancel request #{row.id}")
+    if not request_state.transition(services.store, row.id, request_state.PENDING, request_state.CANCELLED):
+        raise UsageError(f"restore request #{row.id} is {row.status}; only a pending request can be cancelled")
+    row = request_state.get_request(services.store, row.id)
+    if row.message_id:
+        reply.update(row.message_id, plan_message(services, row))
+        reply.thread(row.message_id, Notice(f"<@{actor.user}> cancelled restore request #{row.id}."))
+    record_event(services, "restore.cancelled", database=row.database, actor=actor, text=f"Restore request #{row.id} cancelled")
+    reply.ephemeral(Notice(f"Restore request #{row.id} is cancelled."))
+
+
+EXECUTORS = {RestoreRequest: execute_restore, CancelRequest: execute_cancel, HelpRequest: execute_help}

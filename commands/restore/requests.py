@@ -1,0 +1,95 @@
+"""Restore requests from posting to their end: submit, start exactly once, expire, offer a rollback.
+
+Every status change is a single conditional UPDATE in state/, so two approvals arriving together
+start one restore. A failed restore over an existing database offers a rollback to its safety
+snapshot as a new request, which needs approval like any other.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from commands.chat.context import Actor, Services
+from commands.chat.reply import Notice, Reply, check_can_collect_reactions
+from commands.errors import BackupbotError
+from commands.incident.audit import record_event
+from commands.restore.plan import RestoreRequest, build_plan, plan_message
+from commands.restore.run import run_restore_request
+from state import approvals as request_state
+from state.store import iso
+
+
+def submit_plan(services: Services, plan: dict, actor: Actor, reply: Reply, note: str | None = None):
+    """Store the immutable plan as a request and post it; a restore into a new database starts at once."""
+    access = services.settings.access
+    now = services.clock()
+    check_can_collect_reactions(reply)  # a request nobody can approve (bot not in the channel) is never posted
+    # a new database holds a copy of production data: approved too, unless the config says otherwise
+    needs_approval = bool(plan["target_exists"]) or access.approve_new_database_restores
+    row = request_state.create_request(
+        services.store, plan, plan["database"], actor.user, actor.channel, needs_approval,
+        access.required_approvals if needs_approval else 0, iso(now),
+        iso(now + timedelta(minutes=access.approval_ttl_minutes)),
+    )
+    message = plan_message(services, row, note=note)
+    message_id = reply.post(message)
+    request_state.set_message(services.store, row.id, message_id)
+    record_event(services, "restore.requested", database=plan["database"], actor=actor,
+                 text=f"Restore request #{row.id}: backup #{plan['backup_id']} into {plan['target']}",
+                 detail={"backup_id": plan["backup_id"], "request_id": row.id}, reply=reply)
+    if needs_approval:
+        if message_id:
+            reply.react(message_id, access.approve_emoji)
+            reply.react(message_id, access.reject_emoji)
+        return message
+    if message_id:
+        reply.thread(message_id, Notice("The target database is new, so nothing is replaced: starting without approval."))
+    start_request(services, request_state.get_request(services.store, row.id), reply)
+    return message
+
+
+def start_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> bool:
+    """Start the restore once: only the caller whose pending→running change wins runs it."""
+    if not request_state.transition(services.store, row.id, request_state.PENDING, request_state.RUNNING,
+                                    iso(services.clock())):
+        return False
+    row = request_state.get_request(services.store, row.id)
+    result = run_restore_request(services, row, reply)
+    if result.get("rollback_snapshot_id"):
+        offer_rollback(services, row, result["rollback_snapshot_id"], reply)
+    return True
+
+
+def expire_requests(services: Services, reply: Reply) -> list[int]:
+    """Expire pending requests past their TTL; the scheduler calls this every minute, reactions too."""
+    expired = []
+    for row in request_state.due_to_expire(services.store, iso(services.clock())):
+        if request_state.transition(services.store, row.id, request_state.PENDING, request_state.EXPIRED):
+            expired.append(row.id)
+            if row.message_id:
+                _refresh(services, row.id, reply)
+                reply.thread(row.message_id, Notice(f"Restore request #{row.id} EXPIRED after "
+                                                    f"{services.settings.access.approval_ttl_minutes} minutes without "
+                                                    "enough approvals. Nothing was restored."))
+            record_event(services, "restore.expired", database=row.database, channel=row.channel,
+                         text=f"Restore request #{row.id} expired")
+    return expired
+
+
+def offer_rollback(services: Services, row: request_state.RestoreRequestRow, snapshot_id: int, reply: Reply) -> None:
+    """A new request to put the safety snapshot back; it needs approval like any other."""
+    plan = row.plan
+    into = plan["target_dbname"]
+    try:
+        rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan["database"], into=into),
+                              Actor(user=row.requester, channel=row.channel))
+        submit_plan(services, rollback, Actor(user=row.requester, channel=row.channel), reply,
+                    note=f"Rollback to the safety snapshot taken before restore request #{row.id}.")
+    except BackupbotError as exc:
+        reply.thread(row.message_id, Notice(f"Could not offer a rollback to backup #{snapshot_id}: {exc}"))
+
+
+def _refresh(services: Services, request_id: int, reply: Reply) -> None:
+    row = request_state.get_request(services.store, request_id)
+    if row.message_id:
+        reply.update(row.message_id, plan_message(services, row))

@@ -1,0 +1,69 @@
+"""After a restore: row counts against the manifest, NOT VALID constraints, the app's health URL.
+
+These are the checks people read in the report; the same counts and constraints are also checked
+inside the restore's transaction, before COMMIT (commands.pg.restore.verification_sql).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from commands.pg import snapshot as pg_snapshot
+from commands.pg.names import parse_key
+from commands.pg.restore import not_valid_scope
+from commands.redact import redact
+from state.backups import BackupRecord
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def verify_restored(dsn: str, record: BackupRecord, tables: list[str], health_url: str | None) -> list[Check]:
+    """Row counts equal the manifest's, NOT VALID constraints are the source's, the app answers 2xx."""
+    checks = []
+    expected = {t: n for t, n in record.row_counts.items() if not tables or t in tables}
+    with pg_snapshot.connect(dsn) as conn:
+        try:
+            actual = pg_snapshot.count_rows(conn, [parse_key(key) for key in expected])
+            wrong = {t: (n, actual.get(t)) for t, n in expected.items() if actual.get(t) != n}
+            detail = (f"{len(expected)} tables, {sum(actual.values()):,} rows match the backup" if not wrong else
+                      "; ".join(f"{t}: {got} rows, backup had {want}" for t, (want, got) in sorted(wrong.items())[:5]))
+            checks.append(Check("row counts", not wrong, detail))
+        except Exception as exc:
+            conn.rollback()
+            checks.append(Check("row counts", False, redact(str(exc).strip(), [dsn])))
+        constraints = set(pg_snapshot.not_valid_constraints(conn))
+    recorded = set(record.not_valid_constraints)
+    if tables:
+        in_scope = not_valid_scope(tables)
+        constraints = {c for c in constraints if c.startswith(in_scope)}
+        recorded = {c for c in recorded if c.startswith(in_scope)}
+    same = constraints == recorded
+    checks.append(Check("NOT VALID constraints", same,
+                        f"{len(recorded)} as in the source" if same else
+                        f"expected {sorted(recorded) or 'none'}, found {sorted(constraints) or 'none'}"))
+    if health_url:
+        checks.append(check_health_url(health_url))
+    return checks
+
+
+def checks_text(checks: list[Check]) -> str:
+    return "; ".join(f"{c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})" for c in checks)
+
+
+def check_health_url(url: str, timeout: float = 10) -> Check:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return Check("health URL", 200 <= response.status < 300, f"{url} answered {response.status}")
+    except urllib.error.HTTPError as exc:
+        return Check("health URL", False, f"{url} answered {exc.code}")
+    except (OSError, ValueError) as exc:
+        return Check("health URL", False, f"{url} did not answer: {type(exc).__name__}")
+
+
