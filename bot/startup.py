@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from bot.logs import register_secrets
-from commands.context import Services, build_services
-from commands.reply import Notice, Reply
+from commands.chat.context import Services, build_services
+from commands.chat.reply import Notice, Reply
 from commands.settings import Settings
 from state.approvals import mark_interrupted_requests
 from state.jobs import mark_interrupted_jobs
