@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from commands.pg.cluster import TemporaryCluster  # noqa: E402
 from commands.pg.tools import pg_bin, pg_env, tool_version  # noqa: E402
-from commands.pg_cluster import TemporaryCluster  # noqa: E402
 
 WORDS = ("order shipped cart checkout refund coupon newsletter signup login logout search product view click "
          "purchase campaign template notification email push sms invoice payment failed retry success").split()
@@ -109,7 +109,7 @@ def bot_backup(dsn: str, fmt: str, workdir: str) -> dict:
 
 def bot_restore(dsn: str, workdir: str, backup_id: int, jobs: int, target: str) -> float:
     from commands.pg.restore import create_database, fetch_artifact, run_restore
-    from commands.storage_local import LocalStorage
+    from commands.storage.local import LocalStorage
     from state import Store
     from state.backups import get_backup
 

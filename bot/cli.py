@@ -60,8 +60,8 @@ def run_console(args) -> int:
     from commands.settings import load_settings
 
     if args.demo:
-        from commands.pg_cluster import TemporaryCluster
-        from commands.sample_data import load_sample_database
+        from commands.pg.cluster import TemporaryCluster
+        from commands.pg.sample_data import load_sample_database
 
         print("Starting a throwaway PostgreSQL with the sample database…", file=sys.stderr)
         workdir = Path(tempfile.mkdtemp(prefix="backupbot-demo-"))

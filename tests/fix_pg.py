@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from commands.pg_cluster import TemporaryCluster
-from commands.sample_data import load_sample_database
+from commands.pg.cluster import TemporaryCluster
+from commands.pg.sample_data import load_sample_database
 
 _numbers = itertools.count(1)
 
@@ -21,8 +21,8 @@ def pg_cluster():
 
 
 def _fresh_name(request) -> str:
-    slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower())
-    return f"t{next(_numbers)}_{slug}"[:63]
+    slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower()).strip("_")
+    return f"t_{next(_numbers)}_{slug}"[:63]
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from psycopg import sql
 
 from commands.errors import BackupbotError
 from commands.pg import pgbackrest
+from commands.pg.cluster import TemporaryCluster
 from commands.pg.tools import pg_bin
-from commands.pg_cluster import TemporaryCluster
 
 
 def _owner() -> str | None:

@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from commands.errors import DumpError
+from commands.pg.cluster import TemporaryCluster
 from commands.pg.globals import (
     create_roles,
     create_roles_from_globals,
@@ -22,7 +23,6 @@ from commands.pg.globals import (
     split_statements,
 )
 from commands.pg.tools import pg_bin, pg_env
-from commands.pg_cluster import TemporaryCluster
 
 _tags = itertools.count(1)
 

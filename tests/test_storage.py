@@ -11,8 +11,8 @@ import pytest
 
 from commands.errors import StorageError
 from commands.storage import open_storage
+from commands.storage.local import LocalStorage
 from commands.storage.s3 import MAX_PARTS, MiB, S3Storage, make_s3_client, s3_part_size
-from commands.storage_local import LocalStorage
 
 TEST_PART = 5 * MiB
 

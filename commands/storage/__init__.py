@@ -53,7 +53,7 @@ def open_storage(url: str) -> Storage:
     """Pick the backend for `file:///path`, a plain path, or `s3://bucket/prefix`."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
-        from commands.storage_local import LocalStorage
+        from commands.storage.local import LocalStorage
 
         return LocalStorage(parsed.path if parsed.scheme == "file" else url)
     if parsed.scheme == "s3":

@@ -101,8 +101,10 @@ INSERT INTO analytics (event, user_id, properties, occurred_at)
     SELECT (ARRAY['view', 'click', 'purchase', 'signup'])[1 + g % 4], 1 + g % 500,
            jsonb_build_object('page', '/p/' || (g % 50), 'ms', g % 900), timestamptz '2024-03-01' + g * interval '1 minute'
     FROM generate_series(1, 3000) g;
-INSERT INTO notifications (user_id, template_id, status)
-    SELECT 1 + g % 500, 1 + g % 12, (ARRAY['queued', 'sent', 'failed'])[1 + g % 3] FROM generate_series(1, 1000) g;
+INSERT INTO notifications (user_id, template_id, status, sent_at)
+    SELECT 1 + g % 500, 1 + g % 12, (ARRAY['queued', 'sent', 'failed'])[1 + g % 3],
+           CASE WHEN g % 3 = 1 THEN timestamptz '2024-03-01' + g * interval '3 minutes' END
+    FROM generate_series(1, 1000) g;
 INSERT INTO usage_stats (user_id, day, api_calls)
     SELECT 1 + g % 500, date '2024-01-01' + (g / 500), (g * 31) % 2000 FROM generate_series(0, 1499) g;
 INSERT INTO reporting.daily_revenue (day, revenue_cents)
