@@ -300,7 +300,7 @@ def test_audit_log_is_append_only_and_record_event_never_raises(tmp_path, caplog
             db.execute("UPDATE audit_log SET text = 'changed'")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.execute("DELETE FROM audit_log")
-    source = "".join(Path(p).read_text() for p in ("commands/audit.py", "state/incidents.py"))
+    source = "".join(Path(p).read_text() for p in ("commands/incident/audit.py", "state/incidents.py"))
     assert not re.search(r"(UPDATE|DELETE FROM)\s+audit_log", source)
 
     class BrokenStore:
