@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="json: one JSON object per line, redacted like the text logs")
     check = sub.add_parser("check", help="preflight: config, databases, pg_dump, storage, Slack")
     check.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
+    init = sub.add_parser("init", help="write a commented starter config and print the Slack app manifest")
+    init.add_argument("--config", help="where to write the config (default: $BACKUPBOT_CONFIG or ./backupbot.toml)")
+    init.add_argument("--request-url", help="HTTP mode: https://HOST/slack/events (without it: the Socket Mode manifest)")
+    init.add_argument("--data-dir", default="/var/lib/backupbot", help="state and local backups in the config")
+    init.add_argument("--manifest-only", action="store_true", help="only print the manifest; write no config")
     args = parser.parse_args(argv)
 
     from bot.logs import setup_logging
@@ -45,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.preflight import run_preflight
 
             return run_preflight(args.config)
+        if args.action == "init":
+            from bot.init import run_init
+
+            return run_init(args)
     except BackupbotError as exc:
         print(f"backupbot: {exc}", file=sys.stderr)
         return 2

@@ -103,3 +103,11 @@ def test_the_readme_demo_runs_end_to_end_from_the_installed_wheel(wheel_install)
     assert "RESTORED and verified" in out
     assert "Drill of backup #1 (main) passed" in out
     assert "Traceback" not in out
+
+
+def test_init_from_the_installed_wheel_prints_the_manifest_it_ships(wheel_install):
+    _, venv, cwd = wheel_install
+    out = _run([str(venv / "bin" / "backupbot"), "init", "--manifest-only", "--request-url", "https://bot.example.com"],
+               cwd=cwd)
+    assert "url: https://bot.example.com/slack/events" in out
+    assert "- command: /backup" in out
