@@ -21,12 +21,33 @@ CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 
 @dataclass(frozen=True)
+class PgBackRestSettings:
+    """`[databases.X] pgbackrest = {...}`: either `config` (an existing pgbackrest.conf) and `stanza`, or
+    what the bot writes a config from (stanza, repo_path, pg_path, pg_port, ...). Turned into the
+    engine's PgBackRestConfig by commands.backup.physical.engine_config."""
+
+    stanza: str
+    config: str | None = None  # an existing pgbackrest.conf; nothing is generated
+    repo_path: str | None = None
+    pg_path: str | None = None
+    pg_port: int = 5432
+    pg_user: str | None = None  # None: the user of the database's DSN
+    pg_socket_path: str | None = None  # None: the DSN's host when it is a socket folder
+    retention_full: int = 2
+
+    @property
+    def generated(self) -> bool:
+        return self.config is None
+
+
+@dataclass(frozen=True)
 class DatabaseConfig:
     name: str
     url_env: str = "DATABASE_URL"
     health_url: str | None = None
     url: str | None = None  # resolved from url_env; never logged
     heartbeat_url: str | None = None  # pinged after each successful scheduled backup (healthchecks.io-style)
+    pgbackrest: PgBackRestSettings | None = None  # physical backups and WAL archiving (see _pgbackrest)
 
     def require_url(self) -> str:
         if not self.url:
@@ -178,10 +199,10 @@ def _databases(raw: Mapping, env: Mapping[str, str]) -> dict[str, DatabaseConfig
             raise ConfigError(f"databases.{name}: a database name is letters, digits, _ or - (max 63)")
         if not isinstance(table, dict):
             raise ConfigError(f"databases.{name}: expected a table [databases.{name}]")
-        unknown = set(table) - {"url_env", "health_url", "heartbeat_url"}
+        unknown = set(table) - {"url_env", "health_url", "heartbeat_url", "pgbackrest"}
         if unknown:
             raise ConfigError(f"databases.{name}.{sorted(unknown)[0]}: unknown key (known: url_env, health_url, "
-                              "heartbeat_url)")
+                              "heartbeat_url, pgbackrest)")
         url_env = _str(table, f"databases.{name}.url_env", "url_env", "DATABASE_URL")
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", url_env):
             raise ConfigError(f"databases.{name}.url_env: {url_env!r} is not an environment variable name")
@@ -190,8 +211,55 @@ def _databases(raw: Mapping, env: Mapping[str, str]) -> dict[str, DatabaseConfig
             raise ConfigError(f"databases.{name}.health_url: expected an http(s) URL, got {health_url!r}")
         heartbeat_url = _http_url(table, f"databases.{name}.heartbeat_url", "heartbeat_url")
         databases[name] = DatabaseConfig(name=name, url_env=url_env, health_url=health_url, url=env.get(url_env),
-                                         heartbeat_url=heartbeat_url)
+                                         heartbeat_url=heartbeat_url,
+                                         pgbackrest=_pgbackrest(table.get("pgbackrest"), f"databases.{name}.pgbackrest"))
     return databases
+
+
+PGBACKREST_STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as commands.pg.pgbackrest checks it
+PGBACKREST_GENERATED_KEYS = ("stanza", "repo_path", "pg_path", "pg_port", "pg_user", "pg_socket_path", "retention_full")
+
+
+def _pgbackrest(value, path: str) -> PgBackRestSettings | None:
+    """`pgbackrest = { config = FILE, stanza = NAME }` or `{ stanza, repo_path, pg_path, pg_port, ... }`."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a table like {{ stanza = \"main\", repo_path = \"...\", pg_path = \"...\" }} "
+                          "or { config = \"/etc/pgbackrest/pgbackrest.conf\", stanza = \"main\" }")
+    stanza = value.get("stanza")
+    if not isinstance(stanza, str) or not PGBACKREST_STANZA_RE.match(stanza):
+        raise ConfigError(f"{path}.stanza: expected a stanza name (letters, digits, '_', '.' or '-'), got {stanza!r}")
+    known = ("config", "stanza") if "config" in value else PGBACKREST_GENERATED_KEYS
+    unknown = set(value) - set(known)
+    if unknown:
+        extra = " (with config = FILE, the file holds everything else)" if "config" in value else ""
+        raise ConfigError(f"{path}.{sorted(unknown)[0]}: unknown key (known: {', '.join(known)}){extra}")
+
+    def abs_path(key: str, required: bool) -> str | None:
+        text = value.get(key)
+        if text is None and not required:
+            return None
+        if text is None:
+            raise ConfigError(f"{path}.{key}: missing (an absolute path), or give config = FILE and stanza instead")
+        if not isinstance(text, str) or not text.startswith("/") or any(c in text for c in "\n\r\0") \
+                or text != text.strip():
+            raise ConfigError(f"{path}.{key}: expected an absolute path, got {text!r}")
+        return text
+
+    if "config" in value:
+        return PgBackRestSettings(stanza=stanza, config=abs_path("config", True))
+    pg_user = value.get("pg_user")
+    if pg_user is not None and (not isinstance(pg_user, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$", pg_user)):
+        raise ConfigError(f"{path}.pg_user: expected a PostgreSQL role name, got {pg_user!r}")
+    pg_port = value.get("pg_port", 5432)
+    if not isinstance(pg_port, int) or isinstance(pg_port, bool) or not 1 <= pg_port <= 65535:
+        raise ConfigError(f"{path}.pg_port: expected a port number 1-65535, got {pg_port!r}")
+    return PgBackRestSettings(
+        stanza=stanza, repo_path=abs_path("repo_path", True), pg_path=abs_path("pg_path", True), pg_port=pg_port,
+        pg_user=pg_user, pg_socket_path=abs_path("pg_socket_path", False),
+        retention_full=_positive_int(value, "retention_full", 2, section=path),
+    )
 
 
 def _http_url(table: Mapping, full_key: str, key: str) -> str | None:
