@@ -43,17 +43,21 @@ def build_backup_message(status: BackupStatus) -> list[dict]:
 
 
 def build_restore_message(message: RestorePlanMessage) -> list[dict]:
-    """The request: the plan as fields, where it stands, and how to approve."""
-    lines = message.text().splitlines()
+    """The request: the plan as fields, where it stands, and how to approve; built from the typed plan."""
     p = message.plan
     fields = [
-        f"*Target*\n{p['target']}",
-        f"*Backup*\n#{p['backup_id']} of {p['backup_database']} ({p['format']})",
-        f"*Replaces*\n{p['replaces']}",
-        "*Safety snapshot*\n" + ("yes" if p["safety_snapshot"] else "no (new target)"),
+        f"*Target*\n{p.target}",
+        f"*Backup*\n#{p.backup_id}: {p.backup_kind} backup of {p.backup_database} ({p.format})",
+        f"*Replaces*\n{p.replaces}",
+        "*Safety snapshot*\n" + ("yes" if p.safety_snapshot else "no (new target)"),
+        f"*How*\n{p.method_text}",
+        f"*Expected duration*\n{message.expected_text()}",
     ]
-    blocks = [_section(lines[0]), {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields]}]
-    blocks.extend(build_text_message("\n".join(lines[5:]) or " "))
+    blocks = [_section(message.headline()),
+              {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields]},
+              {"type": "context", "elements": [{"type": "mrkdwn", "text": message.backup_line()[:2900]}]}]
+    rest = [message.status_line(), *message.steps] + ([message.note] if message.note else [])
+    blocks.extend(build_text_message("\n".join(rest)))
     return blocks[:MAX_BLOCKS]
 
 

@@ -7,7 +7,7 @@ The plan is stored with its hash and never changes; changing anything means a ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
 from commands.chat.context import Actor, Services
@@ -96,7 +96,60 @@ def expected_seconds(services: Services, database: str, size: int) -> float | No
     return rates[len(rates) // 2] * max(size, 1)
 
 
-def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> dict:
+SINGLE_TRANSACTION, SIDE_DATABASE, NEW_DATABASE = "single transaction", "side database", "new database"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What approvers agree to. Stored as JSON with its hash when requested; it never changes after."""
+
+    backup_id: int
+    backup_created_at: str
+    backup_database: str
+    backup_dbname: str | None
+    backup_kind: str
+    database: str  # the configured database whose server receives the restore
+    target_dbname: str
+    target: str  # host:port/dbname, never credentials
+    target_exists: bool
+    lock_key: str
+    format: str
+    size: int
+    backup_tables: tuple[str, ...]
+    tables: tuple[str, ...]
+    jobs: int
+    method: str  # SINGLE_TRANSACTION, SIDE_DATABASE or NEW_DATABASE
+    replaces: str
+    safety_snapshot: bool
+    expected_seconds: float | None
+    requested_by: str
+    requested_at: str
+
+    @property
+    def method_text(self) -> str:
+        if self.method == NEW_DATABASE:
+            return "into a new database, which is dropped again if the restore fails"
+        if self.method == SIDE_DATABASE:
+            return (f"side database: {self.jobs} parallel jobs restore into a new database that is verified, then "
+                    f"swapped in by name (sessions on {self.target_dbname} are ended); the current "
+                    f"{self.target_dbname} is kept as backupbot_prev_<request>_<random> until someone drops it")
+        if self.tables or self.backup_tables:
+            return ("single transaction: the tables are dropped and restored (no CASCADE: objects of other tables "
+                    "that depend on them make it fail and roll back), then verified before COMMIT")
+        return "single transaction: restored and verified before COMMIT; any failure rolls everything back"
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RestorePlan:
+        known = {f.name for f in fields(cls)}
+        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
+        return cls(**kept)
+
+
+def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> RestorePlan:
     record = find_backup(services, request.backup, request.database)
     database = request.database or record.database
     db_config = services.settings.database(database)
@@ -113,48 +166,41 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> dic
     target_dbname = request.into or base_dbname
     target_dsn = with_dbname(dsn, target_dbname)
     exists = database_exists(dsn, target_dbname)
-    lock_key = database if target_dbname == base_dbname else f"{database}:{target_dbname}"
-    side = exists and request.jobs > 1 and not tables
-    if tables or record.tables:
-        method = ("single transaction: the tables are dropped and restored (no CASCADE: objects of other tables "
-                  "that depend on them make it fail and roll back), then verified before COMMIT")
-    elif side:
-        method = (f"side database: {request.jobs} parallel jobs restore into a new database that is verified, then "
-                  f"swapped in by name (sessions on {target_dbname} are ended); the current {target_dbname} is kept "
-                  "as backupbot_prev_<request>_<random> until someone drops it")
+    if not exists:
+        method = NEW_DATABASE
+    elif request.jobs > 1 and not tables and not record.tables:
+        method = SIDE_DATABASE
     else:
-        method = "single transaction: restored and verified before COMMIT; any failure rolls everything back"
+        method = SINGLE_TRANSACTION
     if tables:
         replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
     elif record.tables:
         replaces = f"tables {', '.join(record.tables)} in {target_dbname}"
     else:
         replaces = f"every schema the backup contains in {target_dbname}"
-    now = services.clock()
-    return {
-        "backup_id": record.id,
-        "backup_created_at": record.created_at,
-        "backup_database": record.database,
-        "backup_dbname": record.dbname,
-        "backup_kind": record.what,
-        "method": "side database" if side else "single transaction",
-        "method_text": method if exists else "into a new database, which is dropped again if the restore fails",
-        "database": database,
-        "target_dbname": target_dbname,
-        "target": describe_dsn(target_dsn),
-        "target_exists": exists,
-        "lock_key": lock_key,
-        "format": record.format,
-        "size": record.size,
-        "backup_tables": list(record.tables),
-        "tables": tables,
-        "jobs": request.jobs,
-        "replaces": replaces if exists else f"nothing: {target_dbname} will be created",
-        "safety_snapshot": exists,
-        "expected_seconds": expected_seconds(services, database, record.size),
-        "requested_by": actor.user,
-        "requested_at": iso(now),
-    }
+    return RestorePlan(
+        backup_id=record.id, backup_created_at=record.created_at, backup_database=record.database,
+        backup_dbname=record.dbname, backup_kind=record.what, database=database, target_dbname=target_dbname,
+        target=describe_dsn(target_dsn), target_exists=exists,
+        lock_key=database if target_dbname == base_dbname else f"{database}:{target_dbname}",
+        format=record.format, size=record.size, backup_tables=tuple(record.tables), tables=tuple(tables),
+        jobs=request.jobs, method=method,
+        replaces=replaces if exists else f"nothing: {target_dbname} will be created",
+        safety_snapshot=exists, expected_seconds=expected_seconds(services, database, record.size),
+        requested_by=actor.user, requested_at=iso(services.clock()),
+    )
+
+
+STATUS_LINES = {
+    "dry-run": "Dry run: nothing was requested.",
+    "running": ":hourglass_flowing_sand: RUNNING",
+    "succeeded": ":white_check_mark: RESTORED and verified",
+    "failed": ":x: FAILED",
+    "rejected": ":no_entry: REJECTED",
+    "expired": ":hourglass: EXPIRED: not approved in time; nothing was restored",
+    "cancelled": ":wastebasket: CANCELLED",
+    "interrupted": ":warning: INTERRUPTED by a bot restart",
+}
 
 
 @dataclass(frozen=True)
@@ -162,7 +208,7 @@ class RestorePlanMessage:
     """The channel message of one restore request: its plan, its approvals, where it stands."""
 
     request_id: int | None
-    plan: dict
+    plan: RestorePlan
     status: str = "pending"
     approvers: tuple[str, ...] = ()
     required: int = 1
@@ -172,46 +218,50 @@ class RestorePlanMessage:
     note: str | None = None
     steps: tuple[str, ...] = field(default_factory=tuple)
 
-    def text(self) -> str:
+    def headline(self) -> str:
         p = self.plan
-        title = (f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)")
+        title = f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)"
+        return f"*{title}* by <@{p.requested_by}>: restore backup #{p.backup_id} of {p.backup_database} into {p.target}"
+
+    def backup_line(self) -> str:
+        p = self.plan
         age = ""
         if self.now:
-            created = datetime.fromisoformat(p["backup_created_at"])
-            age = f", {human_duration((self.now - created).total_seconds())} old"
-        tables = f" · tables {', '.join(p['tables'])}" if p["tables"] else ""
-        jobs = f" · {p['jobs']} parallel jobs" if p["jobs"] > 1 else ""
-        expected = human_duration(p["expected_seconds"]) if p.get("expected_seconds") else "unknown (no past restore)"
-        lines = [
-            f"*{title}* by <@{p['requested_by']}>: restore backup #{p['backup_id']} of {p['backup_database']} "
-            f"into {p['target']}",
-            f"Backup #{p['backup_id']}: {p.get('backup_kind', 'manual')} backup of {p['backup_database']}"
-            + (f" (database {p['backup_dbname']})" if p.get("backup_dbname") else "")
-            + f", {p['backup_created_at']}{age} · {human_bytes(p['size'])} · {p['format']}{tables}{jobs}",
-            f"Replaces: {p['replaces']}",
-            f"How: {p.get('method_text', 'single transaction')}",
-            "Safety snapshot first: " + ("yes (custom format, catalogued as pre-restore)" if p["safety_snapshot"]
-                                         else "no (the target is new)"),
-            f"Expected duration: {expected}",
-        ]
-        pending = (f"Waiting for {self.required} approval(s) from approvers: :{self.approve_emoji}: approves, "
-                       f":{self.reject_emoji}: rejects. Approvals so far: {len(self.approvers)}/{self.required}"
-                   + (f" ({', '.join(f'<@{u}>' for u in self.approvers)})" if self.approvers else ""))
+            age = f", {human_duration((self.now - datetime.fromisoformat(p.backup_created_at)).total_seconds())} old"
+        tables = f" · tables {', '.join(p.tables)}" if p.tables else ""
+        jobs = f" · {p.jobs} parallel jobs" if p.jobs > 1 else ""
+        source = f" (database {p.backup_dbname})" if p.backup_dbname else ""
+        return (f"Backup #{p.backup_id}: {p.backup_kind} backup of {p.backup_database}{source}, "
+                f"{p.backup_created_at}{age} · {human_bytes(p.size)} · {p.format}{tables}{jobs}")
+
+    def safety_snapshot_text(self) -> str:
+        return ("yes (custom format, catalogued as pre-restore)" if self.plan.safety_snapshot
+                else "no (the target is new)")
+
+    def expected_text(self) -> str:
+        seconds = self.plan.expected_seconds
+        return human_duration(seconds) if seconds else "unknown (no past restore)"
+
+    def status_line(self) -> str:
+        if self.status != "pending":
+            return STATUS_LINES.get(self.status, self.status.upper())
         if not self.required:
-            pending = "No approval needed: the target database is new, so nothing is replaced."
-        status_line = {
-            "pending": pending,
-            "dry-run": "Dry run: nothing was requested.",
-            "running": ":hourglass_flowing_sand: RUNNING",
-            "succeeded": ":white_check_mark: RESTORED and verified",
-            "failed": ":x: FAILED",
-            "rejected": ":no_entry: REJECTED",
-            "expired": ":hourglass: EXPIRED: not approved in time; nothing was restored",
-            "cancelled": ":wastebasket: CANCELLED",
-            "interrupted": ":warning: INTERRUPTED by a bot restart",
-        }.get(self.status, self.status.upper())
-        lines.append(status_line)
-        lines.extend(self.steps)
+            return "No approval needed: restores into new databases are not approved here ([access])."
+        voters = f" ({', '.join(f'<@{u}>' for u in self.approvers)})" if self.approvers else ""
+        return (f"Waiting for {self.required} approval(s) from approvers: :{self.approve_emoji}: approves, "
+                f":{self.reject_emoji}: rejects. Approvals so far: {len(self.approvers)}/{self.required}{voters}")
+
+    def text(self) -> str:
+        lines = [
+            self.headline(),
+            self.backup_line(),
+            f"Replaces: {self.plan.replaces}",
+            f"How: {self.plan.method_text}",
+            f"Safety snapshot first: {self.safety_snapshot_text()}",
+            f"Expected duration: {self.expected_text()}",
+            self.status_line(),
+            *self.steps,
+        ]
         if self.note:
             lines.append(self.note)
         return "\n".join(lines)
@@ -220,7 +270,7 @@ class RestorePlanMessage:
 def plan_message(services: Services, row: request_state.RestoreRequestRow, **overrides) -> RestorePlanMessage:
     access = services.settings.access
     approvers = tuple(request_state.active_voters(services.store, row.id, "approve"))
-    values = dict(request_id=row.id, plan=row.plan, status=row.status, approvers=approvers,
+    values = dict(request_id=row.id, plan=RestorePlan.from_dict(row.plan), status=row.status, approvers=approvers,
                   required=row.required_approvals, approve_emoji=access.approve_emoji, reject_emoji=access.reject_emoji,
                   now=services.clock())
     values.update(overrides)

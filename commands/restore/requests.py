@@ -13,30 +13,30 @@ from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, check_can_collect_reactions
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
-from commands.restore.plan import RestoreRequest, build_plan, plan_message
+from commands.restore.plan import RestorePlan, RestoreRequest, build_plan, plan_message
 from commands.restore.run import run_restore_request
 from state import approvals as request_state
 from state.store import iso
 
 
-def submit_plan(services: Services, plan: dict, actor: Actor, reply: Reply, note: str | None = None):
+def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Reply, note: str | None = None):
     """Store the immutable plan as a request and post it; a restore into a new database starts at once."""
     access = services.settings.access
     now = services.clock()
     check_can_collect_reactions(reply)  # a request nobody can approve (bot not in the channel) is never posted
     # a new database holds a copy of production data: approved too, unless the config says otherwise
-    needs_approval = bool(plan["target_exists"]) or access.approve_new_database_restores
+    needs_approval = plan.target_exists or access.approve_new_database_restores
     row = request_state.create_request(
-        services.store, plan, plan["database"], actor.user, actor.channel, needs_approval,
+        services.store, plan.to_dict(), plan.database, actor.user, actor.channel, needs_approval,
         access.required_approvals if needs_approval else 0, iso(now),
         iso(now + timedelta(minutes=access.approval_ttl_minutes)),
     )
     message = plan_message(services, row, note=note)
     message_id = reply.post(message)
     request_state.set_message(services.store, row.id, message_id)
-    record_event(services, "restore.requested", database=plan["database"], actor=actor,
-                 text=f"Restore request #{row.id}: backup #{plan['backup_id']} into {plan['target']}",
-                 detail={"backup_id": plan["backup_id"], "request_id": row.id}, reply=reply)
+    record_event(services, "restore.requested", database=plan.database, actor=actor,
+                 text=f"Restore request #{row.id}: backup #{plan.backup_id} into {plan.target}",
+                 detail={"backup_id": plan.backup_id, "request_id": row.id}, reply=reply)
     if needs_approval:
         if message_id:
             reply.react(message_id, access.approve_emoji)
@@ -78,10 +78,10 @@ def expire_requests(services: Services, reply: Reply) -> list[int]:
 
 def offer_rollback(services: Services, row: request_state.RestoreRequestRow, snapshot_id: int, reply: Reply) -> None:
     """A new request to put the safety snapshot back; it needs approval like any other."""
-    plan = row.plan
-    into = plan["target_dbname"]
+    plan = RestorePlan.from_dict(row.plan)
+    into = plan.target_dbname
     try:
-        rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan["database"], into=into),
+        rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan.database, into=into),
                               Actor(user=row.requester, channel=row.channel))
         submit_plan(services, rollback, Actor(user=row.requester, channel=row.channel), reply,
                     note=f"Rollback to the safety snapshot taken before restore request #{row.id}.")
