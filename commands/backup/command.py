@@ -292,8 +292,8 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         if major(pg_dump_version) < major(server_version):
             raise UsageError(f"pg_dump {pg_dump_version} is older than the server ({server_version}); "
                              "install a pg_dump of the same major version or newer")
-        dbname, database_size = conn.execute(
-            "SELECT current_database(), pg_database_size(current_database())").fetchone()
+        dbname = conn.execute("SELECT current_database()").fetchone()[0]
+        database_size = pg_snapshot.database_size(conn)
         all_tables = pg_snapshot.list_user_tables(conn)
         leaves = [name for name, kind in all_tables if kind == "r"]
         if request.tables:

@@ -76,6 +76,11 @@ def not_valid_constraints(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute(NOT_VALID_SQL).fetchall()]
 
 
+def database_size(conn: psycopg.Connection) -> int:
+    """The size on disk of the database `conn` is connected to (the one size query: /backup, /db-health)."""
+    return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
 # Read in the dump's own snapshot, so they describe exactly what pg_dump wrote. A restore picks
 # archive entries by these OIDs and drops schemas by these names: nothing is read back out of
 # `pg_restore --list` text, which does not quote names.
