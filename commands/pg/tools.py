@@ -112,3 +112,55 @@ def die_with_parent() -> None:
 def last_lines(text: str, count: int = 5) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(lines[-count:])
+
+
+PG_LIB_ROOT = Path("/usr/lib/postgresql")  # Debian and Ubuntu: one folder per major, /usr/lib/postgresql/N/bin
+
+
+@functools.cache
+def _path_tool_major(path: str) -> int | None:
+    """The major version a client program on PATH reports, or None when it does not answer like one."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\(PostgreSQL\) (\d+)", out)
+    return int(match.group(1)) if match else None
+
+
+def installed_pg_bins(name: str, root: str | os.PathLike | None = None, path: str | None = None) -> list[tuple[int, str]]:
+    """(major, path) of every installed `name`, newest first: Debian's ROOT/N/bin folders, then PATH
+    (asked with --version; Debian's pg_wrapper and links into ROOT are the folders already counted)."""
+    root = Path(root) if root is not None else PG_LIB_ROOT
+    found: dict[str, int] = {}
+    for candidate in root.glob(f"*/bin/{name}"):
+        version_dir = candidate.parent.parent.name
+        if version_dir.isdigit() and os.access(candidate, os.X_OK):
+            found.setdefault(str(candidate), int(version_dir))
+    resolved_root = root.resolve()
+    for folder in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
+        candidate = Path(folder or ".") / name
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        real = candidate.resolve()
+        if real.name == "pg_wrapper" or real.is_relative_to(resolved_root) or str(candidate) in found:
+            continue
+        version = _path_tool_major(str(candidate))
+        if version is not None:
+            found[str(candidate)] = version
+    return sorted(((version, where) for where, version in found.items()), key=lambda item: -item[0])
+
+
+def pg_bin_for(name: str, server_major: int, root: str | os.PathLike | None = None, path: str | None = None) -> str:
+    """The newest installed `name` (pg_dump, pg_restore, psql, ...) whose major version is at least
+    the server's: pg_dump refuses a newer server, and an older client may not read what it sees."""
+    installed = installed_pg_bins(name, root, path)
+    for version, where in installed:
+        if version >= server_major:
+            return where
+    root_text = str(root if root is not None else PG_LIB_ROOT)
+    have = ", ".join(f"{version} ({where})" for version, where in installed) or f"none on PATH or in {root_text}/*/bin"
+    raise DumpError(
+        f"{name} {server_major} or newer is needed for this PostgreSQL {server_major} server; installed: {have}. "
+        f"Install postgresql-client-{server_major} (Debian/Ubuntu, from apt.postgresql.org) or a newer client."
+    )
