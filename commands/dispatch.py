@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from commands.backup import command as backup
-from commands.backup import prune
+from commands.backup import physical, prune
 from commands.chat.access import require
 from commands.chat.context import Actor, ReactionEvent, Services
 from commands.chat.reply import Notice, Reply
@@ -43,6 +43,8 @@ def parse_backup_command(text: str, services: Services):
     rest = words[1] if len(words) > 1 else ""
     if sub == "prune":
         return prune.parse_prune(rest, services)
+    if sub == "physical":
+        return physical.parse_physical(rest, services)
     if sub == "verify":
         return drill.parse_verify(rest, services)
     return backup.parse_backup(text, services)
@@ -51,8 +53,9 @@ def parse_backup_command(text: str, services: Services):
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in [
-        CommandSpec("/backup", "Back up a database, list backups", "[DB] [--format custom|plain|gzip] | list | help",
-                    parse_backup_command, {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS}),
+        CommandSpec("/backup", "Back up a database, list backups", "[DB] [--format custom|plain|gzip] | physical | list | help",
+                    parse_backup_command, {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS,
+                                             **physical.EXECUTORS}),
         CommandSpec("/restore", "Approved restores", "BACKUP_ID|latest [DB] [--tables] [--jobs N] [--into DB] [--dry-run]",
                     restore.parse_restore, restore.EXECUTORS),
         CommandSpec("/db-health", "Database health", "[DB|all]", health.parse_health, health.EXECUTORS),

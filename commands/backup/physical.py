@@ -1,0 +1,346 @@
+"""/backup physical: a pgBackRest backup of a database's cluster, catalogued beside the logical ones.
+
+pgBackRest does the physical work (commands/pg/pgbackrest.py); the bot claims the database, takes
+a job slot, runs `pgbackrest backup --type=TYPE`, reads what it made from `pgbackrest info`, and
+records it in `physical_backups` (state/physical_backups.py) under its job's id. A failed run
+leaves no catalog row. pgBackRest keeps and expires physical backups itself (`repo1-retention-full`);
+after each backup the rows of backups it expired get `expired_at`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict
+
+from commands.chat.access import OPERATOR
+from commands.chat.args import parse_args
+from commands.chat.context import Actor, Services
+from commands.chat.job_slots import queued_text
+from commands.chat.reply import GuardedReply, Notice, Reply
+from commands.errors import AlreadyRunningError, BackupbotError, ConfigError, UsageError
+from commands.incident.audit import record_event
+from commands.pg import pgbackrest
+from commands.pg.pgbackrest import BACKUP_TYPES, PgBackRestConfig, PhysicalBackup
+from commands.redact import redact
+from commands.settings import Settings
+from commands.units import human_bytes, human_duration
+from state import jobs as job_state
+from state.physical_backups import (
+    PhysicalBackupRecord,
+    add_physical_backup,
+    list_physical_backups,
+    mark_expired,
+)
+from state.store import iso
+
+log = logging.getLogger(__name__)
+
+USAGE = "Usage: `/backup physical [DB] [--type full|diff|incr]`  (pgBackRest backup of the cluster; default full)"
+JOB_KIND = "physical backup"
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def pgbackrest_settings(settings: Settings, database: str):
+    """The database's [databases.X] pgbackrest settings, or a ConfigError that says how to add them."""
+    db = settings.database(database)
+    if db.pgbackrest is None:
+        raise ConfigError(
+            f"database {db.name} has no pgBackRest stanza configured, so it has no physical backups. Add "
+            f"`pgbackrest = {{ stanza = \"...\", repo_path = \"...\", pg_path = \"...\", pg_port = 5432 }}` "
+            f"(or `{{ config = \"/etc/pgbackrest/pgbackrest.conf\", stanza = \"...\" }}`) under [databases.{db.name}]")
+    return db.pgbackrest
+
+
+def generated_config_dir(settings: Settings, database: str) -> Path:
+    """Where the bot writes a database's pgbackrest.conf (with its log, lock and spool folders)."""
+    return Path(settings.state_path).expanduser().resolve().parent / "pgbackrest" / database
+
+
+def engine_config(settings: Settings, database: str, *, write: bool = True) -> PgBackRestConfig:
+    """The engine's PgBackRestConfig for `database`: its own config file, or one the bot (re)writes
+    under generated_config_dir (with `write`). The DSN's password reaches pgBackRest only as
+    PGPASSWORD; the DSN's user and socket folder are the defaults for pg_user and pg_socket_path."""
+    conf = pgbackrest_settings(settings, database)
+    db = settings.database(database)
+    params = {}
+    if db.url:
+        try:
+            params = conninfo_to_dict(db.url)
+        except Exception:
+            raise ConfigError(f"databases.{database}: the URL in {db.url_env} cannot be read as a DSN") from None
+    password = params.get("password") or None
+    if conf.config is not None:
+        return PgBackRestConfig(stanza=conf.stanza, config_path=Path(conf.config), password=password)
+    host = str(params.get("host") or "")
+    socket_dir = conf.pg_socket_path or (host if host.startswith("/") else None)
+    cfg = PgBackRestConfig(
+        stanza=conf.stanza, repo_path=Path(conf.repo_path), pg_path=Path(conf.pg_path), pg_port=conf.pg_port,
+        pg_socket_path=Path(socket_dir) if socket_dir else None,
+        pg_user=conf.pg_user or params.get("user") or "postgres", retention_full=conf.retention_full,
+        password=password)
+    directory = generated_config_dir(settings, database)
+    path = pgbackrest.write_config(cfg, directory) if write else directory / "pgbackrest.conf"
+    return cfg.with_config(path)
+
+
+def retention_full(settings: Settings, database: str) -> int | None:
+    """repo1-retention-full as pgBackRest reads it: from the generated config, or from the stanza's
+    section or [global] of an existing config file; None when it is not set (nothing expires)."""
+    conf = pgbackrest_settings(settings, database)
+    if conf.config is None:
+        return conf.retention_full
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(Path(conf.config).read_text())
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError(f"cannot read {conf.config}: {type(exc).__name__}") from None
+    for section in (conf.stanza, "global"):
+        if parser.has_option(section, "repo1-retention-full"):
+            value = parser.get(section, "repo1-retention-full").strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
+# ---------------------------------------------------------------- the request
+
+
+@dataclass(frozen=True)
+class PhysicalBackupRequest:
+    database: str
+    type: str = "full"
+    kind: str = "manual"  # manual | scheduled
+    permission = OPERATOR
+
+
+def parse_physical(text: str, services: Services) -> PhysicalBackupRequest:
+    """`/backup physical [DB] [--type full|diff|incr]` (the text after `physical`)."""
+    args = parse_args(text, {"--type": "str"}, USAGE)
+    if len(args.words) > 1:
+        raise UsageError(f"too many words: {' '.join(args.words[1:])!r}\n{USAGE}")
+    database = services.settings.database(args.words[0] if args.words else services.settings.default_database).name
+    kind = str(args.flags.get("--type", "full")).lower()
+    if kind not in BACKUP_TYPES:
+        raise UsageError(f"unknown backup type {kind[:20]!r} (full, diff or incr)\n{USAGE}")
+    pgbackrest_settings(services.settings, database)
+    return PhysicalBackupRequest(database=database, type=kind)
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class PhysicalBackupStatus:
+    job_id: int
+    database: str
+    stanza: str
+    type: str
+    user: str | None
+    kind: str = "manual"
+    state: str = "running"  # running | succeeded | failed
+    elapsed: float = 0.0
+    record: PhysicalBackupRecord | None = None
+    retention: int | None = None
+    error: str | None = None
+
+    def headline(self) -> str:
+        who = f" started by <@{self.user}>" if self.user else f" ({self.kind})"
+        return f"Physical backup #{self.job_id} of {self.database}{who}"
+
+    def text(self) -> str:
+        lines = [f"{self.headline()} — {self.type} (pgBackRest, stanza {self.stanza})"]
+        if self.state == "running":
+            running = f" for {human_duration(self.elapsed)}" if self.elapsed >= 1 else ""
+            lines.append(f":hourglass_flowing_sand: pgbackrest backup --type={self.type} running{running}…")
+        elif self.state == "succeeded" and self.record:
+            lines.extend(self.result_lines())
+        else:
+            lines.append(f":x: Physical backup #{self.job_id} of {self.database} failed: {self.error}")
+            lines.append("Nothing was catalogued as a backup.")
+        return "\n".join(lines)
+
+    def result_lines(self) -> list[str]:
+        r = self.record
+        lines = [
+            f":white_check_mark: Physical backup #{r.id} of {r.database} succeeded: {r.type} {r.label}",
+            f"Size: {human_bytes(r.size)} (delta {human_bytes(r.delta)} copied) · in the repository: "
+            f"{human_bytes(r.repo_size)} (delta {human_bytes(r.repo_delta)})",
+            f"Duration: {human_duration(r.duration_s)}",
+            f"WAL range: {r.wal_range} · LSN {r.lsn_start or '?'}..{r.lsn_stop or '?'}",
+        ]
+        if r.prior:
+            lines.append(f"Builds on: {r.prior}")
+        if r.checksum_errors:
+            lines.append(":warning: pgBackRest found page checksum errors in this backup (see `pgbackrest info`)")
+        keep = f"keeps {self.retention} full backup(s)" if self.retention else "repo1-retention-full not set"
+        lines.append(f"pgBackRest {r.pgbackrest_version or '?'} · stanza {r.stanza} · retention: {keep}")
+        return lines
+
+
+def physical_list_line(record: PhysicalBackupRecord, age: str) -> str:
+    """One `/backup list` line: id, database, time, label, type, sizes, WAL range."""
+    return (f"#{record.id} · {record.database} · {record.created_at} ({age} ago) · physical {record.type} "
+            f"{record.label} · {human_bytes(record.size)} (delta {human_bytes(record.delta)}) · "
+            f"WAL {record.wal_range} · {record.kind} · {record.verification}")
+
+
+# ---------------------------------------------------------------- running
+
+
+def execute_physical_backup(services: Services, request: PhysicalBackupRequest, actor: Actor,
+                            reply: Reply) -> PhysicalBackupStatus:
+    """Run one physical backup end to end; returns the final status (also posted through `reply`)."""
+    stanza = pgbackrest_settings(services.settings, request.database).stanza
+    try:
+        job = job_state.claim_database(services.store, JOB_KIND, request.database, actor.user, actor.channel,
+                                       actor.response_url, detail={"type": request.type, "kind": request.kind,
+                                                                   "format": "physical"})
+    except job_state.DatabaseBusy as busy:
+        raise AlreadyRunningError(
+            f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
+    in_slot = False
+    try:  # at most [jobs] max_running jobs at once; the rest wait in line and are told their place
+        with services.job_slots.acquire(f"physical backup #{job.id} of {request.database}",
+                                        on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
+            in_slot = True
+            return _run(services, request, actor, reply, job.id, stanza)
+    except BaseException:
+        if not in_slot:
+            job_state.finish_job(services.store, job.id, job_state.FAILED, "stopped while waiting for a job slot")
+        raise
+
+
+def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply: Reply, job_id: int,
+         stanza: str) -> PhysicalBackupStatus:
+    secrets = services.secrets()
+    reply = GuardedReply(reply, secrets, services.settings.channels.alerts,
+                         webhook_url=services.settings.alerts.webhook_url)
+    status = PhysicalBackupStatus(job_id=job_id, database=request.database, stanza=stanza, type=request.type,
+                                  user=actor.user if request.kind != "scheduled" else None, kind=request.kind)
+    detail = {"kind": request.kind, "format": "physical", "type": request.type}
+    record_event(services, "backup.started", database=request.database, actor=actor, text=status.headline(),
+                 detail=detail)
+    message_id = None
+    try:
+        message_id = reply.post(status)
+        if message_id is None:
+            reply.discard_pending()  # the start is not worth a retry: the result goes out as a new message
+        job_state.set_job_message(services.store, job_id, actor.channel, message_id)
+        record, retention = _backup_and_record(services, request, job_id, status, reply, message_id)
+    except BaseException as exc:
+        error = redact(str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}", secrets)[:1500]
+        job_state.finish_job(services.store, job_id, job_state.FAILED, error)
+        final = replace(status, state="failed", error=error)
+        record_event(services, "backup.failed", database=request.database, actor=actor,
+                     text=f"Physical backup #{job_id} failed: {error}", detail=detail)
+        reply.stop_progress()
+        _publish(reply, message_id, final)
+        reply.settle_in_background()
+        if not isinstance(exc, Exception):
+            raise
+        if not isinstance(exc, BackupbotError):
+            log.error("physical backup #%s failed: %s", job_id, error, exc_info=exc)
+        return final
+    job_state.finish_job(services.store, job_id, job_state.SUCCEEDED)
+    final = replace(status, state="succeeded", record=record, retention=retention, elapsed=record.duration_s or 0)
+    record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
+                 detail={**detail, "physical_backup_id": record.id, "label": record.label}, reply=reply)
+    reply.stop_progress()
+    _publish(reply, message_id, final)
+    reply.settle_in_background()
+    return final
+
+
+def _publish(reply: GuardedReply, message_id: str | None, status: PhysicalBackupStatus) -> None:
+    if message_id:
+        reply.update(message_id, status)
+    else:
+        reply.post(status)
+
+
+def _backup_and_record(services: Services, request: PhysicalBackupRequest, job_id: int, status: PhysicalBackupStatus,
+                       reply: GuardedReply, message_id: str | None) -> tuple[PhysicalBackupRecord, int | None]:
+    cfg = engine_config(services.settings, request.database)
+    retention = retention_full(services.settings, request.database)
+    version = pgbackrest.version()
+    created = services.clock()
+    started = time.monotonic()
+    done = threading.Event()
+
+    def ticker() -> None:  # pgbackrest prints no progress we read: the message says how long it has run
+        while not done.wait(max(0.5, services.progress_every)):
+            if message_id:
+                reply.progress(message_id, replace(status, elapsed=time.monotonic() - started))
+
+    thread = threading.Thread(target=ticker, name=f"physical-{job_id}", daemon=True)
+    thread.start()
+    try:
+        made = pgbackrest.backup(cfg, request.type)
+    finally:
+        done.set()
+        thread.join()
+    record = _record(job_id, request, status, made, created, round(time.monotonic() - started, 3), version)
+    add_physical_backup(services.store, record)
+    try:  # pgBackRest expired what its retention no longer keeps: the catalog follows
+        kept = {b.label for b in pgbackrest.info(cfg)}
+        for label in mark_expired(services.store, request.database, kept, iso(services.clock())):
+            log.info("physical backup %s of %s was expired by pgBackRest's retention", label, request.database)
+    except BackupbotError as exc:
+        log.warning("could not read which physical backups pgBackRest keeps: %s", exc)
+    return record, retention
+
+
+def _record(job_id: int, request: PhysicalBackupRequest, status: PhysicalBackupStatus, made: PhysicalBackup,
+            created, duration_s: float, version: str) -> PhysicalBackupRecord:
+    return PhysicalBackupRecord(
+        id=job_id, job_id=job_id, database=request.database, kind=request.kind, stanza=status.stanza,
+        label=made.label, type=made.type, prior=made.prior, requested_by=status.user, created_at=iso(created),
+        started_at=iso(made.started) if made.started else None, stopped_at=iso(made.stopped) if made.stopped else None,
+        duration_s=duration_s, size=made.size, delta=made.delta, repo_size=made.repo_size,
+        repo_delta=made.repo_delta, wal_start=made.wal_start, wal_stop=made.wal_stop, lsn_start=made.lsn_start,
+        lsn_stop=made.lsn_stop, checksum_errors=made.error, pgbackrest_version=version,
+    )
+
+
+# ---------------------------------------------------------------- retention, as pgBackRest applies it
+
+
+def retention_lines(services: Services, database: str) -> list[str]:
+    """What `/backup prune --dry-run` adds for a database with pgBackRest: repo1-retention-full and
+    every physical backup pgBackRest keeps now (with its catalog id when the bot took it).
+    Empty for a database without pgBackRest; problems become a line, never an exception."""
+    conf = services.settings.database(database).pgbackrest
+    if conf is None:
+        return []
+    try:
+        keep = retention_full(services.settings, database)
+        cfg = engine_config(services.settings, database)
+        kept = pgbackrest.info(cfg)
+    except BackupbotError as exc:
+        return [f"Physical backups (pgBackRest, stanza {conf.stanza}): :warning: {redact(str(exc), services.secrets())}"]
+    rule = (f"repo1-retention-full = {keep}: pgBackRest keeps the newest {keep} full backup(s) and the diff/incr "
+            "backups and WAL that depend on them, and expires the rest after each backup"
+            if keep else "repo1-retention-full is not set: pgBackRest expires nothing")
+    lines = [f"Physical backups (pgBackRest, stanza {conf.stanza}): {rule}. The bot deletes none of them."]
+    ids = {r.label: r.id for r in list_physical_backups(services.store, database)}
+    fulls = [b.label for b in kept if b.type == "full"]
+    for b in reversed(kept):
+        ours = f"#{ids[b.label]} " if b.label in ids else ""
+        stopped = iso(b.stopped) if b.stopped else "?"
+        why = "a full backup" if b.type == "full" else f"builds on {b.prior}"
+        if keep and b.type == "full" and fulls.index(b.label) < len(fulls) - keep:
+            why += " (beyond the retention: goes at the next backup)"
+        lines.append(f"  keeps: {ours}{b.label} {b.type} {stopped} · {human_bytes(b.size)} · WAL {b.wal_range} — {why}")
+    if not kept:
+        lines.append("  no physical backup yet")
+    return lines
+
+
+EXECUTORS = {PhysicalBackupRequest: execute_physical_backup}
