@@ -8,22 +8,19 @@ Every run is recorded, and a failed run posts to channels.alerts.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
-
 from commands.backup.command import BackupRequest, execute_backup
+from commands.backup.prune import prune
 from commands.chat.context import Actor, Services
-from commands.chat.reply import Notice, Reply
-from commands.errors import BackupbotError, ConfigError
-from commands.health.command import health_settings
+from commands.chat.reply import Notice, Reply, ping_heartbeat
+from commands.errors import BackupbotError
+from commands.health.command import check_database, copies_lines, production_copies
 from commands.incident.audit import record_event
-from commands.pg.dump import FORMATS
+from commands.restore.drill import run_drill
+from commands.settings_schedules import ScheduledJob, cron_trigger
 from commands.units import human_bytes, human_duration
 from state import health as health_state
 from state.backups import list_backups
@@ -33,150 +30,14 @@ from state.store import iso
 log = logging.getLogger(__name__)
 
 SCHEDULER = Actor(user="scheduler")
-PER_DATABASE_JOBS = ("retention", "drill")
-GLOBAL_JOBS = ("digest",)
-
-
-@dataclass(frozen=True)
-class ScheduledJob:
-    name: str  # e.g. "backup main", "backup_weekly main", "retention main", "digest"
-    cron: str
-    kind: str  # backup | retention | drill | digest
-    database: str | None = None
-    format: str = "custom"
-    schema_only: bool = False
-
-
-MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-NICKNAMES = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
-}
-# (name in messages, lowest, highest, names for lowest.. or None)
-CRON_FIELDS = (
-    ("minute", 0, 59, None),
-    ("hour", 0, 23, None),
-    ("day-of-month", 1, 31, None),
-    ("month", 1, 12, MONTH_NAMES),
-    ("day-of-week", 0, 7, DOW_NAMES),  # 0 and 7 are both Sunday
-)
-CRON_ELEMENT = re.compile(r"^(?:(?P<star>\*)|(?P<first>[0-9a-z]+)(?:-(?P<last>[0-9a-z]+))?)(?:/(?P<step>[0-9]+))?$",
-                          re.IGNORECASE)
-
-
-def cron_trigger(expression: str, timezone=None) -> BaseTrigger:
-    """An APScheduler trigger that fires when crontab(5) would run `expression`.
-
-    Read as Vixie cron/cronie read a crontab line: five fields (minute hour day-of-month month
-    day-of-week) of lists of `*`, `N`, `N-M`, each with an optional `/STEP`; month and weekday names;
-    weekday 0 and 7 are Sunday; `@yearly` … `@hourly`. When day-of-month and day-of-week are both
-    restricted (neither starts with `*`), a day matching EITHER runs the job, as crontab does;
-    otherwise both must match. APScheduler's own reading differs (weekdays from Monday, ANDed days),
-    so every field is parsed here and handed over as explicit values. Anything else raises ValueError
-    with what is wrong.
-    """
-    text = expression.strip()
-    if text.startswith("@"):
-        if text.lower() not in NICKNAMES:
-            raise ValueError(f"{text} is not supported (use {', '.join(sorted(NICKNAMES))} or five fields)")
-        text = NICKNAMES[text.lower()]
-    fields = text.split()
-    if len(fields) != 5:
-        raise ValueError(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
-    minute, hour, dom, month, dow = (_cron_field(field, spec) for field, spec in zip(fields, CRON_FIELDS, strict=True))
-    dow = {day % 7 for day in dow}
-    common = {"minute": _listed(minute, 0, 59), "hour": _listed(hour, 0, 23), "month": _listed(month, 1, 12),
-              "timezone": timezone}
-    days = _listed(dom, 1, 31)
-    weekdays = "*" if dow == set(range(7)) else ",".join(DOW_NAMES[d] for d in sorted(dow))
-    if fields[2].startswith("*") or fields[4].startswith("*"):
-        return CronTrigger(day=days, day_of_week=weekdays, **common)
-    return OrTrigger([CronTrigger(day=days, **common), CronTrigger(day_of_week=weekdays, **common)])
-
-
-def _cron_field(text: str, spec: tuple) -> set[int]:
-    name, low, high, names = spec
-    values: set[int] = set()
-    for element in text.split(","):
-        match = CRON_ELEMENT.match(element)
-        if not match:
-            raise ValueError(f"{name} field {text!r}: {element!r} is not crontab syntax (*, N, N-M, */S, N-M/S, lists)")
-        if match["star"]:
-            first, last = low, high
-        else:
-            first = _cron_value(match["first"], spec)
-            last = _cron_value(match["last"], spec) if match["last"] else None
-            if last is None and match["step"]:
-                raise ValueError(f"{name} field {text!r}: a step needs a range or * before it "
-                                 f"(write {match['first']}-{high}/{match['step']})")
-            last = first if last is None else last
-            if last < first:
-                hint = " (Sunday is 0 or 7: write 6-7 for Saturday to Sunday)" if name == "day-of-week" else ""
-                raise ValueError(f"{name} field {text!r}: the range {element} runs backwards{hint}")
-        step = int(match["step"]) if match["step"] else 1
-        if step < 1:
-            raise ValueError(f"{name} field {text!r}: a step must be at least 1")
-        values.update(range(first, last + 1, step))
-    return values
-
-
-def _cron_value(token: str, spec: tuple) -> int:
-    name, low, high, names = spec
-    if token.isdigit():
-        value = int(token)
-        if not low <= value <= high:
-            raise ValueError(f"{name} {value} is out of range ({low}-{high})")
-        return value
-    if names and token.lower() in names:
-        return names.index(token.lower()) + (1 if name == "month" else 0)
-    hint = f" (or {names[0]}…{names[-1]})" if names else ""
-    raise ValueError(f"{name} {token!r} is not a number {low}-{high}{hint}")
-
-
-def _listed(values: set[int], low: int, high: int) -> str:
-    return "*" if values == set(range(low, high + 1)) else ",".join(str(v) for v in sorted(values))
+# ScheduledJob and cron_trigger live with the [schedules] parsing (kernel); bot/scheduler.py takes them from here.
+__all__ = ["SCHEDULER", "Digest", "ScheduledJob", "alert", "build_digest", "check_rpo", "cron_trigger", "run_scheduled",
+           "scheduled_jobs"]
 
 
 def scheduled_jobs(services: Services) -> list[ScheduledJob]:
-    """Read [schedules]: `digest = CRON` and, per database, `[schedules.DB] backup* = CRON or {cron, format}`,
-    `retention = CRON`, `drill = CRON`."""
-    raw = services.settings.schedules or {}
-    jobs = []
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            database = services.settings.database(key).name if key in services.settings.databases else None
-            if database is None:
-                raise ConfigError(f"schedules.{key}: no database {key!r} is configured")
-            for job_key, spec in value.items():
-                jobs.append(_job(f"schedules.{key}.{job_key}", job_key, spec, database))
-        elif key in GLOBAL_JOBS:
-            jobs.append(_job(f"schedules.{key}", key, value, None))
-        else:
-            raise ConfigError(f"schedules.{key}: unknown key (use digest = CRON, or a [schedules.DB] table)")
-    return jobs
-
-
-def _job(path: str, key: str, spec, database: str | None) -> ScheduledJob:
-    options = spec if isinstance(spec, dict) else {"cron": spec}
-    cron = options.get("cron")
-    if not isinstance(cron, str):
-        raise ConfigError(f"{path}: expected a cron expression like \"0 2 * * *\" or {{cron = ..., format = ...}}")
-    try:
-        cron_trigger(cron)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {cron!r} is not a cron expression ({exc})") from None
-    if key.startswith("backup"):
-        unknown = set(options) - {"cron", "format", "schema_only"}
-        if unknown:
-            raise ConfigError(f"{path}.{sorted(unknown)[0]}: unknown key (known: cron, format, schema_only)")
-        fmt = options.get("format", "custom")
-        if fmt not in FORMATS:
-            raise ConfigError(f"{path}.format: {fmt!r} is not custom, plain or gzip")
-        return ScheduledJob(f"{key} {database}", cron, "backup", database, fmt, bool(options.get("schema_only", False)))
-    if key in PER_DATABASE_JOBS and database or key in GLOBAL_JOBS and database is None:
-        return ScheduledJob(f"{key} {database}" if database else key, cron, key, database)
-    raise ConfigError(f"{path}: unknown schedule (backup…, retention, drill per database; digest globally)")
+    """The [schedules] jobs, parsed and checked when the config loaded."""
+    return list(services.settings.schedules)
 
 
 def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> str:
@@ -213,15 +74,12 @@ def _backup(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
                                                     kind="scheduled"), actor, _ChannelReply(reply, channel))
     if status.state != "succeeded":
         return f"backup #{status.job_id} failed: {status.error}"
-    from commands.chat.reply import ping_heartbeat  # an outside monitor notices when these pings stop
-
+    # an outside monitor notices when these pings stop
     ping_heartbeat(services.settings.database(job.database).heartbeat_url, services.secrets())
     return None
 
 
 def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
-    from commands.backup.prune import prune
-
     report = prune(services, job.database, dry_run=False)
     if report.blocked:
         return f"retention of {job.database} deleted nothing: {report.blocked}"
@@ -231,8 +89,6 @@ def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | Non
 
 
 def _drill(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
-    from commands.restore.drill import run_drill
-
     result = run_drill(services, "latest", job.database, SCHEDULER)
     channel = services.settings.channels.digest or services.settings.channels.alerts
     if channel:
@@ -279,7 +135,7 @@ class _ChannelReply:
 
 def check_rpo(services: Services, reply: Reply) -> list[str]:
     """Post once when a database breaches its RPO, once when it recovers. Run every minute."""
-    rpo = timedelta(hours=health_settings(services)["rpo_hours"])
+    rpo = timedelta(hours=services.settings.health.rpo_hours)
     now = services.clock()
     posted = []
     for database in services.settings.databases:
@@ -311,12 +167,10 @@ class Digest:
 
 
 def build_digest(services: Services) -> Digest:
-    from commands.health.command import check_database, copies_lines, production_copies
-
     now = services.clock()
     previous = [r for r in health_state.runs(services.store, job="digest") if r["status"] == "succeeded"]
     since = previous[-1]["started_at"] if previous else iso(now - timedelta(days=1))
-    rpo = timedelta(hours=health_settings(services)["rpo_hours"])
+    rpo = timedelta(hours=services.settings.health.rpo_hours)
     lines = [f"*backupbot digest* {iso(now)}"]
     for database in services.settings.databases:
         report = check_database(services, database)

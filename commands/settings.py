@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commands.errors import ConfigError
+from commands.errors import ConfigError, UnknownDatabaseError
+from commands.settings_health import HealthSettings, parse_health
+from commands.settings_incidents import IncidentSettings, parse_incidents
+from commands.settings_retention import RetentionRules, parse_retention
+from commands.settings_schedules import ScheduledJob, parse_schedules
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 SLACK_ID_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -94,10 +98,11 @@ class Settings:
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
-    schedules: Mapping[str, object] = field(default_factory=dict)
-    retention: Mapping[str, object] = field(default_factory=dict)
-    health: Mapping[str, object] = field(default_factory=dict)
-    incidents: Mapping[str, object] = field(default_factory=dict)
+    # The sections below are parsed and checked once, in parse_settings (see commands/settings_*.py).
+    schedules: tuple[ScheduledJob, ...] = ()
+    retention: Mapping[str, RetentionRules] = field(default_factory=dict)  # per configured database
+    health: HealthSettings = field(default_factory=HealthSettings)
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
@@ -105,13 +110,15 @@ class Settings:
     config_path: str | None = None
 
     def database(self, name: str) -> DatabaseConfig:
-        from commands.errors import UnknownDatabaseError
-
         try:
             return self.databases[name]
         except KeyError:
             known = ", ".join(sorted(self.databases)) or "none"
             raise UnknownDatabaseError(f"unknown database {name!r} (configured: {known})") from None
+
+    def retention_for(self, database: str) -> RetentionRules:
+        """The retention rules of `database` ([retention] with its [retention.DB] overrides)."""
+        return self.retention.get(database) or RetentionRules()
 
     @property
     def default_database(self) -> str:
@@ -154,10 +161,11 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
     storage = _table(raw, "storage")
     access = _table(raw, "access")
     channels = _table(raw, "channels")
+    databases = _databases(raw, env)
     return Settings(
         state_path=_str(state, "state.path", "path", "backupbot.db"),
         storage_url=_str(storage, "storage.url", "url", "file://./backups"),
-        databases=_databases(raw, env),
+        databases=databases,
         access=_access(access),
         channels=ChannelsConfig(
             alerts=_channel(channels, "alerts"),
@@ -165,10 +173,10 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
         ),
         alerts=_alerts(_table(raw, "alerts")),
         jobs=_jobs(_table(raw, "jobs")),
-        schedules=_table(raw, "schedules"),
-        retention=_table(raw, "retention"),
-        health=_table(raw, "health"),
-        incidents=_table(raw, "incidents"),
+        schedules=parse_schedules(_table(raw, "schedules"), databases),
+        retention=parse_retention(_table(raw, "retention"), databases),
+        health=parse_health(_table(raw, "health")),
+        incidents=parse_incidents(_table(raw, "incidents")),
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
         slack_app_token=env.get("SLACK_APP_TOKEN") or None,

@@ -15,7 +15,7 @@ import pytest
 from bot.preflight import run_preflight
 from bot.scheduler import build_scheduler
 from commands.errors import ConfigError
-from commands.schedules import cron_trigger, scheduled_jobs
+from commands.schedules import cron_trigger
 from tests.builders import make_settings
 
 START = datetime(2026, 1, 30, 12, 0, 30, tzinfo=UTC)  # Friday, half a minute past noon
@@ -101,9 +101,8 @@ BAD = {
 
 @pytest.mark.parametrize("expression", list(BAD))
 def test_bad_expressions_get_a_clear_error_naming_the_key(tmp_path, expression):
-    settings = make_settings(tmp_path, "postgresql://u@127.0.0.1:1/app", schedules={"main": {"backup": expression}})
     with pytest.raises(ConfigError) as refused:
-        scheduled_jobs(SimpleNamespace(settings=settings))
+        make_settings(tmp_path, "postgresql://u@127.0.0.1:1/app", schedules={"main": {"backup": expression}})
     message = str(refused.value)
     assert message.startswith(f"schedules.main.backup: {expression!r} is not a cron expression (")
     assert BAD[expression] in message

@@ -9,6 +9,7 @@ import time
 import psycopg
 import pytest
 
+from commands.errors import ConfigError
 from tests.builders import make_console, make_settings
 
 
@@ -105,8 +106,9 @@ def test_growth_since_previous_sample(console, sample_dsn, tmp_path):
 def test_bad_input_and_config(console, tmp_path, sample_dsn):
     assert "unknown database 'nope'" in console.run("/db-health nope")
     assert "too many words" in console.run("/db-health a b")
-    bad = make_console(make_settings(tmp_path / "x", sample_dsn, health={"rpo_hourz": 3}))
-    assert "health.rpo_hourz: unknown key" in bad.run("/db-health")
+    with pytest.raises(ConfigError) as bad:
+        make_settings(tmp_path / "x", sample_dsn, health={"rpo_hourz": 3})
+    assert "health.rpo_hourz: unknown key" in str(bad.value)
 
 
 def test_db_health_through_slack(tmp_path, sample_dsn, slack_env, fake_slack, start_bot):
@@ -119,7 +121,7 @@ def test_db_health_through_slack(tmp_path, sample_dsn, slack_env, fake_slack, st
 
 # ---------------------------------------------------------------- who may look, and what they see
 
-from commands.health.command import normalize_query  # noqa: E402
+from commands.health.query_text import normalize_query  # noqa: E402
 
 
 @pytest.mark.parametrize("query, shown", [

@@ -19,7 +19,6 @@ from commands import dispatch
 from commands.chat.context import Actor
 from commands.errors import ConfigError
 from commands.incident.audit import record_event
-from commands.incident.config import incident_settings
 from state import incidents as incident_state
 from tests.builders import FakeClock, make_console, make_settings
 
@@ -319,8 +318,8 @@ def test_incident_config_errors_name_the_key(tmp_path):
                        ({"page_size": 5000}, "incidents.page_size"), ({"colour": "red"}, "incidents.colour"),
                        ({"emoji": ""}, "incidents.emoji")]:
         with pytest.raises(ConfigError, match=re.escape(key)):
-            incident_settings(make_settings(tmp_path, None, incidents=table))
-    cfg = incident_settings(make_settings(tmp_path, None))
+            make_settings(tmp_path, None, incidents=table)
+    cfg = make_settings(tmp_path, None).incidents
     assert (cfg.emoji, cfg.rpo_hours, cfg.rto_hours(1), cfg.rto_hours(2)) == ("stopwatch", 24, 1, 4)
 
 

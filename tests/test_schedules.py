@@ -84,9 +84,8 @@ def test_jobs_are_built_from_config_with_their_next_runs(tmp_path, sample_dsn, c
     ({"weekly": "0 2 * * *"}, "schedules.weekly: unknown key"),
 ])
 def test_bad_schedules_name_the_key(tmp_path, sample_dsn, clock, schedules, message):
-    services = services_for(tmp_path, sample_dsn, clock, schedules=schedules)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        scheduled_jobs(services)
+        services_for(tmp_path, sample_dsn, clock, schedules=schedules)
 
 
 def test_scheduled_backup_runs_is_recorded_and_posts(tmp_path, sample_dsn, clock):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from commands.backup.retention import Decision, decide, retention_rules
+from commands.backup.retention import Decision, decide
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, Services
@@ -65,7 +65,7 @@ def latest_scheduled_failing(services: Services, database: str) -> bool:
 
 
 def prune(services: Services, database: str, dry_run: bool) -> PruneReport:
-    rules = retention_rules(services.settings.retention or {}, database)
+    rules = services.settings.retention_for(database)
     decisions = tuple(decide(list_backups(services.store, database), rules, services.clock()))
     if latest_scheduled_failing(services, database):
         return PruneReport(database, decisions, dry_run, blocked="the latest scheduled backup of this database failed")

@@ -1,5 +1,7 @@
 """Retention: grandfather-father-son rules with a maximum age, as pure decisions with reasons.
 
+The rules come parsed from the config (commands/settings_retention.py: `Settings.retention_for(db)`).
+
 `max_age_days` is the runbook's 30-day GDPR ceiling and wins over keep_last/daily/weekly/monthly.
 Two safety rules win over everything: the newest verified backup is never deleted (a restore
 must stay possible), and nothing is deleted while the latest scheduled backup is failing.
@@ -7,40 +9,13 @@ must stay possible), and nothing is deleted while the latest scheduled backup is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from commands.errors import ConfigError
+from commands.settings_retention import RetentionRules
 from state.backups import BackupRecord
 
-RULE_KEYS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "max_age_days")
-DEFAULT_RULES = {"keep_last": 7, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 0, "max_age_days": 30}
-
-
-@dataclass(frozen=True)
-class RetentionRules:
-    keep_last: int = 7
-    keep_daily: int = 7
-    keep_weekly: int = 4
-    keep_monthly: int = 0
-    max_age_days: int | None = 30
-
-
-def retention_rules(raw: Mapping, database: str) -> RetentionRules:
-    """`[retention]` applies to every database; `[retention.DB]` overrides it for one."""
-    values = dict(DEFAULT_RULES)
-    for scope, table in (("retention", {k: v for k, v in raw.items() if not isinstance(v, dict)}),
-                         (f"retention.{database}", raw.get(database) or {})):
-        for key, value in table.items():
-            if key not in RULE_KEYS:
-                raise ConfigError(f"{scope}.{key}: unknown key (known: {', '.join(RULE_KEYS)})")
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{scope}.{key}: expected a whole number >= 0, got {value!r}")
-            values[key] = value
-    if values["max_age_days"] == 0:
-        values["max_age_days"] = None
-    return RetentionRules(**values)
+__all__ = ["Decision", "RetentionRules", "decide"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply
 from commands.errors import BackupbotError, NotAllowedError, NotFoundError, UsageError
-from commands.incident.config import IncidentSettings, incident_settings, zone_named
 from commands.incident.export import FORMATS, export_incident
 from commands.incident.messages import (
     CHECKLIST,
@@ -35,6 +34,7 @@ from commands.incident.messages import (
     measure,
 )
 from commands.redact import redact
+from commands.settings_incidents import IncidentSettings, zone_named
 from state import incidents as state
 from state.store import iso
 
@@ -312,7 +312,7 @@ def _chosen(services: Services, actor: Actor, incident_id: int | None) -> state.
 
 
 def header_for(services: Services, incident: state.Incident) -> IncidentHeader:
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
     return IncidentHeader(incident, cfg.zone, cfg.rpo_hours, cfg.rto_hours(incident.severity), cfg.emoji)
 
 
@@ -339,7 +339,7 @@ def _clean(services: Services, text: str) -> str:
 
 
 def execute_open(services: Services, request: OpenRequest, actor: Actor, reply: Reply) -> state.Incident:
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
     channel = _channel(actor)
     now = services.clock()
     started = resolve_at(request.at, cfg, now)
@@ -358,7 +358,7 @@ def execute_open(services: Services, request: OpenRequest, actor: Actor, reply: 
 
 
 def execute_note(services: Services, request: NoteRequest, actor: Actor, reply: Reply) -> int:
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
     incident = _open_here(services, actor)
     at = iso(resolve_at(request.at, cfg, services.clock()))
     text = _clean(services, request.text)
@@ -397,7 +397,7 @@ def execute_status(services: Services, request: StatusRequest, actor: Actor, rep
 
 
 def execute_close(services: Services, request: CloseRequest, actor: Actor, reply: Reply) -> state.Incident:
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
     incident = _open_here(services, actor)
     closed_at = iso(services.clock())
     root_cause = _clean(services, request.root_cause)
@@ -421,7 +421,7 @@ def execute_close(services: Services, request: CloseRequest, actor: Actor, reply
 
 
 def execute_timeline(services: Services, request: TimelineRequest, actor: Actor, reply: Reply) -> TimelinePage:
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
     incident = _chosen(services, actor, request.incident_id)
     total = state.count_entries(services.store, incident.id)
     pages = max(1, math.ceil(total / cfg.page_size))
@@ -434,7 +434,7 @@ def execute_timeline(services: Services, request: TimelineRequest, actor: Actor,
 
 
 def execute_list(services: Services, request: ListRequest, actor: Actor, reply: Reply) -> IncidentList:
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
     result = IncidentList(_channel(actor), tuple(state.list_incidents(services.store, _channel(actor))), cfg.zone)
     reply.ephemeral(result)
     return result
@@ -446,7 +446,7 @@ def execute_export(services: Services, request: ExportRequest, actor: Actor, rep
 
 
 def _upload(services: Services, incident: state.Incident, fmt: str, tz: str, reply: Reply) -> tuple[str, int]:
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
     filename, content, count = export_incident(services.store, incident, fmt, zone_named(tz), tz, cfg.rpo_hours,
                                                cfg.rto_hours(incident.severity))
     reply.upload_file(filename, content, f"Incident #{incident.id} timeline ({count:,} entries, times in {tz})")
@@ -468,10 +468,7 @@ EXECUTORS = {
 
 
 def stopwatch_emoji(settings) -> str:
-    try:
-        return incident_settings(settings).emoji
-    except BackupbotError:
-        return "stopwatch"
+    return settings.incidents.emoji
 
 
 def slack_ts_time(ts: str | None) -> datetime | None:
@@ -483,9 +480,9 @@ def slack_ts_time(ts: str | None) -> datetime | None:
 
 def handle_stopwatch(services: Services, event, reply: Reply) -> None:
     """A :stopwatch: on a message in a channel with an open incident puts the message on its timeline."""
-    if event.emoji != stopwatch_emoji(services.settings):
-        return  # every reaction comes through here: only ours may report a bad [incidents] table
-    cfg = incident_settings(services.settings)
+    cfg = services.settings.incidents
+    if event.emoji != cfg.emoji:
+        return  # every reaction comes through here
     incident = state.open_incident_in(services.store, event.channel)
     if incident is None:
         return

@@ -1,4 +1,5 @@
-"""[incidents]: the :stopwatch: emoji, the recovery targets, the display zone, the timeline page size.
+"""[incidents], parsed once when the config loads: the :stopwatch: emoji, the recovery targets, the display
+zone, the timeline page size.
 
 Defaults are the runbook's: RPO 24 h, RTO 1 h for critical data loss (severity 1), 4 h for a full
 restore (any other severity). A bad value is a ConfigError naming the key.
@@ -16,11 +17,11 @@ page_size = 50
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from commands.errors import ConfigError, UsageError
-from commands.settings import Settings
 
 KNOWN = ("emoji", "rpo_hours", "rto_critical_hours", "rto_full_hours", "timezone", "page_size")
 
@@ -42,8 +43,7 @@ class IncidentSettings:
         return self.rto_critical_hours if severity == 1 else self.rto_full_hours
 
 
-def incident_settings(settings: Settings) -> IncidentSettings:
-    table = dict(settings.incidents or {})
+def parse_incidents(table: Mapping) -> IncidentSettings:
     unknown = sorted(set(table) - set(KNOWN))
     if unknown:
         raise ConfigError(f"incidents.{unknown[0]}: unknown key (known: {', '.join(KNOWN)})")
@@ -65,7 +65,7 @@ def incident_settings(settings: Settings) -> IncidentSettings:
     return IncidentSettings(emoji=emoji.strip(": "), timezone=timezone, page_size=page_size, **hours)
 
 
-def _hours(table: dict, key: str, default: float) -> float:
+def _hours(table: Mapping, key: str, default: float) -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 365:
         raise ConfigError(f"incidents.{key}: expected a number of hours above 0, got {value!r}")
