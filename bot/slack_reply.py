@@ -1,7 +1,9 @@
 """The Reply that speaks Slack's Web API: chat.postMessage/update, ephemerals, threads, reactions.
 
 Message ids are "CHANNEL:TS" so an update or a thread reply needs nothing else. When the bot may
-not post in the channel (not invited), the slash command's response_url is the fallback.
+not post in the channel (not invited), the slash command's response_url is the fallback: such a
+message's id ("response_url:CHANNEL:TOKEN") is editable only by the SlackReply that posted it, so a
+stored id (an incident's header) never makes another command's reply replace its own message.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -111,6 +114,7 @@ class SlackReply:
         self.channel = channel
         self.response_url = response_url
         self.response_url_uses = 0
+        self._response_token = uuid.uuid4().hex[:12]  # ties response_url message ids to this reply
         if isinstance(client, WebClient):
             add_retry_handlers(client)
 
@@ -126,12 +130,15 @@ class SlackReply:
         except SlackApiError as exc:
             if exc.response.get("error") in NOT_POSTABLE and self.response_url and channel == self.channel:
                 self._respond(message, response_type="in_channel")
-                return f"{RESPONSE_URL_ID}:{channel}"
+                return f"{RESPONSE_URL_ID}:{channel}:{self._response_token}"
             raise
 
     def update(self, message_id: str, message: Message) -> None:
         channel, ts = split_id(message_id)
         if channel == RESPONSE_URL_ID:
+            if not ts.endswith(f":{self._response_token}"):  # another command's response_url: not ours to replace
+                log.info("not editing %s: it was posted through another command's response_url", message_id)
+                return
             self._respond(message, response_type="in_channel", replace_original=True)
             return
         _note_channel_call(channel)

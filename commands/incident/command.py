@@ -320,9 +320,7 @@ def refresh_header(services: Services, incident_id: int, reply: Reply) -> None:
     """Edit the header message to show the incident as it stands now; failures are logged, not raised."""
     try:
         incident = state.get_incident(services.store, incident_id)
-        # a header posted through a slash command's response_url (bot not in the channel) cannot be edited
-        # from another command's reply: that would replace the other command's message
-        if incident is not None and incident.header_message_id and not incident.header_message_id.startswith("response_url:"):
+        if incident is not None and incident.header_message_id:  # the adapter knows which ids it can still edit
             reply.update(incident.header_message_id, header_for(services, incident))
     except Exception:
         log.exception("could not refresh the header of incident #%s", incident_id)

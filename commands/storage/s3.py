@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
@@ -115,16 +116,22 @@ class S3ArtifactWriter:
         if self._done:
             raise StorageError(f"writing {self._name} failed: writer already closed")
         view = memoryview(data)
-        try:
+        with self._aborting_on_error("writing"):
             while view:
                 take = self.part_size - len(self._buffer)
                 self._buffer += view[:take]
                 view = view[take:]
                 if len(self._buffer) >= self.part_size:
                     self._upload_part()
+
+    @contextmanager
+    def _aborting_on_error(self, action: str) -> Iterator[None]:
+        """Any failure inside aborts the multipart upload (nothing becomes visible) and raises a StorageError."""
+        try:
+            yield
         except _S3_ERRORS as exc:
             self.abort()
-            raise _storage_error(f"writing {self._name}", exc) from exc
+            raise _storage_error(f"{action} {self._name}", exc) from exc
         except StorageError:
             self.abort()
             raise
@@ -142,18 +149,12 @@ class S3ArtifactWriter:
     def commit(self) -> None:
         if self._done:
             raise StorageError(f"storing {self._name} failed: writer already closed")
-        try:
+        with self._aborting_on_error("storing"):
             if self._buffer or not self._parts:
                 self._upload_part()
             self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self._parts}
             )
-        except _S3_ERRORS as exc:
-            self.abort()
-            raise _storage_error(f"storing {self._name}", exc) from exc
-        except StorageError:
-            self.abort()
-            raise
         self._done = True
         self._buffer = bytearray()
 
