@@ -30,6 +30,7 @@ import logging
 from datetime import datetime
 
 from commands.chat.context import Actor, Services
+from commands.incident.header import refresh_header
 from commands.redact import redact
 from state import incidents as incident_state
 from state.backups import get_backup
@@ -75,8 +76,6 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
                     if _apply_to_incident(db, incident.id, kind, when, actor, detail, recovery):
                         changed.append(incident.id)
         if reply is not None and changed:
-            from commands.incident.command import refresh_header
-
             for incident_id in changed:
                 refresh_header(services, incident_id, reply)
         return audit_id

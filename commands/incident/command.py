@@ -24,6 +24,7 @@ from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply
 from commands.errors import BackupbotError, NotAllowedError, NotFoundError, UsageError
 from commands.incident.export import FORMATS, export_incident
+from commands.incident.header import header_for, refresh_header
 from commands.incident.messages import (
     CHECKLIST,
     CloseSummary,
@@ -309,21 +310,6 @@ def _chosen(services: Services, actor: Actor, incident_id: int | None) -> state.
     if incident.channel != channel:
         raise NotAllowedError(f"incident #{incident_id} belongs to <#{incident.channel}>: run this there")
     return incident
-
-
-def header_for(services: Services, incident: state.Incident) -> IncidentHeader:
-    cfg = services.settings.incidents
-    return IncidentHeader(incident, cfg.zone, cfg.rpo_hours, cfg.rto_hours(incident.severity), cfg.emoji)
-
-
-def refresh_header(services: Services, incident_id: int, reply: Reply) -> None:
-    """Edit the header message to show the incident as it stands now; failures are logged, not raised."""
-    try:
-        incident = state.get_incident(services.store, incident_id)
-        if incident is not None and incident.header_message_id:  # the adapter knows which ids it can still edit
-            reply.update(incident.header_message_id, header_for(services, incident))
-    except Exception:
-        log.exception("could not refresh the header of incident #%s", incident_id)
 
 
 def _audit(services: Services, kind: str, incident: state.Incident, actor: str | None, at: str, text: str,
