@@ -6,12 +6,15 @@ import logging
 import sys
 import uuid
 
+from commands.backup.physical import engine_config
 from commands.errors import BackupbotError
+from commands.pg import pgbackrest
 from commands.pg.snapshot import connect
 from commands.pg.tools import major, tool_version
 from commands.redact import redact
 from commands.settings import Settings, load_settings
 from commands.storage import open_storage
+from commands.units import human_duration
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ def run_preflight(config_path: str | None = None, out=None) -> int:
     results.append(check_sections(settings))
     results.append(check_access(settings))
     results.extend(check_databases(settings))
+    results.extend(check_pgbackrest(settings))
     results.append(check_storage(settings))
     if settings.slack_bot_token:
         results.append(check_slack(settings))
@@ -86,6 +90,43 @@ def check_databases(settings: Settings) -> list[tuple[bool, str]]:
             results.append((ok, f"database {db.name}: pg_dump {dump_version} {'>=' if ok else '<'} server {server}"))
         except BackupbotError as exc:
             results.append((False, f"database {db.name}: {redact(str(exc), settings.secrets())}"))
+    return results
+
+
+def check_pgbackrest(settings: Settings) -> list[tuple[bool, str]]:
+    """Per database with `pgbackrest`: the server archives into that stanza (archive_mode, archive_command),
+    pg_stat_archiver's last archived WAL and failures, and `pgbackrest check` (which archives a WAL switch)."""
+    results = []
+    for db in settings.databases.values():
+        if db.pgbackrest is None:
+            continue
+        name = f"pgbackrest {db.name} (stanza {db.pgbackrest.stanza})"
+        try:
+            cfg = engine_config(settings, db.name)
+            status = pgbackrest.archiver_status(db.require_url())
+        except BackupbotError as exc:
+            results.append((False, f"{name}: {redact(str(exc), settings.secrets())}"))
+            continue
+        pushes = status.archiving and status.pushes_to(cfg)
+        results.append((pushes, f"{name}: archive_mode {status.archive_mode}, archive_command "
+                                + ("pushes to this stanza" if pushes else
+                                   f"does not push to this stanza ({status.archive_command or 'empty'!r}); expected "
+                                   f"pgbackrest --stanza={cfg.stanza} archive-push %p")))
+        if status.last_archived_wal:
+            age = f" ({human_duration(status.rpo_seconds)} ago)" if status.rpo_seconds is not None else ""
+            last = f"last archived WAL {status.last_archived_wal}{age}"
+        else:
+            last = "no WAL archived yet"
+        failures = f"{status.failed_count} failure(s)"
+        if status.last_failed_wal:
+            failures += f", last {status.last_failed_wal} at {status.last_failed_time:%Y-%m-%d %H:%M:%S%z}"
+        results.append((not status.failing, f"{name}: {last}; {failures}"
+                        + ("; the latest attempt FAILED" if status.failing else "")))
+        try:
+            pgbackrest.check(cfg)
+            results.append((True, f"{name}: pgbackrest check ok (a WAL switch reached the repository)"))
+        except BackupbotError as exc:
+            results.append((False, f"{name}: {redact(str(exc), settings.secrets())}"))
     return results
 
 

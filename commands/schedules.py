@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from commands.backup.command import BackupRequest, execute_backup
+from commands.backup.physical import PhysicalBackupRequest, execute_physical_backup
 from commands.backup.prune import prune
 from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, ping_heartbeat
@@ -79,6 +80,17 @@ def _backup(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     return None
 
 
+def _physical(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
+    """`[schedules.DB] physical = CRON` or `{ cron, type }`: a pgBackRest backup, posted like a scheduled dump."""
+    channel = services.settings.channels.digest or services.settings.channels.alerts
+    actor = Actor(user=SCHEDULER.user, channel=channel)
+    status = execute_physical_backup(services, PhysicalBackupRequest(database=job.database, type=job.backup_type,
+                                                                     kind="scheduled"), actor, _ChannelReply(reply, channel))
+    if status.state != "succeeded":
+        return f"physical backup #{status.job_id} failed: {status.error}"
+    return None
+
+
 def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     report = prune(services, job.database, dry_run=False)
     if report.blocked:
@@ -105,7 +117,8 @@ def _digest(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     return None
 
 
-JOB_BODIES: Mapping[str, Callable] = {"backup": _backup, "retention": _retention, "drill": _drill, "digest": _digest}
+JOB_BODIES: Mapping[str, Callable] = {"backup": _backup, "physical": _physical, "retention": _retention, "drill": _drill,
+                                      "digest": _digest}
 
 
 class _ChannelReply:

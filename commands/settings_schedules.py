@@ -36,6 +36,7 @@ class ScheduledJob:
     database: str | None = None
     format: str = "custom"
     schema_only: bool = False
+    backup_type: str = "full"  # physical (pgBackRest) backups: full | diff | incr
 
 
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -132,6 +133,8 @@ def _listed(values: set[int], low: int, high: int) -> str:
 def parse_schedules(raw: Mapping, databases: Iterable[str]) -> tuple[ScheduledJob, ...]:
     """Read [schedules]: `digest = CRON` and, per database, `[schedules.DB] backup* = CRON or {cron, format}`,
     `retention = CRON`, `drill = CRON`."""
+    with_pgbackrest = {name for name, db in databases.items() if getattr(db, "pgbackrest", None)} \
+        if isinstance(databases, Mapping) else None
     databases = list(databases)
     jobs = []
     for key, value in raw.items():
@@ -140,6 +143,9 @@ def parse_schedules(raw: Mapping, databases: Iterable[str]) -> tuple[ScheduledJo
                 raise ConfigError(f"schedules.{key}: no database {key!r} is configured")
             for job_key, spec in value.items():
                 jobs.append(_job(f"schedules.{key}.{job_key}", job_key, spec, key))
+                if jobs[-1].kind == "physical" and with_pgbackrest is not None and key not in with_pgbackrest:
+                    raise ConfigError(f"schedules.{key}.{job_key}: databases.{key} has no pgbackrest = {{...}}, "
+                                      "so it has no physical backups to schedule")
         elif key in GLOBAL_JOBS:
             jobs.append(_job(f"schedules.{key}", key, value, None))
         else:
@@ -166,4 +172,12 @@ def _job(path: str, key: str, spec, database: str | None) -> ScheduledJob:
         return ScheduledJob(f"{key} {database}", cron, "backup", database, fmt, bool(options.get("schema_only", False)))
     if key in PER_DATABASE_JOBS and database or key in GLOBAL_JOBS and database is None:
         return ScheduledJob(f"{key} {database}" if database else key, cron, key, database)
-    raise ConfigError(f"{path}: unknown schedule (backup…, retention, drill per database; digest globally)")
+    if key.startswith("physical") and database:  # pgBackRest: physical = CRON or { cron, type = full|diff|incr }
+        unknown = set(options) - {"cron", "type"}
+        if unknown:
+            raise ConfigError(f"{path}.{sorted(unknown)[0]}: unknown key (known: cron, type)")
+        backup_type = options.get("type", "full")
+        if backup_type not in ("full", "diff", "incr"):
+            raise ConfigError(f"{path}.type: {backup_type!r} is not full, diff or incr")
+        return ScheduledJob(f"{key} {database}", cron, "physical", database, backup_type=backup_type)
+    raise ConfigError(f"{path}: unknown schedule (backup…, physical…, retention, drill per database; digest globally)")

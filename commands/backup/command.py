@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from commands.backup.physical import physical_list_line
 from commands.chat.access import ANYONE, OPERATOR
 from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
@@ -28,6 +29,7 @@ from commands.redact import redact
 from commands.units import human_bytes, human_duration, human_rate
 from state import jobs as job_state
 from state.backups import BackupRecord, add_backup, list_backups
+from state.physical_backups import PhysicalBackupRecord, list_physical_backups
 from state.store import iso
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ USAGE = """Usage:
 `/backup list [DB] [--limit N]`
 `/backup prune [DB] [--dry-run]`  (apply retention; --dry-run shows what goes and stays)
 `/backup verify BACKUP_ID|latest [DB]`  (restore drill into a scratch database)
+`/backup physical [DB] [--type full|diff|incr]`  (pgBackRest backup of the cluster, when configured)
 `/backup help`"""
 
 FLAGS = {"--format": "str", "--tables": "str", "--schema-only": "bool", "--note": "rest"}
@@ -178,14 +181,19 @@ class BackupList:
     database: str | None
     records: tuple[BackupRecord, ...]
     now: datetime
+    physical: tuple[PhysicalBackupRecord, ...] = ()  # pgBackRest backups, listed among the others by time
 
     def text(self) -> str:
         scope = self.database or "all databases"
-        if not self.records:
+        if not self.records and not self.physical:
             return f"No backups of {scope} yet. Run `/backup {self.database or ''}`.".replace("  ", " ")
         lines = [f"Backups of {scope} (newest first):"]
-        for r in self.records:
+        entries = [(r.created_at, r.id, r) for r in self.records] + [(p.created_at, p.id, p) for p in self.physical]
+        for _, _, r in sorted(entries, key=lambda e: (e[0], e[1]), reverse=True):
             age = human_duration((self.now - datetime.fromisoformat(r.created_at)).total_seconds())
+            if isinstance(r, PhysicalBackupRecord):
+                lines.append(physical_list_line(r, age))
+                continue
             what = r.format + (" schema-only" if r.schema_only else "") + (f" tables {','.join(r.tables)}" if r.tables else "")
             of = r.database + (f" (database {r.dbname})" if r.dbname and r.kind == "pre-restore" else "")
             lines.append(f"#{r.id} · {of} · {r.created_at} ({age} ago) · {what} · {human_bytes(r.size)} · "
@@ -385,7 +393,12 @@ def manifest_json(record: BackupRecord) -> bytes:
 
 def execute_backup_list(services: Services, request: BackupListRequest, actor: Actor, reply: Reply) -> BackupList:
     records = tuple(list_backups(services.store, request.database, limit=request.limit))
-    result = BackupList(database=request.database, records=records, now=services.clock())
+    physical = tuple(list_physical_backups(services.store, request.database, limit=request.limit))
+    if len(records) + len(physical) > request.limit:  # the newest `limit` of both kinds together
+        cut = sorted([(r.created_at, r.id) for r in records + physical], reverse=True)[request.limit - 1]
+        records = tuple(r for r in records if (r.created_at, r.id) >= cut)
+        physical = tuple(p for p in physical if (p.created_at, p.id) >= cut)
+    result = BackupList(database=request.database, records=records, now=services.clock(), physical=physical)
     from commands.health.command import copies_lines, production_copies
 
     copies = copies_lines(production_copies(services, request.database))  # restores --into a new database

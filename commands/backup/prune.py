@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from commands.backup.physical import retention_lines
 from commands.backup.retention import Decision, decide
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
@@ -43,6 +44,7 @@ class PruneReport:
     dry_run: bool
     blocked: str | None = None
     errors: tuple[str, ...] = ()
+    physical: tuple[str, ...] = ()  # pgBackRest's own retention, reported by --dry-run
 
     def text(self) -> str:
         goes = [d for d in self.decisions if not d.keep]
@@ -55,6 +57,7 @@ class PruneReport:
         lines += [f"  goes:  #{d.record.id} {d.record.created_at} — {'; '.join(d.reasons)}" for d in goes]
         lines += [f"  stays: #{d.record.id} {d.record.created_at} — {'; '.join(d.reasons)}" for d in stays]
         lines += [f"  error: {e}" for e in self.errors]
+        lines += list(self.physical)
         return "\n".join(lines)
 
 
@@ -86,6 +89,8 @@ def prune(services: Services, database: str, dry_run: bool) -> PruneReport:
 
 def execute_prune(services: Services, request: PruneRequest, actor: Actor, reply: Reply) -> PruneReport:
     report = prune(services, request.database, request.dry_run)
+    if request.dry_run:
+        report = replace(report, physical=tuple(retention_lines(services, request.database)))
     reply.post(report)
     if not request.dry_run:
         record_event(services, "retention.pruned", database=request.database, actor=actor, text=report.text().splitlines()[0])
