@@ -62,7 +62,7 @@ _SOURCES = [
     f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attacl IS NOT NULL AND {_USER_NS}",
     "SELECT x.fdwowner AS owner, x.fdwacl AS acl FROM pg_foreign_data_wrapper x",
     "SELECT x.srvowner AS owner, x.srvacl AS acl FROM pg_foreign_server x",
-    "SELECT x.umuser AS owner, NULL::aclitem[] AS acl FROM pg_user_mappings x WHERE x.umuser <> 0",  # the view: any user may read it
+    "SELECT x.umuser AS owner, NULL::aclitem[] AS acl FROM pg_user_mappings x WHERE x.umuser <> 0",  # the view: readable by all
     "SELECT x.evtowner AS owner, NULL::aclitem[] AS acl FROM pg_event_trigger x",
     "SELECT x.pubowner AS owner, NULL::aclitem[] AS acl FROM pg_publication x",
     "SELECT x.lomowner AS owner, x.lomacl AS acl FROM pg_largeobject_metadata x",
