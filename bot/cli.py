@@ -34,6 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--request-url", help="HTTP mode: https://HOST/slack/events (without it: the Socket Mode manifest)")
     init.add_argument("--data-dir", default="/var/lib/backupbot", help="state and local backups in the config")
     init.add_argument("--manifest-only", action="store_true", help="only print the manifest; write no config")
+    catalog = sub.add_parser("catalog", help="the backup catalog: rebuild it from the manifests in storage")
+    catalog.add_argument("catalog_action", choices=["rebuild"])
+    catalog.add_argument("--verify", action="store_true", help="also check every artifact's sha256 (reads them all)")
+    catalog.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
+    state = sub.add_parser("state", help="the state database: bring back a copy stored after the bot's jobs")
+    state.add_argument("state_action", choices=["restore"])
+    state.add_argument("key", nargs="?", help="a copy under _state/ in storage (default: the newest)")
+    state.add_argument("--force", action="store_true", help="replace an existing state database")
+    state.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
     args = parser.parse_args(argv)
 
     from bot.logs import setup_logging
@@ -54,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             from bot.init import run_init
 
             return run_init(args)
+        if args.action == "catalog":
+            from bot.recovery import run_catalog_rebuild
+
+            return run_catalog_rebuild(args.config, args.verify)
+        if args.action == "state":
+            from bot.recovery import run_state_restore
+
+            return run_state_restore(args.config, args.key, args.force)
     except BackupbotError as exc:
         print(f"backupbot: {exc}", file=sys.stderr)
         return 2

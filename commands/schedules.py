@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from commands.backup.command import BackupRequest, execute_backup
 from commands.backup.physical import PhysicalBackupRequest, execute_physical_backup
 from commands.backup.prune import prune
+from commands.backup.state_copy import copy_now as copy_state_now
 from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, ping_heartbeat
 from commands.errors import BackupbotError
@@ -117,8 +118,15 @@ def _digest(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     return None
 
 
+def _state_copy(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
+    copy = copy_state_now(services)  # raises when storage refuses: the run is failed and alerted
+    if copy is not None:
+        log.info("%s", copy.text())
+    return None
+
+
 JOB_BODIES: Mapping[str, Callable] = {"backup": _backup, "physical": _physical, "retention": _retention, "drill": _drill,
-                                      "digest": _digest}
+                                      "digest": _digest, "state_copy": _state_copy}
 
 
 class _ChannelReply:

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyrage
+from pyrage import x25519
+
 from commands.errors import ConfigError, UnknownDatabaseError
 from commands.settings_health import HealthSettings, parse_health
 from commands.settings_incidents import IncidentSettings, parse_incidents
@@ -93,6 +96,8 @@ class AlertsConfig:
 class Settings:
     state_path: str = "backupbot.db"
     storage_url: str = "file://./backups"
+    encrypt_to: tuple[str, ...] = ()  # [storage] age public keys (age1…) every artifact is encrypted to
+    identity_file: str | None = None  # [storage] the age private key file, read only to restore or drill
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
     access: AccessConfig = field(default_factory=AccessConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
@@ -165,6 +170,8 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
     return Settings(
         state_path=_str(state, "state.path", "path", "backupbot.db"),
         storage_url=_str(storage, "storage.url", "url", "file://./backups"),
+        encrypt_to=_age_recipients(storage),
+        identity_file=_str(storage, "storage.identity_file", "identity_file", None),
         databases=databases,
         access=_access(access),
         channels=ChannelsConfig(
@@ -346,3 +353,26 @@ def _channel(table: Mapping, key: str) -> str | None:
     if value is not None and not CHANNEL_RE.match(value):
         raise ConfigError(f"channels.{key}: {value!r} is not a Slack channel ID (C…)")
     return value
+
+def _age_recipients(storage: Mapping) -> tuple[str, ...]:
+    """[storage] encrypt_to: age X25519 public keys (age1…), checked as the encryptor will read them."""
+    if "encrypt_to" not in storage:
+        return ()
+    values = storage["encrypt_to"]
+    if not isinstance(values, list) or not values:
+        raise ConfigError('storage.encrypt_to: expected a list of age public keys, like ["age1..."]')
+    keys: list[str] = []
+    for index, value in enumerate(values):
+        where, text = f"storage.encrypt_to[{index}]", value.strip() if isinstance(value, str) else ""
+        if text.upper().startswith("AGE-SECRET-KEY-"):  # never echoed
+            raise ConfigError(f"{where}: that is a private key: put its public key here (age1…, printed by "
+                              "`age-keygen -y KEYFILE`) and the key file's path in storage.identity_file")
+        try:
+            x25519.Recipient.from_str(text)
+        except (pyrage.RecipientError, ValueError):
+            shown = text if len(text) <= 20 else text[:16] + "…"
+            raise ConfigError(f"{where}: {shown or value!r} is not an age public key (age1…, printed by "
+                              "`age-keygen -y KEYFILE`)") from None
+        if text not in keys:
+            keys.append(text)
+    return tuple(keys)

@@ -24,7 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 from commands.errors import ConfigError
 
 PER_DATABASE_JOBS = ("retention", "drill")
-GLOBAL_JOBS = ("digest",)
+GLOBAL_JOBS = ("digest", "state_copy")  # state_copy: the state database to storage (it also goes after every job)
 BACKUP_FORMATS = ("custom", "plain", "gzip")  # the keys of commands.pg.dump.FORMATS (a test holds them equal)
 
 

@@ -40,6 +40,11 @@ class BackupRecord:
     job_id: int | None = None
     objects: dict | None = None  # {"schemas": [...], "tables": [...]}: see commands.pg.snapshot.table_objects
     dbname: str | None = None  # the PostgreSQL database it was taken of
+    encryption: str | None = None  # "age" when the stored artifact is age-encrypted
+    recipients: tuple[str, ...] = ()  # the age public keys it was encrypted to
+    roles: tuple[str, ...] = ()  # roles the database's objects are owned by or granted to
+    role_definitions: tuple[dict, ...] = ()  # their attributes and memberships (commands.pg.globals)
+    globals_file: dict | None = None  # {"key", "sha256", "size", "passwords"}: pg_dumpall --globals-only
 
     @property
     def row_total(self) -> int:
@@ -63,6 +68,7 @@ class BackupRecord:
 
 
 FULL_KINDS = ("manual", "scheduled")
+_JSON_LISTS = ("recipients", "roles", "role_definitions")  # columns holding a JSON list
 
 
 def _record(row: dict) -> BackupRecord:
@@ -72,6 +78,9 @@ def _record(row: dict) -> BackupRecord:
     values["not_valid_constraints"] = tuple(json.loads(values["not_valid_constraints"] or "[]"))
     values["schema_only"] = bool(values["schema_only"])
     values["objects"] = json.loads(values["objects"]) if values.get("objects") else None
+    for name in _JSON_LISTS:
+        values[name] = tuple(json.loads(values.get(name) or "[]"))
+    values["globals_file"] = json.loads(values["globals_file"]) if values.get("globals_file") else None
     return BackupRecord(**values)
 
 
@@ -82,6 +91,9 @@ def add_backup(store: Store, record: BackupRecord) -> None:
     values["not_valid_constraints"] = json.dumps(list(record.not_valid_constraints))
     values["schema_only"] = int(record.schema_only)
     values["objects"] = json.dumps(record.objects) if record.objects is not None else None
+    for name in _JSON_LISTS:
+        values[name] = json.dumps(list(getattr(record, name) or ()))
+    values["globals_file"] = json.dumps(record.globals_file) if record.globals_file is not None else None
     with store.db() as db:
         db["backups"].insert(values)
 

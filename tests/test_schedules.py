@@ -147,8 +147,9 @@ def test_retention_does_nothing_while_scheduled_backups_fail(tmp_path, sample_ds
     assert run_scheduled(services, reply, ScheduledJob("retention main", "0 4 * * *", "retention", "main")) == "succeeded"
     remaining = list_backups(services.store)
     assert len(remaining) == 1
-    assert sorted(p.name for p in (tmp_path / "backups").rglob("*") if p.is_file()) == sorted(
-        [remaining[0].key.rsplit("/", 1)[1], remaining[0].manifest_key.rsplit("/", 1)[1]])
+    assert sorted(p.name for p in (tmp_path / "backups" / "main").rglob("*") if p.is_file()) == sorted(
+        [remaining[0].key.rsplit("/", 1)[1], remaining[0].manifest_key.rsplit("/", 1)[1],
+         remaining[0].globals_file["key"].rsplit("/", 1)[1]])
 
 
 def test_prune_dry_run_shows_what_goes_and_stays(tmp_path, sample_dsn, clock):

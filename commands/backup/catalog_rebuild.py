@@ -25,6 +25,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
 STATE_PREFIX = "_state/"  # state database copies (state/backup_copy.py), never backups
 _ARTIFACT_NAME = re.compile(r"(^|/)backup-\d+-[^/]*$")
+_GLOBALS_NAME = re.compile(r"\.globals\.sql(\.age)?$")  # pg_dumpall output beside a full backup: its manifest names it
 REQUIRED = ("backup_id", "database", "kind", "format", "compression", "created_at", "artifact", "sha256", "size",
             "raw_size")
 # Catalog columns a manifest does not decide: where it is stored, and what happened to it since.
@@ -189,7 +190,8 @@ def rebuild_catalog(storage: Storage, store: Store, *, verify_sha256: bool = Fal
             continue
         found[record.id] = record
     for key in keys:
-        if _ARTIFACT_NAME.search(key) and not key.endswith(MANIFEST_SUFFIX) and key not in named_artifacts:
+        if (_ARTIFACT_NAME.search(key) and not key.endswith(MANIFEST_SUFFIX) and key not in named_artifacts
+                and not _GLOBALS_NAME.search(key)):
             report.problems.append(Problem(key, None, "an artifact without a manifest: what it holds is unknown"))
     for backup_id in sorted(found):
         if backup_id in existing:

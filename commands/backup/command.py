@@ -6,6 +6,7 @@ final names; until then it is a job, and a failed job leaves nothing listable be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from commands.backup.physical import physical_list_line
+from commands.backup.state_copy import after_job as copy_state_after_job
 from commands.chat.access import ANYONE, OPERATOR
 from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
@@ -23,12 +25,14 @@ from commands.errors import AlreadyRunningError, BackupbotError, UsageError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
+from commands.pg.globals import dump_globals, role_definitions, roles_in_database
 from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_env, tool_version
 from commands.redact import redact
+from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
 from state import jobs as job_state
-from state.backups import BackupRecord, add_backup, list_backups
+from state.backups import FULL_KINDS, BackupRecord, add_backup, list_backups
 from state.physical_backups import PhysicalBackupRecord, list_physical_backups
 from state.store import iso
 
@@ -165,7 +169,8 @@ class BackupStatus:
             f"Format: {r.format} ({_compression(r.compression)}) · Size: {human_bytes(r.size)} "
             f"(ratio {ratio:.1f}x of {human_bytes(r.raw_size)})",
             f"Duration: {human_duration(r.duration_s)} · Throughput: {human_rate(r.raw_size, r.duration_s or 0)}",
-            f"sha256: {r.sha256[:12]}",
+            f"sha256: {r.sha256[:12]}"
+            + (f" · encrypted with age to {len(r.recipients)} recipient(s)" if r.encryption else ""),
             f"Location: {r.storage_url.rstrip('/')}/{r.key}",
             f"pg_dump {r.pg_dump_version} · server {r.server_version}",
             f"Tables: {len(r.row_counts)} · Rows: {r.row_total:,}",
@@ -271,6 +276,7 @@ def run_backup_job(services: Services, request: BackupRequest, actor: Actor, rep
                  detail={"backup_id": record.id, "kind": request.kind}, reply=reply)
     reply.stop_progress()
     _publish(reply, message_id, final)
+    copy_state_after_job(services, f"backup #{job_id}")  # the catalog outlives the bot's disk
     reply.settle_in_background()
     return final
 
@@ -293,6 +299,8 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
     created = services.clock()
     started = time.monotonic()
     secrets = services.secrets() + [dsn]
+    encrypt_to = tuple(services.settings.encrypt_to)
+    full = request.kind in FULL_KINDS and not request.tables and not request.schema_only
     pg_dump_version = tool_version("pg_dump")
     with pg_snapshot.connect(dsn) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -309,6 +317,8 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         else:
             tables = leaves
         objects = {"schemas": pg_snapshot.dumped_schemas(conn), "tables": pg_snapshot.table_objects(conn)}
+        roles = roles_in_database(conn)  # what a restore onto a new server must create first
+        definitions = role_definitions(conn, roles)
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         status = replace(status, database_size=database_size)
 
@@ -331,18 +341,25 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
             if message_id:  # handed to a sender thread: no chat call in pg_dump's read loop
                 getattr(reply, "progress", reply.update)(message_id, replace(status, raw_bytes=raw, elapsed=elapsed))
 
-        key = artifact_key(request.database, job_id, created, fmt)
+        key = artifact_key(request.database, job_id, created, fmt) + (".age" if encrypt_to else "")
         writer = services.storage.open_writer(key, expected_size=database_size)
         argv = dump_argv(fmt, snapshot, tables if request.tables else [], request.schema_only)
         try:
             outcome = run_pg_dump(argv, pg_env(dsn), fmt, writer, on_progress=progress,
-                                  progress_every=services.progress_every, secrets=secrets)
+                                  progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to)
         finally:
             counter.join()
         if count_error:
             services.storage.delete(key)
             raise count_error[0]
         conn.rollback()
+    globals_file = None
+    if full:  # fail closed: a full backup without its roles cannot be restored onto a new server
+        try:
+            globals_file = store_globals(services, dsn, key, encrypt_to)
+        except BaseException:
+            services.storage.delete(key)
+            raise
     record = BackupRecord(
         id=job_id, job_id=job_id, database=request.database, kind=request.kind, format=fmt.name,
         compression=fmt.compression, tables=tuple(t.key for t in tables) if request.tables else (),
@@ -351,6 +368,8 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         manifest_key=key + ".manifest.json", size=outcome.size, raw_size=outcome.raw_size, sha256=outcome.sha256,
         pg_dump_version=pg_dump_version, server_version=server_version, database_size=database_size,
         row_counts=counts, not_valid_constraints=tuple(not_valid), objects=objects, dbname=dbname,
+        encryption="age" if encrypt_to else None, recipients=encrypt_to, roles=tuple(roles),
+        role_definitions=tuple(definitions), globals_file=globals_file,
     )
     try:
         services.storage.put_bytes(record.manifest_key, manifest_json(record))
@@ -358,8 +377,30 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
     except BaseException:
         services.storage.delete(key)
         services.storage.delete(record.manifest_key)
+        if globals_file:
+            services.storage.delete(globals_file["key"])
         raise
     return record
+
+
+def store_globals(services: Services, dsn: str, key: str, encrypt_to: tuple[str, ...]) -> dict:
+    """`pg_dumpall --globals-only` stored beside the artifact `key` (age-encrypted, with role passwords,
+    when encrypt_to is set; without passwords otherwise); returns its manifest entry. Raises DumpError."""
+    data = dump_globals(dsn, include_passwords=bool(encrypt_to))
+    if encrypt_to:
+        encryptor = Encryptor(encrypt_to)
+        data = encryptor.compress(data) + encryptor.flush()
+    globals_key = key.removesuffix(".age") + ".globals.sql" + (".age" if encrypt_to else "")
+    services.storage.put_bytes(globals_key, data)
+    return {"key": globals_key, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "passwords": bool(encrypt_to)}
+
+
+ENCRYPTED_RESTORE_HINTS = {  # by hand, with the private key of one of the recipients
+    "custom": "age -d -i key.txt FILE | zstd -d | pg_restore -d DB  (or the bot's /restore)",
+    "plain": "age -d -i key.txt FILE | psql -v ON_ERROR_STOP=1 -d DB",
+    "gzip": "age -d -i key.txt FILE | gunzip -c | psql -v ON_ERROR_STOP=1 -d DB",
+}
 
 
 def manifest_json(record: BackupRecord) -> bytes:
@@ -386,7 +427,12 @@ def manifest_json(record: BackupRecord) -> bytes:
         "row_counts": record.row_counts,
         "not_valid_constraints": list(record.not_valid_constraints),
         "objects": record.objects,
-        "restore": FORMATS[record.format].restore_hint,
+        "restore": ENCRYPTED_RESTORE_HINTS[record.format] if record.encryption else FORMATS[record.format].restore_hint,
+        "encryption": record.encryption,
+        "recipients": list(record.recipients),
+        "roles": list(record.roles),
+        "role_definitions": list(record.role_definitions),
+        "globals_file": record.globals_file,
     }
     return json.dumps(manifest, indent=2, sort_keys=True).encode()
 

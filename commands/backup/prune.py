@@ -81,6 +81,8 @@ def prune(services: Services, database: str, dry_run: bool) -> PruneReport:
             try:
                 services.storage.delete(record.key)
                 services.storage.delete(record.manifest_key)
+                if record.globals_file:
+                    services.storage.delete(record.globals_file["key"])
                 mark_pruned(services.store, record.id, iso(services.clock()), "; ".join(decision.reasons))
             except BackupbotError as exc:
                 errors.append(f"#{record.id}: {exc}")

@@ -45,7 +45,8 @@ class Services:
 
 def build_services(settings: Settings, **overrides) -> Services:
     return Services(
-        settings=settings, store=Store(settings.state_path), storage=open_storage(settings.storage_url), **overrides
+        settings=settings, store=Store(settings.state_path), storage=open_storage(settings.storage_url, settings.identity_file),
+        **overrides
     )
 
 

@@ -23,6 +23,7 @@ from commands.pg.names import QualifiedName
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin
 from commands.redact import redact
 from commands.storage import ArtifactWriter
+from commands.storage.encryption import Chain, make_encryptor
 
 CHUNK = 1 << 20
 PLAIN_TRAILER = b"-- PostgreSQL database dump complete\n"
@@ -137,10 +138,17 @@ def run_pg_dump(
     argv: list[str], env: dict[str, str], fmt: DumpFormat, writer: ArtifactWriter,
     on_progress: Callable[[int, float], None] | None = None, progress_every: float = 3.0,
     secrets: list[str] = (), on_start: Callable[[subprocess.Popen], None] | None = None,
+    encrypt_to: list[str] | tuple[str, ...] = (),
 ) -> DumpOutcome:
-    """Run pg_dump into `writer`. Commits on success; aborts and raises DumpError/StorageError otherwise."""
+    """Run pg_dump into `writer`. Commits on success; aborts and raises DumpError/StorageError otherwise.
+
+    With `encrypt_to` (age public keys), the compressed stream is age-encrypted on the way, and the
+    size and sha256 are of the stored, encrypted bytes."""
     started = time.monotonic()
+    encryptor = make_encryptor(encrypt_to)
     compressor = make_compressor(fmt.compression)
+    if encryptor is not None:
+        compressor = Chain(compressor, encryptor)
     digest = hashlib.sha256()
     raw_size = size = 0
     head = b""
@@ -188,6 +196,8 @@ def run_pg_dump(
             proc.kill()
             proc.wait()
         writer.abort()
+        if encryptor is not None:
+            encryptor.close()
         raise
     return DumpOutcome(raw_size=raw_size, size=size, sha256=digest.hexdigest(), seconds=time.monotonic() - started)
 

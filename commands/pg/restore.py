@@ -26,13 +26,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from commands.errors import DumpError, IntegrityError, UsageError
+from commands.errors import DumpError, EncryptionError, IntegrityError, UsageError
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS, make_decompressor
 from commands.pg.names import QualifiedName
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env, with_dbname
 from commands.redact import redact
 from commands.storage import Storage
+from commands.storage.encryption import DecryptChain, Decryptor
 from state.backups import BackupRecord
 
 DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -67,12 +68,24 @@ def verify_artifact(storage: Storage, record: BackupRecord) -> None:
                              f"the catalog says {record.sha256[:12]}; nothing was restored")
 
 
+def artifact_decompressor(record: BackupRecord, identity_file: str | None):
+    """Stored bytes -> the dump: `decompress(bytes)`, then `flush()`. An encrypted backup is decrypted first
+    with the age key in `identity_file`; raises EncryptionError when that key cannot decrypt it."""
+    decompressor = make_decompressor(record.compression)
+    if not record.encryption:
+        return decompressor
+    if record.encryption != "age":
+        raise EncryptionError(f"backup #{record.id} is encrypted with {record.encryption!r}, which this bot cannot read")
+    return DecryptChain(Decryptor(identity_file, recipients=record.recipients), decompressor)
+
+
 def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> FetchedArtifact:
-    """Copy the artifact to `workdir`, decompressed, checking sha256 on the way; read the TOC of archives."""
+    """Copy the artifact to `workdir`, decrypted with the storage's identity_file when encrypted and
+    decompressed, checking sha256 (of the stored bytes) on the way; read the TOC of archives."""
     fmt = FORMATS[record.format]
     target = workdir / ("archive.dump" if fmt.pg_format == "custom" else "dump.sql")
     digest = hashlib.sha256()
-    decompressor = make_decompressor(record.compression)
+    decompressor = artifact_decompressor(record, getattr(storage, "identity_file", None))
     raw_size = 0
     broken: Exception | None = None
     with open(target, "wb") as out:
@@ -86,9 +99,20 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
                     continue
                 raw_size += len(data)
                 out.write(data)
+        if isinstance(decompressor, DecryptChain):
+            try:
+                data = decompressor.flush() if broken is None else b""
+                raw_size += len(data)
+                out.write(data)
+            except Exception as exc:
+                broken = exc
+            finally:
+                decompressor.close()
     if digest.hexdigest() != record.sha256:
         raise IntegrityError(f"backup #{record.id} is corrupted: its artifact's sha256 is {digest.hexdigest()[:12]}, "
                              f"the catalog says {record.sha256[:12]}; nothing was restored")
+    if isinstance(broken, EncryptionError | IntegrityError):  # the age key does not fit, or the ciphertext is bad
+        raise type(broken)(f"backup #{record.id}: {broken}; nothing was restored")
     if broken is not None:
         raise IntegrityError(f"backup #{record.id} cannot be decompressed ({type(broken).__name__}); nothing was restored")
     toc = None
@@ -98,7 +122,6 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
             raise DumpError(f"pg_restore cannot read backup #{record.id}: {last_lines(result.stderr, 3)}")
         toc = result.stdout
     return FetchedArtifact(path=target, raw_size=raw_size, toc=toc)
-
 
 
 # ---------------------------------------------------------------- choosing archive entries

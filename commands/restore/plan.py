@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
 from commands.chat.context import Actor, Services
-from commands.errors import NotFoundError, UsageError
+from commands.errors import EncryptionError, NotFoundError, UsageError
 from commands.pg import snapshot as pg_snapshot
-from commands.pg.dump import FORMATS, make_decompressor
+from commands.pg.dump import FORMATS
 from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
-from commands.pg.restore import database_exists, verify_artifact
+from commands.pg.restore import artifact_decompressor, database_exists, verify_artifact
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
+from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
 from state.backups import BackupRecord, get_backup, latest_backup
@@ -47,13 +48,24 @@ def find_backup(services: Services, ref: str, database: str | None) -> BackupRec
         record = latest_backup(services.store, database, full_only=True)
         if record is None:
             raise NotFoundError(f"there is no full backup of {database} yet")
-        return record
+        return require_identity(services, record)
     record = get_backup(services.store, int(ref))
     if record is None or record.pruned_at:
         raise NotFoundError(f"there is no backup #{ref}" + (" (it was pruned)" if record else ""))
     if database and record.database != database:
         raise UsageError(f"backup #{ref} is of {record.database}, not {database}; "
                          f"to restore it elsewhere use --into")
+    return require_identity(services, record)
+
+
+def require_identity(services: Services, record: BackupRecord) -> BackupRecord:
+    """An encrypted backup needs storage.identity_file to hold the key of one of its recipients: said
+    before anyone is asked to approve and before any job or database is created."""
+    if record.encryption:
+        try:
+            check_identity(services.settings.identity_file, record.recipients)
+        except EncryptionError as exc:
+            raise EncryptionError(f"backup #{record.id} cannot be restored here: {exc}") from None
     return record
 
 
@@ -61,12 +73,18 @@ def check_archive_version(services: Services, record: BackupRecord) -> None:
     """pg_restore must know the archive's format version (a newer pg_dump writes newer archives)."""
     if FORMATS[record.format].pg_format != "custom":
         return
-    decompressor = make_decompressor(record.compression)
+    decompressor = artifact_decompressor(record, services.settings.identity_file)
     head = b""
-    for chunk in services.storage.read_chunks(record.key, chunk_size=1 << 16):
-        head += decompressor.decompress(chunk)
-        if len(head) >= 8:
-            break
+    try:
+        for chunk in services.storage.read_chunks(record.key, chunk_size=1 << 16):
+            head += decompressor.decompress(chunk)
+            if len(head) >= 8:
+                break
+        else:  # a small artifact: the decryptor holds its last block until the end
+            head += decompressor.flush() if isinstance(decompressor, DecryptChain) else b""
+    finally:
+        if isinstance(decompressor, DecryptChain):
+            decompressor.close()
     if not head.startswith(b"PGDMP"):
         raise UsageError(f"backup #{record.id} is not a custom-format archive")
     version = (head[5], head[6])

@@ -25,6 +25,7 @@ class ArtifactWriter(Protocol):
 
 class Storage(Protocol):
     url: str
+    identity_file: str | None  # [storage] identity_file: the age key that decrypts what it holds (open_storage)
 
     def open_writer(self, key: str, expected_size: int = 0) -> ArtifactWriter: ...
 
@@ -49,7 +50,15 @@ class Storage(Protocol):
         """A human-readable address of the key (no credentials)."""
 
 
-def open_storage(url: str) -> Storage:
+def open_storage(url: str, identity_file: str | None = None) -> Storage:
+    """The backend for `url`; `identity_file` ([storage] identity_file) travels with it, so whatever reads
+    an encrypted artifact back (commands.pg.restore.fetch_artifact) can decrypt it."""
+    storage = _backend(url)
+    storage.identity_file = identity_file
+    return storage
+
+
+def _backend(url: str) -> Storage:
     """Pick the backend for `file:///path`, a plain path, or `s3://bucket/prefix`."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):

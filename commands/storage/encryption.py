@@ -348,3 +348,9 @@ class DecryptChain:
             finish = getattr(stage, "flush", None)
             data = out + (finish() if finish else b"")
         return data
+
+    def close(self) -> None:
+        """Abandon the stream (read only its head, or failed); safe to call at any time."""
+        for stage in self.stages:
+            if hasattr(stage, "close"):
+                stage.close()
