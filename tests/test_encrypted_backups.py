@@ -146,3 +146,58 @@ def test_restore_of_an_encrypted_backup_approved_is_restored(tmp_path, sample_ds
     snapshot = [r for r in list_backups(console.services.store) if r.kind == "pre-restore"]
     assert snapshot and snapshot[0].encryption == "age"
     assert stored(tmp_path, snapshot[0].key).read_bytes().startswith(b"age-encryption.org/v1\n")
+
+
+def stored_files(tmp_path) -> list[Path]:
+    root = tmp_path / "backups" / "main"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_a_failing_globals_dump_fails_the_backup_and_stores_nothing(tmp_path, sample_dsn, key):
+    """Role passwords need a superuser to read pg_authid: a backup role without it cannot take them."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    _, public = key
+    with psycopg.connect(sample_dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS backup_only")
+        conn.execute("CREATE ROLE backup_only LOGIN PASSWORD 'backup-only-pw'")  # reads the data, not pg_authid
+        for schema in ("public", "reporting"):
+            conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO backup_only")
+            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO backup_only")
+            conn.execute(f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO backup_only")
+    params = conninfo_to_dict(sample_dsn) | {"user": "backup_only", "password": "backup-only-pw"}
+    try:
+        console = encrypted_console(tmp_path, make_conninfo(**params), public, None)
+        out = console.run("/backup main")
+        assert "Backup #1 failed: pg_dumpall exited with status 1" in out and "pg_authid" in out, out
+        assert "Nothing was stored as a backup." in out and "backup-only-pw" not in out
+        assert list_backups(console.services.store) == [] and stored_files(tmp_path) == []
+        console.services.close()
+    finally:
+        with psycopg.connect(sample_dsn, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY backup_only")
+            conn.execute("DROP ROLE backup_only")
+
+
+def test_the_globals_file_goes_when_the_backup_fails_after_it(tmp_path, sample_dsn, monkeypatch):
+    from commands.errors import StorageError
+
+    console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
+    storage = console.services.storage
+    put_bytes = storage.put_bytes
+
+    def refuse_manifests(key, data):
+        if key.endswith(".manifest.json"):
+            raise StorageError(f"storing {key} failed: the bucket said no")
+        return put_bytes(key, data)
+
+    monkeypatch.setattr(storage, "put_bytes", refuse_manifests)
+    out = console.run("/backup main")
+    assert "Backup #1 failed" in out and "the bucket said no" in out
+    assert stored_files(tmp_path) == []  # neither the artifact nor its globals file
+    monkeypatch.undo()
+    assert "Backup #2 of main succeeded" in console.run("/backup main")
+    [record] = list_backups(console.services.store)
+    assert record.globals_file["passwords"] is False and record.roles == ("postgres",)
+    text = stored(tmp_path, record.globals_file["key"]).read_text()
+    assert "CREATE ROLE postgres;" in text and "PASSWORD" not in text  # unencrypted: --no-role-passwords
