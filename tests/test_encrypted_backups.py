@@ -201,3 +201,18 @@ def test_the_globals_file_goes_when_the_backup_fails_after_it(tmp_path, sample_d
     assert record.globals_file["passwords"] is False and record.roles == ("postgres",)
     text = stored(tmp_path, record.globals_file["key"]).read_text()
     assert "CREATE ROLE postgres;" in text and "PASSWORD" not in text  # unencrypted: --no-role-passwords
+
+
+@pytest.mark.parametrize("value, message", [
+    (["age1nope"], r"storage.encrypt_to\[1\]: 'age1nope' is not an age public key"),
+    (["AGE-SECRET-KEY-1QQQQ"], r"storage.encrypt_to\[1\]: that is a private key"),
+    ("age1x", r"storage.encrypt_to: expected a list of age public keys"),
+    ([], r"storage.encrypt_to: expected a list of age public keys"),
+])
+def test_encrypt_to_is_checked_when_the_config_loads(tmp_path, key, value, message):
+    from commands.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as caught:
+        make_settings(tmp_path, None, storage={"url": "file:///tmp/x", "encrypt_to": [key[1], *value]
+                                               if isinstance(value, list) and value else value})
+    assert "QQQQ" not in str(caught.value)  # a private key pasted by mistake is never echoed
