@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import psycopg
-from psycopg import sql
 
 from commands.health import checks
 from commands.health.checks import CRITICAL, OK, WARN
 from commands.pg import pgbackrest
 from commands.settings_health import HealthSettings
 from commands.storage.local import LocalStorage
+from tests.fix_pgbackrest import _private_dir, start_archiving_cluster
 
 CFG = HealthSettings()
 
@@ -133,37 +135,42 @@ def test_no_archiver_section_on_a_server_that_never_archived(sample_dsn):
     assert checks.archiver_section(sample_dsn, CFG) is None
 
 
-def test_archiver_section_shows_the_last_archived_wal_then_a_failure(pgbackrest_setup):
+def test_archiver_section_shows_the_last_archived_wal(pgbackrest_setup):
     dsn = pgbackrest_setup.cluster.dsn()
     pgbackrest.force_archive(dsn)
     section = checks.archiver_section(dsn, CFG)
     assert section.name == "WAL archiving" and section.status == OK, section
     assert section.lines[0].startswith("last archived 0000") and "ago (RPO 24h00m)" in section.lines[0]
-
     stale = checks.archiver_section(dsn, HealthSettings(rpo_hours=0))
     assert stale.status == WARN
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        command = conn.execute("SHOW archive_command").fetchone()[0]
-        conn.execute("ALTER SYSTEM SET archive_command = 'false'")
-        conn.execute("SELECT pg_reload_conf()")
-        try:
-            before = pgbackrest.archiver_status(dsn).failed_count
+
+def test_archiver_section_is_critical_while_archiving_fails():
+    """On a cluster of its own: the failure stays in pg_stat_archiver, which other tests read."""
+    workdir = _private_dir("backupbot-health-archiver-")
+    cluster = None
+    try:
+        cluster, _ = start_archiving_cluster(workdir)
+        dsn = cluster.dsn()
+        pgbackrest.force_archive(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET archive_command = 'false'")
+            conn.execute("SELECT pg_reload_conf()")
             with conn.transaction():
                 conn.execute("SELECT pg_current_xact_id()")  # some WAL, so there is a segment to switch
             conn.execute("SELECT pg_switch_wal()")
-            deadline = time.monotonic() + 30
-            while pgbackrest.archiver_status(dsn).failed_count == before and time.monotonic() < deadline:
-                time.sleep(0.2)
-            failing = checks.archiver_section(dsn, CFG)
-        finally:
-            conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(command)))
-            conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 30
+        while not pgbackrest.archiver_status(dsn).failing and time.monotonic() < deadline:
+            time.sleep(0.2)
+        failing = checks.archiver_section(dsn, CFG)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     assert failing.status == CRITICAL, failing
-    assert any("failed attempt(s), last 0000" in line for line in failing.lines)
+    assert failing.lines[0].startswith("last archived 0000")
+    assert any(re.match(r"^\d+ failed attempt\(s\), last 0000", line) for line in failing.lines), failing
     assert failing.lines[-1] == "archiving is failing: the newest attempt failed after the last success"
-    pgbackrest.force_archive(dsn)  # archiving recovers: the failed segment goes out on the next try
-    assert checks.archiver_section(dsn, CFG).status == OK
 
 
 def test_db_health_reports_archiving(tmp_path, pgbackrest_setup):
