@@ -21,6 +21,7 @@ from commands.settings_health import HealthSettings, parse_health
 from commands.settings_incidents import IncidentSettings, parse_incidents
 from commands.settings_retention import RetentionRules, parse_retention
 from commands.settings_schedules import ScheduledJob, parse_schedules
+from commands.settings_targets import TargetConfig, parse_targets
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 SLACK_ID_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -108,11 +109,19 @@ class Settings:
     retention: Mapping[str, RetentionRules] = field(default_factory=dict)  # per configured database
     health: HealthSettings = field(default_factory=HealthSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    targets: Mapping[str, TargetConfig] = field(default_factory=dict)  # servers that may receive restores
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str | None = None
     config_path: str | None = None
+
+    def target(self, name: str) -> TargetConfig:
+        try:
+            return self.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise UnknownDatabaseError(f"unknown restore target {name!r} (configured in [targets]: {known})") from None
 
     def database(self, name: str) -> DatabaseConfig:
         try:
@@ -132,14 +141,14 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value, so redaction can scrub them from any text."""
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
-        values += [db.url for db in self.databases.values()]
+        values += [db.url for db in self.databases.values()] + [t.url for t in self.targets.values()]
         values += [self.alerts.webhook_url] + [db.heartbeat_url for db in self.databases.values()]  # URLs carry tokens
         return [v for v in values if v]
 
 
 KNOWN_SECTIONS = {
     "state", "storage", "databases", "access", "channels", "alerts", "schedules", "retention", "health",
-    "incidents", "jobs",
+    "incidents", "jobs", "targets",
 }
 
 
@@ -179,6 +188,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
             digest=_channel(channels, "digest"),
         ),
         alerts=_alerts(_table(raw, "alerts")),
+        targets=parse_targets(raw.get("targets", {}), env),
         jobs=_jobs(_table(raw, "jobs")),
         schedules=parse_schedules(_table(raw, "schedules"), databases),
         retention=parse_retention(_table(raw, "retention"), databases),
@@ -353,6 +363,7 @@ def _channel(table: Mapping, key: str) -> str | None:
     if value is not None and not CHANNEL_RE.match(value):
         raise ConfigError(f"channels.{key}: {value!r} is not a Slack channel ID (C…)")
     return value
+
 
 def _age_recipients(storage: Mapping) -> tuple[str, ...]:
     """[storage] encrypt_to: age X25519 public keys (age1…), checked as the encryptor will read them."""

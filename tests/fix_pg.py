@@ -20,6 +20,14 @@ def pg_cluster():
     cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def dr_cluster():
+    """A second, empty PostgreSQL server on another port: the new host a disaster restore goes to."""
+    cluster = TemporaryCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 def _fresh_name(request) -> str:
     slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower()).strip("_")
     return f"t_{next(_numbers)}_{slug}"[:63]

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ROOT / "commands"
 
-KERNEL = {"commands.settings", "commands.errors", "commands.redact", "commands.units",
+KERNEL = {"commands.settings_targets", "commands.settings", "commands.errors", "commands.redact", "commands.units",
           "commands.settings_health", "commands.settings_incidents", "commands.settings_retention",
           "commands.settings_schedules"}
 LAYERS = [("kernel", 0), ("pg", 1), ("storage", 1), ("chat", 2), ("backup", 3), ("restore", 3), ("health", 3),

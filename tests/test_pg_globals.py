@@ -11,7 +11,6 @@ import pytest
 from psycopg import sql
 
 from commands.errors import DumpError
-from commands.pg.cluster import TemporaryCluster
 from commands.pg.globals import (
     create_roles,
     create_roles_from_globals,
@@ -25,14 +24,6 @@ from commands.pg.globals import (
 from commands.pg.tools import pg_bin, pg_env
 
 _tags = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def dr_cluster():
-    """A second, empty PostgreSQL server: the new host a disaster restore goes to."""
-    cluster = TemporaryCluster().start()
-    yield cluster
-    cluster.stop()
 
 
 def hostile_names(tag: str) -> dict[str, str]:

@@ -124,6 +124,7 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
     return FetchedArtifact(path=target, raw_size=raw_size, toc=toc)
 
 
+
 # ---------------------------------------------------------------- choosing archive entries
 
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
@@ -352,7 +353,7 @@ def verification_sql(record: BackupRecord, tables: list[str]) -> sql.Composable:
 
 
 def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedArtifact, workdir: Path,
-                tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = ()) -> None:
+                tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = (), no_owner: bool = False) -> None:
     """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail.
 
     - plain and gzip: psql over BEGIN, the cleaning prologue, the dump, the verification, COMMIT;
@@ -367,6 +368,8 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c maintenance_work_mem=256MB").strip()
     fmt = FORMATS[record.format]
     pg_restore = [pg_bin("pg_restore"), "--no-password", "--exit-on-error"]
+    if no_owner:  # onto a server without the backup's roles: objects belong to whoever restores them
+        pg_restore += ["--no-owner", "--no-privileges"]
     if fmt.pg_format != "custom" and (tables or jobs > 1):
         raise UsageError("--tables and --jobs need a custom-format backup")
     verify = verification_sql(record, list(tables or ()))

@@ -13,20 +13,25 @@ from commands.chat.access import OPERATOR, is_operator
 from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.help import HelpRequest, execute_help
+from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply
 from commands.errors import NotAllowedError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.pg.restore import validate_database_name
+from commands.restore.pitr import PointInTimeMessage, PointInTimeRequest, build_pitr_plan, parse_time
 from commands.restore.plan import RestorePlanMessage, RestoreRequest, build_plan, plan_message
 from commands.restore.requests import submit_plan
 from state import approvals as request_state
 
 USAGE = """Usage:
-`/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--dry-run]`
+`/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--to SERVER] [--no-owner] [--dry-run]`
+`/restore --time "2026-11-29 14:04:00+00" [DB] [--dry-run]`  (point in time, pgBackRest: into a new cluster)
+`/restore physical BACKUP_ID|LABEL|latest [DB] [--dry-run]`
 `/restore cancel REQUEST_ID`
 `/restore help`"""
 
-FLAGS = {"--tables": "str", "--jobs": "int", "--into": "str", "--dry-run": "bool"}
+FLAGS = {"--time": "str", "--tables": "str", "--jobs": "int", "--into": "str", "--to": "str", "--no-owner": "bool",
+         "--dry-run": "bool"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,23 @@ def parse_restore(text: str, services: Services):
         if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
             raise UsageError(f"cancel needs a request number, like `/restore cancel 3`\n{USAGE}")
         return CancelRequest(int(args.words[0].lstrip("#")))
+    if sub == "physical":
+        args = parse_args(words[1] if len(words) > 1 else "", {"--dry-run": "bool"}, USAGE)
+        if not args.words or len(args.words) > 2:
+            raise UsageError(f"physical needs a backup, like `/restore physical latest`\n{USAGE}")
+        database = services.settings.database(args.words[1] if len(args.words) > 1 else
+                                              services.settings.default_database).name
+        return PointInTimeRequest(database=database, backup=args.words[0].lstrip("#"),
+                                  dry_run=bool(args.flags.get("--dry-run")))
     args = parse_args(text, FLAGS, USAGE)
+    if "--time" in args.flags:
+        other = sorted(set(args.flags) - {"--time", "--dry-run"})
+        if other or len(args.words) > 1:
+            raise UsageError(f"--time restores a whole cluster into a new data directory; it takes a database and "
+                             f"--dry-run, not {', '.join(other) or repr(' '.join(args.words))}\n{USAGE}")
+        database = services.settings.database(args.words[0] if args.words else services.settings.default_database).name
+        return PointInTimeRequest(database=database, target_time=parse_time(str(args.flags["--time"])),
+                                  dry_run=bool(args.flags.get("--dry-run")))
     if len(args.words) > 2:
         raise UsageError(f"too many words: {' '.join(args.words[2:])!r}\n{USAGE}")
     backup = args.words[0].lstrip("#").lower()
@@ -55,8 +76,9 @@ def parse_restore(text: str, services: Services):
     tables = parse_tables_flag(args.flags, USAGE)
     jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", 1, 16, USAGE)
     into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
-    return RestoreRequest(backup=backup, database=database, tables=tables, jobs=jobs, into=into,
-                          dry_run=bool(args.flags.get("--dry-run")))
+    to = services.settings.target(str(args.flags["--to"])).name if "--to" in args.flags else None
+    return RestoreRequest(backup=backup, database=database, tables=tables, jobs=jobs, into=into, to=to,
+                          no_owner=bool(args.flags.get("--no-owner")), dry_run=bool(args.flags.get("--dry-run")))
 
 
 # ---------------------------------------------------------------- executing the command
@@ -66,14 +88,14 @@ def execute_restore(services: Services, request: RestoreRequest, actor: Actor, r
     access = services.settings.access
     if not access.approvers:
         raise NotAllowedError("/restore is disabled until approvers are configured ([access] approvers in the config)")
-    from commands.chat.job_slots import queued_text
-
     # reading the whole artifact back to check its sha256 is a job's work: it waits for a slot too
     with services.job_slots.acquire(f"restore plan of backup {request.backup}",
                                     on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
-        plan = build_plan(services, request, actor)
+        plan = (build_pitr_plan(services, request, actor) if isinstance(request, PointInTimeRequest)
+                else build_plan(services, request, actor))
     if request.dry_run:
-        message = RestorePlanMessage(request_id=None, plan=plan, status="dry-run", now=services.clock())
+        kind = PointInTimeMessage if isinstance(request, PointInTimeRequest) else RestorePlanMessage
+        message = kind(request_id=None, plan=plan, status="dry-run", now=services.clock())
         reply.post(message)
         return message
     return submit_plan(services, plan, actor, reply)
@@ -95,4 +117,5 @@ def execute_cancel(services: Services, request: CancelRequest, actor: Actor, rep
     reply.ephemeral(Notice(f"Restore request #{row.id} is cancelled."))
 
 
-EXECUTORS = {RestoreRequest: execute_restore, CancelRequest: execute_cancel, HelpRequest: execute_help}
+EXECUTORS = {RestoreRequest: execute_restore, PointInTimeRequest: execute_restore, CancelRequest: execute_cancel,
+             HelpRequest: execute_help}

@@ -22,6 +22,7 @@ from commands.incident.audit import record_event
 from commands.pg.restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
 from commands.pg.tools import with_dbname
 from commands.redact import redact
+from commands.restore.pitr import PhysicalDrillRequest, execute_physical_drill
 from commands.restore.plan import find_backup
 from commands.restore.verify import verify_restored
 from commands.units import human_duration
@@ -29,7 +30,7 @@ from state import jobs as job_state
 from state.backups import set_verification
 from state.store import iso
 
-USAGE = "Usage: `/backup verify BACKUP_ID|latest [DB]`"
+USAGE = "Usage: `/backup verify BACKUP_ID|latest [DB]` or `/backup verify physical BACKUP_ID|LABEL|latest [DB]`"
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,14 @@ class VerifyRequest:
     permission = OPERATOR
 
 
-def parse_verify(text: str, services: Services) -> VerifyRequest:
+def parse_verify(text: str, services: Services) -> VerifyRequest | PhysicalDrillRequest:
     args = parse_args(text, {}, USAGE)
+    if args.words and args.words[0].lower() == "physical":  # `/backup verify physical ID|LABEL|latest [DB]`
+        if len(args.words) not in (2, 3):
+            raise UsageError(USAGE)
+        database = services.settings.database(args.words[2] if len(args.words) > 2 else
+                                              services.settings.default_database).name
+        return PhysicalDrillRequest(args.words[1].lstrip("#"), database)
     if not args.words or len(args.words) > 2:
         raise UsageError(USAGE)
     backup = args.words[0].lstrip("#").lower()
@@ -138,4 +145,4 @@ def execute_verify(services: Services, request: VerifyRequest, actor: Actor, rep
     return result
 
 
-EXECUTORS = {VerifyRequest: execute_verify}
+EXECUTORS = {VerifyRequest: execute_verify, PhysicalDrillRequest: execute_physical_drill}

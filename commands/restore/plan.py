@@ -14,10 +14,12 @@ from commands.chat.context import Actor, Services
 from commands.errors import EncryptionError, NotFoundError, UsageError
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS
+from commands.pg.globals import missing_roles
 from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
 from commands.pg.restore import artifact_decompressor, database_exists, verify_artifact
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
+from commands.restore.pitr import PITR, pitr_message
 from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
@@ -35,6 +37,8 @@ class RestoreRequest:
     tables: tuple[NameRef, ...] = ()
     jobs: int = 1
     into: str | None = None
+    to: str | None = None  # a [targets.NAME] server instead of the database's own
+    no_owner: bool = False
     dry_run: bool = False
     permission = "operator"
 
@@ -142,6 +146,16 @@ class RestorePlan:
     expected_seconds: float | None
     requested_by: str
     requested_at: str
+    server: str | None = None  # a [targets.NAME]; None is the database's own server
+    server_version: str | None = None
+    no_owner: bool = False
+    warnings: tuple[str, ...] = ()
+    create_roles: tuple[str, ...] = ()  # roles the dump needs that the receiving server lacks
+
+    @property
+    def needs_approval(self) -> bool:
+        """Replacing anything is approved; a new database only when [access] says so (submit_plan)."""
+        return self.target_exists
 
     @property
     def method_text(self) -> str:
@@ -180,10 +194,21 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
     tables = resolve_restore_tables(record, request.tables) if request.tables else []
     verify_artifact(services.storage, record)
     check_archive_version(services, record)
+    warnings: list[str] = []
+    if request.no_owner and fmt.pg_format != "custom":
+        raise UsageError(f"--no-owner needs a custom-format backup; backup #{record.id} is {record.format}")
     base_dbname = pg_snapshot.dbname_of(dsn)
-    target_dbname = request.into or base_dbname
+    if request.to:
+        dsn = services.settings.target(request.to).require_url()
+        target_dbname = request.into or record.dbname or base_dbname
+        if _same_server(dsn, [d.url for d in services.settings.databases.values() if d.url]):
+            warnings.append(f":warning: target {request.to} is the same server as a backed-up (production) database")
+    else:
+        target_dbname = request.into or base_dbname
     target_dsn = with_dbname(dsn, target_dbname)
+    server_version = check_server_versions(dsn, record)
     exists = database_exists(dsn, target_dbname)
+    create_roles = () if request.no_owner else roles_to_create(dsn, record)
     if not exists:
         method = NEW_DATABASE
     elif request.jobs > 1 and not tables and not record.tables:
@@ -200,13 +225,55 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
         backup_id=record.id, backup_created_at=record.created_at, backup_database=record.database,
         backup_dbname=record.dbname, backup_kind=record.what, database=database, target_dbname=target_dbname,
         target=describe_dsn(target_dsn), target_exists=exists,
-        lock_key=database if target_dbname == base_dbname else f"{database}:{target_dbname}",
+        lock_key=(f"target:{request.to}:{target_dbname}" if request.to else
+                  database if target_dbname == base_dbname else f"{database}:{target_dbname}"),
         format=record.format, size=record.size, backup_tables=tuple(record.tables), tables=tuple(tables),
         jobs=request.jobs, method=method,
         replaces=replaces if exists else f"nothing: {target_dbname} will be created",
         safety_snapshot=exists, expected_seconds=expected_seconds(services, database, record.size),
         requested_by=actor.user, requested_at=iso(services.clock()),
+        server=request.to, server_version=server_version, no_owner=request.no_owner, warnings=tuple(warnings),
+        create_roles=create_roles,
     )
+
+
+def roles_to_create(dsn: str, record: BackupRecord) -> tuple[str, ...]:
+    """The roles the backup's objects are owned by or granted to that this server lacks: found before
+    anyone is asked, so a restore never fails half-way for a missing role."""
+    if not record.roles:
+        return ()
+    missing = missing_roles(dsn, record.roles)
+    defined = {d["name"] for d in record.role_definitions}
+    undefined = [name for name in missing if name not in defined]
+    if undefined:
+        raise UsageError(f"the target server lacks role(s) {', '.join(undefined)} and backup #{record.id} has no "
+                         "definition of them: create them first (the backup's globals file has them), or restore "
+                         "with --no-owner")
+    return tuple(missing)
+
+
+def _same_server(dsn: str, others: list[str]) -> bool:
+    from psycopg.conninfo import conninfo_to_dict
+
+    def where(value: str) -> tuple[str, str]:
+        params = conninfo_to_dict(value)
+        return str(params.get("host") or params.get("hostaddr") or "localhost"), str(params.get("port") or "5432")
+
+    return where(dsn) in {where(other) for other in others}
+
+
+def check_server_versions(dsn: str, record: BackupRecord) -> str:
+    """The receiving server must be at least the backup's major version, and this pg_restore must know it."""
+    with pg_snapshot.connect(dsn) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+    if record.server_version and major(version) < major(record.server_version):
+        raise UsageError(f"backup #{record.id} is of PostgreSQL {record.server_version}; the target server runs "
+                         f"{version}, which cannot load it: restore onto PostgreSQL {major(record.server_version)} or newer")
+    tool = tool_version("pg_restore")
+    if major(tool) < major(version):
+        raise UsageError(f"pg_restore {tool} is older than the target server ({version}): install the client tools "
+                         f"of PostgreSQL {major(version)} or newer")
+    return version
 
 
 STATUS_LINES = {
@@ -252,6 +319,11 @@ class RestorePlanMessage:
         return (f"Backup #{p.backup_id}: {p.backup_kind} backup of {p.backup_database}{source}, "
                 f"{p.backup_created_at}{age} · {human_bytes(p.size)} · {p.format}{tables}{jobs}")
 
+    def server_lines(self) -> list[str]:
+        p = self.plan
+        lines = [f"Server: target {p.server} (PostgreSQL {p.server_version})"] if p.server else []
+        return lines + list(p.warnings)
+
     def safety_snapshot_text(self) -> str:
         return ("yes (custom format, catalogued as pre-restore)" if self.plan.safety_snapshot
                 else "no (the target is new)")
@@ -273,8 +345,12 @@ class RestorePlanMessage:
         lines = [
             self.headline(),
             self.backup_line(),
+            *self.server_lines(),
+            *([f"Creates role(s) first: {', '.join(self.plan.create_roles)} (from the backup's role definitions; "
+               "they stay even if the restore fails)"] if self.plan.create_roles else []),
             f"Replaces: {self.plan.replaces}",
-            f"How: {self.plan.method_text}",
+            f"How: {self.plan.method_text}" + (" · --no-owner: owners and privileges are not restored"
+                                                if self.plan.no_owner else ""),
             f"Safety snapshot first: {self.safety_snapshot_text()}",
             f"Expected duration: {self.expected_text()}",
             self.status_line(),
@@ -285,7 +361,10 @@ class RestorePlanMessage:
         return "\n".join(lines)
 
 
-def plan_message(services: Services, row: request_state.RestoreRequestRow, **overrides) -> RestorePlanMessage:
+def plan_message(services: Services, row: request_state.RestoreRequestRow, **overrides):
+    """The request's message, for whichever kind of plan it holds."""
+    if row.plan.get("kind") == PITR:
+        return pitr_message(services, row, **overrides)
     access = services.settings.access
     approvers = tuple(request_state.active_voters(services.store, row.id, "approve"))
     values = dict(request_id=row.id, plan=RestorePlan.from_dict(row.plan), status=row.status, approvers=approvers,

@@ -25,7 +25,7 @@ def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Repl
     now = services.clock()
     check_can_collect_reactions(reply)  # a request nobody can approve (bot not in the channel) is never posted
     # a new database holds a copy of production data: approved too, unless the config says otherwise
-    needs_approval = plan.target_exists or access.approve_new_database_restores
+    needs_approval = plan.needs_approval or access.approve_new_database_restores
     row = request_state.create_request(
         services.store, plan.to_dict(), plan.database, actor.user, actor.channel, needs_approval,
         access.required_approvals if needs_approval else 0, iso(now),
@@ -35,7 +35,7 @@ def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Repl
     message_id = reply.post(message)
     request_state.set_message(services.store, row.id, message_id)
     record_event(services, "restore.requested", database=plan.database, actor=actor,
-                 text=f"Restore request #{row.id}: backup #{plan.backup_id} into {plan.target}",
+                 text=f"Restore request #{row.id}: backup #{plan.backup_id or '?'} into {plan.target}",
                  detail={"backup_id": plan.backup_id, "request_id": row.id}, reply=reply)
     if needs_approval:
         if message_id:

@@ -18,6 +18,7 @@ from commands.chat.reply import Notice, Reply, ThreadReply
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
+from commands.pg.globals import create_roles
 from commands.pg.restore import (
     create_database,
     drop_database,
@@ -28,6 +29,7 @@ from commands.pg.restore import (
 )
 from commands.pg.tools import with_dbname
 from commands.redact import redact
+from commands.restore.pitr import PITR, run_pitr_request
 from commands.restore.plan import NEW_DATABASE, SIDE_DATABASE, RestorePlan, plan_message
 from commands.restore.verify import Check, check_health_url, checks_text, verify_restored
 from commands.units import human_duration
@@ -52,6 +54,8 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
     thread = ThreadReply(reply, row.message_id)
     with services.job_slots.acquire(f"restore request #{row.id}",
                                     on_queued=lambda ahead: thread.post(Notice(queued_text(ahead)))):
+        if row.plan.get("kind") == PITR:
+            return run_pitr_request(services, row, reply)
         return RestoreRun(services, row, reply).run()
 
 
@@ -68,7 +72,8 @@ class RestoreRun:
         self.reply = reply
         self.thread = ThreadReply(reply, row.message_id)
         self.actor = Actor(user=row.requester, channel=row.channel)
-        self.dsn = services.settings.database(self.plan.database).require_url()
+        self.dsn = (services.settings.target(self.plan.server).require_url() if self.plan.server
+                    else services.settings.database(self.plan.database).require_url())
         self.target_dsn = with_dbname(self.dsn, self.plan.target_dbname)
         self.record = get_backup(services.store, self.plan.backup_id)
         self.steps: list[str] = []
@@ -135,28 +140,39 @@ class RestoreRun:
             artifact = fetch_artifact(self.services.storage, record, Path(workdir))
             self.step("fetch and check", time.monotonic() - started, f"sha256 {record.sha256[:12]} matches")
             started = time.monotonic()
+            if plan.create_roles:
+                self.create_roles()
+                started = time.monotonic()
             if plan.method == NEW_DATABASE:
                 create_database(self.dsn, plan.target_dbname)
                 self.created_target = True
             if plan.method == SIDE_DATABASE:
                 self.created_side = side_database_name(self.row.id)
                 create_database(self.dsn, self.created_side, like=plan.target_dbname)
-                run_restore(self.dsn, self.created_side, record, artifact, Path(workdir), jobs=plan.jobs, secrets=secrets_)
+                run_restore(self.dsn, self.created_side, record, artifact, Path(workdir), jobs=plan.jobs, secrets=secrets_,
+                            no_owner=plan.no_owner)
             else:
                 run_restore(self.dsn, plan.target_dbname, record, artifact, Path(workdir),
-                            tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_)
+                            tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_, no_owner=plan.no_owner)
             seconds = time.monotonic() - started
             self.step("restore", seconds, f"{record.format} into {plan.target}"
                       + (f" (side database {self.created_side})" if self.created_side else ""))
         self.result["restore_seconds"] = round(seconds, 3)
         health_url = (self.services.settings.database(plan.database).health_url
-                      if plan.target_dbname == pg_snapshot.dbname_of(self.dsn) else None)
+                      if not plan.server and plan.target_dbname == pg_snapshot.dbname_of(self.dsn) else None)
         if plan.method == SIDE_DATABASE:
             return self.verify_and_swap(health_url)
         started = time.monotonic()
         checks = verify_restored(self.target_dsn, record, list(plan.tables), health_url)
         self.step("verify", time.monotonic() - started, checks_text(checks))
         return checks
+
+    def create_roles(self) -> None:
+        started = time.monotonic()
+        wanted = set(self.plan.create_roles)
+        definitions = [d for d in self.record.role_definitions if d["name"] in wanted]
+        created = create_roles(self.dsn, definitions)
+        self.step("roles", time.monotonic() - started, created.summary())
 
     def verify_and_swap(self, health_url: str | None) -> list[Check] | None:
         """Rows and constraints are checked on the side database, before anything is replaced; the app's

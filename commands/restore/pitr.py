@@ -1,0 +1,393 @@
+"""Point-in-time recovery on pgBackRest: `/restore --time T`, `/restore physical ID`, physical drills.
+
+pgBackRest does the physical work; the bot plans, asks, runs, verifies and records. A restore goes
+into a NEW data directory on a free port, so nothing is destroyed and approvers agree to a copy:
+the running cluster is never touched. Replacing the live cluster is not something the bot does.
+Before anyone is asked, the plan names the backup set and WAL range, and says whether the time
+is reachable (after the end of some backup, and archived: WAL is switched on the live server).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from commands.backup.physical import engine_config
+from commands.chat.access import OPERATOR
+from commands.chat.context import Actor, Services
+from commands.chat.job_slots import queued_text
+from commands.chat.reply import Notice, Reply, ThreadReply
+from commands.errors import AlreadyRunningError, BackupbotError, NotFoundError, UsageError
+from commands.incident.audit import record_event
+from commands.pg import pgbackrest
+from commands.pg.tools import pg_bin
+from commands.redact import redact
+from commands.units import human_bytes, human_duration
+from state import approvals as request_state
+from state import jobs as job_state
+from state.physical_backups import (
+    PhysicalBackupRecord,
+    get_physical_backup,
+    get_physical_backup_by_label,
+    list_physical_backups,
+    set_physical_verification,
+)
+from state.store import iso
+
+PITR = "pitr"
+RESTORE_ROOT = Path("/var/tmp/backupbot-restores")  # reachable by the postgres user (the cluster's owner)
+
+
+def parse_time(text: str) -> datetime:
+    """`2026-11-29 14:04:00+00`, `2026-11-29T14:04Z`: a moment with its time zone, never guessed."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise UsageError(f"{text[:40]!r} is not a time: write it like \"2026-11-29 14:04:00+00\"") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"{text[:40]!r} has no time zone: write it like \"2026-11-29 14:04:00+00\"")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class PointInTimeRequest:
+    database: str
+    target_time: datetime | None = None  # None: the backup set's own consistent point
+    backup: str | None = None  # a physical backup id, a pgBackRest label, or "latest"
+    dry_run: bool = False
+    permission = OPERATOR
+
+
+def find_physical_backup(services: Services, database: str, ref: str) -> PhysicalBackupRecord:
+    if ref == "latest":
+        records = list_physical_backups(services.store, database, limit=1)
+        if not records:
+            raise NotFoundError(f"there is no physical backup of {database} yet: run `/backup physical {database}`")
+        return records[0]
+    record = (get_physical_backup(services.store, int(ref)) if ref.isdigit()
+              else get_physical_backup_by_label(services.store, database, ref))
+    if record is None or record.expired_at or record.database != database:
+        raise NotFoundError(f"there is no physical backup {ref} of {database}")
+    return record
+
+
+@dataclass(frozen=True)
+class PointInTimePlan:
+    """What approvers agree to: a new cluster, from this backup set, replayed to this time."""
+
+    database: str
+    stanza: str
+    target_time: str | None
+    backup_label: str
+    backup_stopped: str
+    wal_range: str
+    reachable: str  # why the time can be reached
+    datadir: str
+    lock_key: str
+    requested_by: str
+    requested_at: str
+    backup_id: int | None = None  # the physical backup's catalog id, when it has one
+    latest_archived: str | None = None
+    kind: str = PITR
+
+    needs_approval = True  # a copy of production data, restored from the archive: always approved
+
+    @property
+    def target(self) -> str:
+        return f"a new cluster in {self.datadir} on a free port"
+
+    @property
+    def database_label(self) -> str:
+        return self.database
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PointInTimePlan:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Actor) -> PointInTimePlan:
+    cfg = engine_config(services.settings, request.database)
+    dsn = services.settings.database(request.database).require_url()
+    latest = None
+    if request.target_time is not None:
+        reach = pgbackrest.time_reachable(cfg, request.target_time, dsn=dsn)
+        if not reach.reachable:
+            raise UsageError(f"{request.database} cannot be restored to {request.target_time.isoformat()}: {reach.reason}")
+        chosen, reason = reach.backup, reach.reason
+        latest = reach.latest.isoformat() if reach.latest else None
+        record = get_physical_backup_by_label(services.store, request.database, chosen.label)
+        label, stopped, wal = chosen.label, chosen.stopped.isoformat(), chosen.wal_range
+    else:
+        record = find_physical_backup(services, request.database, request.backup or "latest")
+        label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
+        reason = f"backup set {label} to its consistent point (end of the backup)"
+    datadir = RESTORE_ROOT / f"{request.database}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    return PointInTimePlan(
+        database=request.database, stanza=cfg.stanza,
+        target_time=request.target_time.isoformat() if request.target_time else None,
+        backup_label=label, backup_stopped=stopped, wal_range=wal, reachable=reason, datadir=str(datadir),
+        lock_key=f"{request.database}:pitr", requested_by=actor.user, requested_at=iso(services.clock()),
+        backup_id=record.id if record else None, latest_archived=latest,
+    )
+
+
+STATUS_LINES = {
+    "dry-run": "Dry run: nothing was requested.",
+    "running": ":hourglass_flowing_sand: RUNNING",
+    "succeeded": ":white_check_mark: RESTORED to a new cluster and verified",
+    "failed": ":x: FAILED",
+    "rejected": ":no_entry: REJECTED",
+    "expired": ":hourglass: EXPIRED: not approved in time; nothing was restored",
+    "cancelled": ":wastebasket: CANCELLED",
+    "interrupted": ":warning: INTERRUPTED by a bot restart",
+}
+
+
+@dataclass(frozen=True)
+class PointInTimeMessage:
+    """The channel message of a point-in-time restore request."""
+
+    request_id: int | None
+    plan: PointInTimePlan
+    status: str = "pending"
+    approvers: tuple[str, ...] = ()
+    required: int = 1
+    approve_emoji: str = "white_check_mark"
+    reject_emoji: str = "x"
+    now: datetime | None = None
+    note: str | None = None
+    steps: tuple[str, ...] = field(default_factory=tuple)
+
+    def text(self) -> str:
+        p = self.plan
+        title = f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)"
+        to = f"to {p.target_time}" if p.target_time else f"to the end of backup set {p.backup_label}"
+        if self.status == "pending":
+            voters = f" ({', '.join(f'<@{u}>' for u in self.approvers)})" if self.approvers else ""
+            status = (f"Waiting for {self.required} approval(s) from approvers: :{self.approve_emoji}: approves, "
+                      f":{self.reject_emoji}: rejects. Approvals so far: {len(self.approvers)}/{self.required}{voters}")
+        else:
+            status = STATUS_LINES.get(self.status, self.status.upper())
+        lines = [
+            f"*{title}* by <@{p.requested_by}>: point-in-time restore of {p.database} {to}",
+            f"Backup set: {p.backup_label} (pgBackRest stanza {p.stanza}, ended {p.backup_stopped}) · WAL {p.wal_range}",
+            f"Reachable: yes, {p.reachable}" + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
+            f"Restores into: {p.target} (127.0.0.1), promoted when recovery reaches the target",
+            f"The running cluster of {p.database} is not touched: nothing is replaced. Replacing it is a "
+            "separate step the bot does not take.",
+            status, *self.steps,
+        ]
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+
+def pitr_message(services: Services, row: request_state.RestoreRequestRow, **overrides) -> PointInTimeMessage:
+    access = services.settings.access
+    values = dict(request_id=row.id, plan=PointInTimePlan.from_dict(row.plan), status=row.status,
+                  approvers=tuple(request_state.active_voters(services.store, row.id, "approve")),
+                  required=row.required_approvals, approve_emoji=access.approve_emoji,
+                  reject_emoji=access.reject_emoji, now=services.clock())
+    values.update(overrides)
+    return PointInTimeMessage(**values)
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
+    """Restore into the new data directory, wait until promoted, verify, and leave it running."""
+    plan = PointInTimePlan.from_dict(row.plan)
+    thread = ThreadReply(reply, row.message_id)
+    actor = Actor(user=row.requester, channel=row.channel)
+    result: dict = {"steps": {}}
+    steps: list[str] = []
+
+    def update(note: str | None = None) -> None:
+        current = request_state.get_request(services.store, row.id)
+        if current.message_id:
+            reply.update(current.message_id, pitr_message(services, current, steps=tuple(steps), note=note))
+
+    def step(name: str, seconds: float, detail: str) -> None:
+        result["steps"][name] = round(seconds, 3)
+        line = f"{name}: {detail} ({human_duration(seconds)})"
+        steps.append(f"• {line}")
+        thread.post(Notice(line))
+        record_event(services, "restore.step", database=plan.database, actor=actor,
+                     text=f"Restore request #{row.id}: {line}", detail={"step": name, "request_id": row.id})
+
+    job = restored = None
+    try:
+        if request_state.plan_hash(row.plan) != row.plan_hash:
+            raise BackupbotError("the stored plan does not match its hash; it was changed after it was requested")
+        try:
+            job = job_state.claim_database(services.store, "restore", plan.lock_key, row.requester, row.channel,
+                                           detail={"request_id": row.id})
+        except job_state.DatabaseBusy as busy:
+            raise AlreadyRunningError(f"a {busy.job.kind} of {plan.database} is already running (#{busy.job.id})") from None
+        request_state.set_job(services.store, row.id, job.id)
+        update()
+        started = time.monotonic()
+        restored = restore_cluster(services, plan, Path(plan.datadir))
+        seconds = time.monotonic() - started
+        step("restore", seconds, f"backup set {plan.backup_label} replayed "
+             + (f"to {plan.target_time}" if plan.target_time else "to its end") + f", promoted on port {restored.port}")
+        started = time.monotonic()
+        detail = verify_cluster(restored, services.settings.database(plan.database).require_url())
+        step("verify", time.monotonic() - started, detail)
+        # the incident's data-loss window is measured from the recovery target, not from a dump's time
+        record_event(services, "restore.verified", database=plan.database, actor=actor,
+                     text=f"Restore request #{row.id} verification passed (point in time)",
+                     detail={"passed": True, "request_id": row.id, "backup_id": plan.backup_id,
+                             "recovery_point": plan.target_time or plan.backup_stopped,
+                             "target_time": plan.target_time}, reply=reply)
+    except Exception as exc:
+        if restored is not None:  # a copy that did not verify is nobody's to use: stop and remove it
+            restored.stop_and_remove()
+        reason = str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}"
+        return _fail(services, row, plan, thread, job, result, reason, update, actor)
+    result.update(ok=True, restore_seconds=round(seconds, 3), port=restored.port, datadir=str(restored.datadir))
+    request_state.set_result(services.store, row.id, request_state.SUCCEEDED, result)
+    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
+    update(note=f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); "
+                "connect with the database's own credentials. Stop it with `pg_ctl -D DATADIR stop` when done.")
+    thread.post(Notice(f":white_check_mark: Restore request #{row.id}: {plan.database} restored "
+                       + (f"to {plan.target_time}" if plan.target_time else f"from {plan.backup_label}")
+                       + f" on 127.0.0.1:{restored.port} and verified."))
+    record_event(services, "restore.succeeded", database=plan.database, actor=actor,
+                 text=f"Restore request #{row.id}: point-in-time restore of {plan.database}"
+                      + (f" to {plan.target_time}" if plan.target_time else "") + " succeeded",
+                 detail={"request_id": row.id, "target_time": plan.target_time, "backup_label": plan.backup_label})
+    return result
+
+
+def _fail(services, row, plan, thread, job, result, reason, update, actor) -> dict:
+    reason = redact(reason, services.secrets())[:1500]
+    result.update(ok=False, error=reason)
+    request_state.set_result(services.store, row.id, request_state.FAILED, result)
+    if job is not None:
+        job_state.finish_job(services.store, job.id, job_state.FAILED, reason)
+    update(note=f"Failed: {reason}")
+    thread.post(Notice(f":x: Restore request #{row.id} failed: {reason}. The running cluster was not touched."))
+    record_event(services, "restore.failed", database=plan.database, actor=actor,
+                 text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
+    return result
+
+
+def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) -> pgbackrest.RestoredCluster:
+    cfg = engine_config(services.settings, plan.database)
+    target = datetime.fromisoformat(plan.target_time) if plan.target_time else None
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    datadir.parent.chmod(0o711)  # the cluster's owner (postgres) must pass through, nobody may list it
+    return pgbackrest.restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir)
+
+
+def verify_cluster(restored: pgbackrest.RestoredCluster, source_dsn: str) -> str:
+    """The copy answers, has left recovery, and `pg_controldata` says it is in production."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    dbname = conninfo_to_dict(source_dsn).get("dbname") or "postgres"
+    with psycopg.connect(restored.dsn(dbname), connect_timeout=10) as conn:
+        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                              "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                              "AND n.nspname NOT LIKE 'pg\\_%'").fetchone()[0]
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    if in_recovery:
+        raise BackupbotError("the restored cluster is still in recovery")
+    argv = [pg_bin("pg_controldata"), str(restored.datadir)]
+    if restored.run_as:
+        argv = ["runuser", "-u", restored.run_as, "--", *argv]
+    control = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "LC_ALL": "C"})
+    state = next((line.split(":", 1)[1].strip() for line in control.stdout.splitlines()
+                  if line.startswith("Database cluster state:")), "unknown")
+    if state != "in production":
+        raise BackupbotError(f"pg_controldata says the restored cluster is {state!r}, not in production")
+    return f"{dbname} answers with {tables} tables ({human_bytes(size)}); out of recovery; pg_controldata: {state}"
+
+
+# ---------------------------------------------------------------- drills of physical backups
+
+
+@dataclass(frozen=True)
+class PhysicalDrillRequest:
+    backup: str  # id, label or latest
+    database: str
+    permission = OPERATOR
+
+
+@dataclass(frozen=True)
+class PhysicalDrillResult:
+    backup_id: int
+    label: str
+    database: str
+    ok: bool
+    seconds: float | None
+    detail: str
+
+    def text(self) -> str:
+        if self.ok:
+            return (f":white_check_mark: Drill of physical backup #{self.backup_id} ({self.label}, {self.database}) "
+                    f"passed: restored, started and promoted in {human_duration(self.seconds)} (RTO); {self.detail}. "
+                    "Scratch cluster stopped and removed.")
+        return f":x: Drill of physical backup #{self.backup_id} ({self.label}, {self.database}) FAILED: {self.detail}"
+
+
+def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor) -> PhysicalDrillResult:
+    """Restore to a scratch data directory on a free port, start it, wait for recovery to end, verify,
+    stop and remove it; the measured time is the RTO. `pgbackrest verify` checks the repository too."""
+    record = find_physical_backup(services, request.database, request.backup)
+    try:
+        job = job_state.claim_database(services.store, "drill", f"{request.database}:pitr-drill", actor.user,
+                                       actor.channel, detail={"physical_backup_id": record.id})
+    except job_state.DatabaseBusy as busy:
+        raise AlreadyRunningError(f"a drill of {request.database} is already running (#{busy.job.id})") from None
+    datadir = RESTORE_ROOT / f"drill-{request.database}-{record.id}-{secrets.token_hex(3)}"
+    plan = PointInTimePlan(database=request.database, stanza=record.stanza, target_time=None, backup_label=record.label,
+                           backup_stopped=record.stopped_at or record.created_at, wal_range=record.wal_range,
+                           reachable="drill", lock_key="", requested_by=actor.user, requested_at=iso(services.clock()),
+                           datadir=str(datadir))
+    seconds, restored = None, None
+    try:
+        started = time.monotonic()
+        restored = restore_cluster(services, plan, datadir)
+        seconds = time.monotonic() - started
+        detail = verify_cluster(restored, services.settings.database(request.database).require_url())
+        checked = pgbackrest.verify_repo(engine_config(services.settings, request.database))
+        ok = checked.ok
+        detail += "; pgbackrest verify: " + ("ok" if checked.ok else f"FAILED ({checked.summary})")
+    except BackupbotError as exc:
+        ok, detail = False, redact(str(exc), services.secrets())
+    except Exception as exc:
+        ok, detail = False, redact(f"{type(exc).__name__}: {exc}", services.secrets())
+    finally:
+        if restored is not None:
+            restored.stop_and_remove()
+        shutil.rmtree(plan.datadir, ignore_errors=True)
+    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, None if ok else detail)
+    set_physical_verification(services.store, record.id, "verified" if ok else "failed verification",
+                              iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None)
+    result = PhysicalDrillResult(record.id, record.label, request.database, ok, seconds, detail)
+    record_event(services, "drill.succeeded" if ok else "drill.failed", database=request.database, actor=actor,
+                 text=result.text(), detail={"physical_backup_id": record.id, "rto_seconds": seconds})
+    return result
+
+
+def execute_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor, reply: Reply):
+    with services.job_slots.acquire(f"drill of physical backup {request.backup}",
+                                    on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
+        result = run_physical_drill(services, request, actor)
+    reply.post(result)
+    return result

@@ -1,0 +1,97 @@
+"""`/restore --time T` through approvals: the rows deleted after T come back on a new cluster, the
+live cluster is not touched, and a drill of the physical backup records its RTO (issue #14)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import psycopg
+
+from state import approvals as request_state
+from state.physical_backups import list_physical_backups
+from tests.builders import make_console, make_settings
+from tests.fix_pgbackrest import server_now
+from tests.test_restore import approve, message_id
+
+ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"], "required_approvals": 1}
+
+
+def pitr_console(tmp_path, setup, dsn):
+    databases = {"main": {"url_env": "DATABASE_URL",
+                          "pgbackrest": {"config": str(setup.cfg.config_path), "stanza": setup.cfg.stanza}}}
+    return make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS))
+
+
+def stop_restored(datadir: str) -> None:
+    import shutil
+    import subprocess
+
+    from commands.pg.tools import pg_bin
+
+    subprocess.run(["runuser", "-u", "postgres", "--", pg_bin("pg_ctl"), "-D", datadir, "-m", "immediate", "stop"],
+                   capture_output=True, timeout=60)
+    shutil.rmtree(datadir, ignore_errors=True)
+
+
+def test_restore_to_a_time_brings_back_what_was_deleted_after_it(tmp_path, pgbackrest_setup):
+    dsn = pgbackrest_setup.create_database("pitr_app")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, entry text NOT NULL)")
+        conn.execute("INSERT INTO ledger SELECT g, 'entry ' || g FROM generate_series(1, 100) g")
+    console = pitr_console(tmp_path, pgbackrest_setup, dsn)
+    out = console.run("/backup physical --type incr")
+    assert "succeeded" in out, out
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO ledger SELECT g, 'late entry ' || g FROM generate_series(101, 150) g")
+    time.sleep(1.2)
+    moment = server_now(dsn)
+    time.sleep(1.2)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM ledger WHERE id > 20")  # the mistake the restore undoes
+    stamp = moment.strftime("%Y-%m-%d %H:%M:%S.%f%z")
+
+    assert "Incident #1" in console.run("/incident open ledger rows deleted --db main")
+    out = console.run(f'/restore --time "{stamp}"')
+    assert "point-in-time restore of main to" in out and "Backup set:" in out and "Reachable: yes" in out, out
+    assert "is not touched" in out and "Waiting for 1 approval" in out
+    out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
+    assert "restored to" in out and "and verified" in out, out
+    result = request_state.get_request(console.services.store, 1).result
+    try:
+        port = result["port"]
+        assert re.search(rf"127\.0\.0\.1:{port}", out)
+        restored = dsn.replace(f":{pgbackrest_setup.cluster.port}/", f":{port}/")
+        with psycopg.connect(restored) as conn:
+            assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 150  # the delete is not there
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+        with psycopg.connect(dsn) as conn:  # the live cluster kept its (mistaken) present
+            assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 20
+        closed = console.run("/incident close a DELETE without WHERE")
+        # the window runs from the incident's start back to the recovery target, not to a dump's time
+        assert "Data-loss window:" in closed and moment.isoformat()[:19] in closed.replace(" ", "T"), closed
+    finally:
+        stop_restored(result["datadir"])
+
+
+def test_unreachable_times_are_refused_before_anyone_is_asked(tmp_path, pgbackrest_setup):
+    dsn = pgbackrest_setup.create_database("pitr_refused")
+    console = pitr_console(tmp_path, pgbackrest_setup, dsn)
+    before = pgbackrest_setup.before_first_backup.strftime("%Y-%m-%d %H:%M:%S%z")
+    out = console.run(f'/restore --time "{before}"')
+    assert "cannot be restored to" in out and "before the first backup ended" in out, out
+    assert "(only you)" in out
+    assert "no time zone" in console.run('/restore --time "2026-11-29 14:04:00"')
+    assert "is not a time" in console.run('/restore --time "yesterday"')
+    assert request_state.get_request(console.services.store, 1) is None
+
+
+def test_drill_of_a_physical_backup_records_its_rto(tmp_path, pgbackrest_setup):
+    dsn = pgbackrest_setup.create_database("pitr_drill")
+    console = pitr_console(tmp_path, pgbackrest_setup, dsn)
+    assert "succeeded" in console.run("/backup physical --type incr")
+    out = console.run("/backup verify physical latest")
+    assert "Drill of physical backup" in out and "passed" in out and "(RTO)" in out, out
+    assert "pgbackrest verify: ok" in out
+    record = list_physical_backups(console.services.store, "main")[0]
+    assert record.verification == "verified" and record.restore_seconds > 0
