@@ -35,6 +35,9 @@ def run_preflight(config_path: str | None = None, out=None) -> int:
     results.append(check_storage(settings))
     if settings.slack_bot_token:
         results.append(check_slack(settings))
+        results.extend(check_channels(settings))
+    if settings.slack_app_token:
+        results.append(check_app_token(settings))
     return _print(results, out)
 
 
@@ -155,3 +158,50 @@ def check_slack(settings: Settings) -> tuple[bool, str]:
         return False, f"slack: auth.test failed: {exc.response.get('error')}"
     except Exception as exc:
         return False, f"slack: cannot reach the Web API: {type(exc).__name__}"
+
+
+def check_channels(settings: Settings) -> list[tuple[bool, str]]:
+    """Every configured channel the bot posts to: a private one it is not in would swallow alerts."""
+    from slack_sdk.errors import SlackApiError
+
+    from bot.server import make_client
+
+    client, results = make_client(settings), []
+    for key in ("alerts", "digest"):
+        channel = getattr(settings.channels, key)
+        if not channel:
+            continue
+        try:
+            info = client.conversations_info(channel=channel)["channel"]
+        except SlackApiError as exc:
+            results.append((False, f"slack channels.{key} ({channel}): {exc.response.get('error')}"))
+            continue
+        name = info.get("name") or channel
+        if info.get("is_member"):
+            results.append((True, f"slack channels.{key}: the bot is in #{name}"))
+        elif not info.get("is_private"):
+            results.append((True, f"slack channels.{key}: #{name} is public; the bot posts there (chat:write.public) "
+                                  "and joins it before asking for approvals"))
+        else:
+            results.append((False, f"slack channels.{key}: #{name} is private and the bot is not in it: "
+                                   f"invite @backupbot to #{name}"))
+    return results
+
+
+def check_app_token(settings: Settings) -> tuple[bool, str]:
+    """Socket Mode's app-level token must carry connections:write: apps.connections.open proves it
+    (it hands out a WebSocket URL, which is not opened here)."""
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    kwargs = {"token": settings.slack_app_token}
+    if settings.slack_api_url:
+        kwargs["base_url"] = settings.slack_api_url.rstrip("/") + "/"
+    try:
+        WebClient(**kwargs).apps_connections_open(app_token=settings.slack_app_token)
+        return True, "slack app-level token: apps.connections.open ok (connections:write, Socket Mode)"
+    except SlackApiError as exc:
+        return False, (f"slack app-level token: apps.connections.open failed ({exc.response.get('error')}): "
+                       "SLACK_APP_TOKEN must be an app-level token (xapp-…) with the connections:write scope")
+    except Exception as exc:
+        return False, f"slack app-level token: cannot reach the Web API: {type(exc).__name__}"

@@ -50,17 +50,26 @@ def parse_backup_command(text: str, services: Services):
     return backup.parse_backup(text, services)
 
 
+# What Slack shows under each command; manifest.yml carries the same hints (tests/test_docs.py)
+USAGE_HINTS = {
+    "/backup": ("[DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT] "
+                "| physical [DB] [--type full|diff|incr] | list | prune [--dry-run] | verify [physical] ID|latest | help"),
+    "/restore": ("BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into DB] [--to SERVER] [--no-owner] [--dry-run] "
+                 "| --time \"2026-11-29 14:04:00+00\" [DB] | physical ID|latest | cancel ID | help"),
+    "/db-health": "[DB|all]",
+    "/incident": ("open TITLE [--db DB] [--sev 1-4] | note TEXT | status | check STEP | close ROOT_CAUSE | timeline "
+                  "| list | export"),
+}
+
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in [
-        CommandSpec("/backup", "Back up a database, list backups", "[DB] [--format custom|plain|gzip] | physical | list | help",
-                    parse_backup_command, {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS,
-                                             **physical.EXECUTORS}),
-        CommandSpec("/restore", "Approved restores", "BACKUP_ID|latest [DB] [--tables] [--jobs N] [--into DB] [--dry-run]",
-                    restore.parse_restore, restore.EXECUTORS),
-        CommandSpec("/db-health", "Database health", "[DB|all]", health.parse_health, health.EXECUTORS),
-        CommandSpec("/incident", "Incident timelines", "open TITLE | note TEXT | status | close | timeline | list | export",
-                    incident.parse_incident, incident.EXECUTORS),
+        CommandSpec("/backup", "Back up a database, list backups", USAGE_HINTS["/backup"], parse_backup_command,
+                    {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS, **physical.EXECUTORS}),
+        CommandSpec("/restore", "Approved restores", USAGE_HINTS["/restore"], restore.parse_restore, restore.EXECUTORS),
+        CommandSpec("/db-health", "Database health", USAGE_HINTS["/db-health"], health.parse_health, health.EXECUTORS),
+        CommandSpec("/incident", "Incident timelines", USAGE_HINTS["/incident"], incident.parse_incident,
+                    incident.EXECUTORS),
     ]
 }
 

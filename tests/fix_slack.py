@@ -120,6 +120,8 @@ class FakeSlackWebAPI:
             self.channels.setdefault(args["channel"], {})["is_member"] = True
             self.not_in_channels.discard(args["channel"])
             return {"ok": True, "channel": self.channel_info(args["channel"])}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": "wss://wss.invalid/link/?ticket=test"}
         if method == "auth.test":
             return {"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "backupbot",
                     "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"}

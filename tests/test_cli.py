@@ -106,3 +106,21 @@ def test_run_serves_slack_over_http(tmp_path, sample_dsn, fake_slack):
     logs = server.stderr.read().decode()
     assert "serving Slack over HTTP" in logs
     assert sample_dsn.split(":")[2].split("@")[0] not in logs
+
+
+def test_check_names_channels_the_bot_cannot_post_in_and_checks_the_app_token(tmp_path, sample_dsn, fake_slack):
+    config = tmp_path / "backupbot.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
+                      '[access]\noperators = ["U0ALICE"]\n[channels]\nalerts = "C0ALERTS"\ndigest = "C0SECRET"\n')
+    fake_slack.channels["C0SECRET"] = {"name": "dba-private", "is_private": True, "is_member": False}
+    env = {"DATABASE_URL": sample_dsn, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test",
+           "SLACK_API_URL": fake_slack.url}
+    result = run_cli(["check", "--config", str(config)], env)
+    assert result.returncode == 1
+    assert "ok   slack channels.alerts: the bot is in #c0alerts" in result.stdout
+    assert "FAIL slack channels.digest: #dba-private is private and the bot is not in it: invite @backupbot" in result.stdout
+    assert "ok   slack app-level token: apps.connections.open ok (connections:write" in result.stdout
+    fake_slack.fail_methods["apps.connections.open"] = "missing_scope"
+    result = run_cli(["check", "--config", str(config)], env)
+    assert "FAIL slack app-level token: apps.connections.open failed (missing_scope)" in result.stdout
+    assert "xapp-test" not in result.stdout + result.stderr

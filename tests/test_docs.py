@@ -64,3 +64,36 @@ def test_manifest_subscribes_to_the_events_the_app_handles():
     assert "socket_mode_enabled: true" in text
     for scope in ("commands", "chat:write", "reactions:read", "reactions:write", "usergroups:read"):
         assert f"- {scope}" in text
+
+
+def manifest_hints() -> dict[str, str]:
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    return {c["command"]: c["usage_hint"] for c in manifest["features"]["slash_commands"]}
+
+
+def test_manifest_usage_hints_are_the_handlers_own():
+    assert manifest_hints() == {name: spec.usage_hint for name, spec in dispatch.COMMANDS.items()}
+
+
+# Web API methods the bot calls -> the scope each needs (reactions and commands come by event)
+METHOD_SCOPES = {
+    "chat_postMessage": "chat:write", "chat_update": "chat:write", "chat_postEphemeral": "chat:write",
+    "reactions_add": "reactions:write", "conversations_history": "channels:history",
+    "conversations_replies": "channels:history", "conversations_info": "channels:read",
+    "conversations_join": "channels:join", "usergroups_users_list": "usergroups:read", "files_upload_v2": "files:write",
+}
+# scopes the bot needs without calling a method by that name
+IMPLIED_SCOPES = {"commands", "reactions:read", "chat:write.public", "groups:history", "groups:read"}
+
+
+def test_manifest_asks_for_exactly_the_scopes_the_bot_uses():
+    import yaml
+
+    source = "".join(p.read_text() for p in (ROOT / "bot").glob("*.py"))
+    called = {m for m in METHOD_SCOPES if re.search(rf"\.{m}\(", source)}
+    needed = {METHOD_SCOPES[m] for m in called} | IMPLIED_SCOPES
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == needed
+    assert manifest["settings"]["interactivity"]["is_enabled"] is False  # approvals are reactions
