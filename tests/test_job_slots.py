@@ -16,6 +16,17 @@ from state.jobs import get_job
 from tests.builders import make_console, make_settings
 
 
+def eventually(predicate, timeout: float = 10) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def hold(slots: JobSlots, label: str, release: threading.Event, log: list, queued: list | None = None):
     def run():
         with slots.acquire(label, on_queued=lambda ahead: queued.append((label, ahead)) if queued is not None else None):
@@ -37,6 +48,8 @@ def test_slots_queue_first_come_first_served_and_say_how_many_are_ahead():
     assert slots.wait_for(lambda s: s.waiting() == ["c"], 10)
     threads.append(hold(slots, "d", gates["d"], log, queued))
     assert slots.wait_for(lambda s: s.waiting() == ["c", "d"], 10)
+    # each is told its place just after it joins the line, on its own thread
+    assert eventually(lambda: len(queued) == 2)
     assert queued == [("c", 2), ("d", 3)]  # two running ahead of c; those two and c ahead of d
     assert sorted(slots.running()) == ["a", "b"]
 

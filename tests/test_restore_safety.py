@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from commands.pg.tools import pg_bin
+from commands.pg.tools import pg_bin, pg_bin_for
 from state.backups import list_backups
 from tests.builders import make_console, make_settings
 from tests.test_restore import approve, message_id
@@ -167,6 +167,14 @@ exec {pg_bin('pg_restore')} "$@"
     return str(shim)
 
 
+def use_shim(monkeypatch, shim: str) -> None:
+    """Whichever way the runner picks its pg_restore (by name, or the newest fitting the server)."""
+    real, real_for = pg_bin, pg_bin_for
+    monkeypatch.setattr("commands.pg.restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
+    monkeypatch.setattr("commands.pg.restore.pg_bin_for",
+                        lambda name, major: shim if name == "pg_restore" else real_for(name, major))
+
+
 def test_pg_restore_killed_mid_stream_leaves_the_target_exactly_as_it_was(tmp_path, sample_dsn, monkeypatch):
     console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
     assert "succeeded" in console.run("/backup")
@@ -176,8 +184,7 @@ def test_pg_restore_killed_mid_stream_leaves_the_target_exactly_as_it_was(tmp_pa
         conn.execute("CREATE TABLE after_backup.notes (t text)")
     before = content_of(sample_dsn)
     shim = pg_restore_that_dies(tmp_path, after_bytes=200_000)
-    real = pg_bin
-    monkeypatch.setattr("commands.pg.restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
+    use_shim(monkeypatch, shim)
     out = console.run("/restore latest")
     out += approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 failed" in out and "killed by signal 9" in out, out
@@ -214,8 +221,7 @@ def test_parallel_restore_that_fails_leaves_the_target_as_it_was(tmp_path, sampl
         conn.execute("DELETE FROM users WHERE id > 10")
     before = content_of(sample_dsn)
     shim = pg_restore_that_dies(tmp_path, after_bytes=0)
-    real = pg_bin
-    monkeypatch.setattr("commands.pg.restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
+    use_shim(monkeypatch, shim)
     out = console.run("/restore latest --jobs 2")
     out += approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 failed" in out, out

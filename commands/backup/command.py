@@ -20,14 +20,16 @@ from commands.chat.access import ANYONE, OPERATOR
 from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.help import HelpRequest, execute_help
+from commands.chat.job_slots import queued_text
 from commands.chat.reply import GuardedReply, Notice, Reply
 from commands.errors import AlreadyRunningError, BackupbotError, UsageError
+from commands.health.command import copies_lines, production_copies
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
 from commands.pg.globals import dump_globals, role_definitions, roles_in_database
 from commands.pg.names import NameRef, parse_name_list
-from commands.pg.tools import major, pg_env, tool_version
+from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
 from commands.redact import redact
 from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
@@ -223,8 +225,6 @@ def execute_backup(services: Services, request: BackupRequest, actor: Actor, rep
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(
             f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
-    from commands.chat.job_slots import queued_text
-
     in_slot = False
     try:  # at most [jobs] max_running jobs at once; the rest wait in line and are told their place
         with services.job_slots.acquire(f"backup #{job.id} of {request.database}",
@@ -301,13 +301,12 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
     secrets = services.secrets() + [dsn]
     encrypt_to = tuple(services.settings.encrypt_to)
     full = request.kind in FULL_KINDS and not request.tables and not request.schema_only
-    pg_dump_version = tool_version("pg_dump")
     with pg_snapshot.connect(dsn) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         server_version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
-        if major(pg_dump_version) < major(server_version):
-            raise UsageError(f"pg_dump {pg_dump_version} is older than the server ({server_version}); "
-                             "install a pg_dump of the same major version or newer")
+        # the newest installed pg_dump that knows this server (Debian installs several side by side)
+        pg_dump = pg_bin_for("pg_dump", major(server_version))
+        pg_dump_version = tool_version(pg_dump)
         dbname = conn.execute("SELECT current_database()").fetchone()[0]
         database_size = pg_snapshot.database_size(conn)
         all_tables = pg_snapshot.list_user_tables(conn)
@@ -343,7 +342,7 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
 
         key = artifact_key(request.database, job_id, created, fmt) + (".age" if encrypt_to else "")
         writer = services.storage.open_writer(key, expected_size=database_size)
-        argv = dump_argv(fmt, snapshot, tables if request.tables else [], request.schema_only)
+        argv = dump_argv(fmt, snapshot, tables if request.tables else [], request.schema_only, binary=pg_dump)
         try:
             outcome = run_pg_dump(argv, pg_env(dsn), fmt, writer, on_progress=progress,
                                   progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to)
@@ -445,8 +444,6 @@ def execute_backup_list(services: Services, request: BackupListRequest, actor: A
         records = tuple(r for r in records if (r.created_at, r.id) >= cut)
         physical = tuple(p for p in physical if (p.created_at, p.id) >= cut)
     result = BackupList(database=request.database, records=records, now=services.clock(), physical=physical)
-    from commands.health.command import copies_lines, production_copies
-
     copies = copies_lines(production_copies(services, request.database))  # restores --into a new database
     reply.ephemeral(Notice("\n".join([result.text(), *copies])) if copies else result)
     return result

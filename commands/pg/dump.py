@@ -80,11 +80,12 @@ class _IdentityDecompressor:
         return data
 
 
-def dump_argv(fmt: DumpFormat, snapshot: str | None, tables: list[QualifiedName], schema_only: bool) -> list[str]:
+def dump_argv(fmt: DumpFormat, snapshot: str | None, tables: list[QualifiedName], schema_only: bool,
+              binary: str | None = None) -> list[str]:
     """pg_dump's argv: options only, from validated values. Credentials go by environment.
 
     Tables come as exact catalog names, each an exact `--table` pattern (quoted, so no wildcard)."""
-    argv = [pg_bin("pg_dump"), f"--format={fmt.pg_format}", "--no-password", "--verbose"]
+    argv = [binary or pg_bin("pg_dump"), f"--format={fmt.pg_format}", "--no-password", "--verbose"]
     if fmt.pg_format == "custom":
         argv.append("--compress=0")  # the bot compresses the stream itself (zstd)
     if snapshot:

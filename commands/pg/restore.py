@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,8 @@ from psycopg import sql
 from commands.errors import DumpError, EncryptionError, IntegrityError, UsageError
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS, make_decompressor
-from commands.pg.names import QualifiedName
-from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env, with_dbname
+from commands.pg.names import QualifiedName, parse_key
+from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_bin_for, pg_env, with_dbname
 from commands.redact import redact
 from commands.storage import Storage
 from commands.storage.encryption import DecryptChain, Decryptor
@@ -260,8 +261,6 @@ def swap_databases(dsn: str, target: str, side: str, keep_as: str) -> None:
 
 def _rename_when_free(conn: psycopg.Connection, old: str, new: str, attempts: int = 50) -> None:
     """ALTER DATABASE ... RENAME after ending the sessions on it, retried while they go away."""
-    import time
-
     for attempt in range(attempts):
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                      "AND pid <> pg_backend_pid()", [old])
@@ -299,8 +298,6 @@ def clean_prologue(record: BackupRecord) -> sql.Composable:
     """
     objects = recorded_objects(record)
     if record.tables:
-        from commands.pg.names import parse_key
-
         return sql.SQL("").join(sql.SQL("DROP TABLE IF EXISTS {};\n").format(parse_key(key).identifier())
                                 for key in record.tables)
     statements = [sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE;\n").format(sql.Identifier(name))
@@ -315,16 +312,12 @@ def clean_prologue(record: BackupRecord) -> sql.Composable:
 def not_valid_scope(tables: list[str]) -> tuple[str, ...]:
     """NOT VALID constraints are recorded as `schema.table.constraint` (as the catalog spells them):
     the prefixes that put one in the scope of a `--tables` restore."""
-    from commands.pg.names import parse_key
-
     return tuple(f"{name.schema}.{name.name}." for name in map(parse_key, tables))
 
 
 def verification_sql(record: BackupRecord, tables: list[str]) -> sql.Composable:
     """A DO block that raises, before COMMIT, when the restored rows or NOT VALID constraints differ
     from the backup's: a restore that does not verify never commits."""
-    from commands.pg.names import parse_key
-
     expected = {key: n for key, n in record.row_counts.items() if not tables or key in tables}
     body = [sql.SQL("DECLARE n bigint; found text[]; wanted text[]; BEGIN\n")]
     for key, count in sorted(expected.items()):
@@ -353,7 +346,8 @@ def verification_sql(record: BackupRecord, tables: list[str]) -> sql.Composable:
 
 
 def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedArtifact, workdir: Path,
-                tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = (), no_owner: bool = False) -> None:
+                tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = (), no_owner: bool = False,
+                server_major: int | None = None) -> None:
     """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail.
 
     - plain and gzip: psql over BEGIN, the cleaning prologue, the dump, the verification, COMMIT;
@@ -367,7 +361,9 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     # index and constraint builds are most of a restore's work after the data: give them memory
     env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c maintenance_work_mem=256MB").strip()
     fmt = FORMATS[record.format]
-    pg_restore = [pg_bin("pg_restore"), "--no-password", "--exit-on-error"]
+    # the newest installed client that knows the receiving server, when its version is known
+    client = (lambda name: pg_bin_for(name, server_major)) if server_major else pg_bin
+    pg_restore = [client("pg_restore"), "--no-password", "--exit-on-error"]
     if no_owner:  # onto a server without the backup's roles: objects belong to whoever restores them
         pg_restore += ["--no-owner", "--no-privileges"]
     if fmt.pg_format != "custom" and (tables or jobs > 1):
@@ -377,7 +373,7 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
         _run_children([[*pg_restore, f"--jobs={jobs}", f"--dbname={dbname}", str(artifact.path)]], env, secrets)
         return
     if fmt.pg_format != "custom":
-        run_in_transaction(env, clean_prologue(record), artifact.path, None, verify, secrets)
+        run_in_transaction(env, clean_prologue(record), artifact.path, None, verify, secrets, client("psql"))
         return
     objects = recorded_objects(record)
     if tables or record.tables:
@@ -385,29 +381,28 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
         listing = workdir / "restore.list"
         listing.write_text(select_toc_entries(artifact.toc or "", objects, wanted, record.id))
         source = [*pg_restore, "--file=-", "--clean", "--if-exists", f"--use-list={listing}", str(artifact.path)]
-        run_in_transaction(env, sql.SQL(""), None, source, verify, secrets)
+        run_in_transaction(env, sql.SQL(""), None, source, verify, secrets, client("psql"))
         return
     source = [*pg_restore, "--file=-", str(artifact.path)]
-    run_in_transaction(env, clean_prologue(record), None, source, verify, secrets)
+    run_in_transaction(env, clean_prologue(record), None, source, verify, secrets, client("psql"))
 
 
 def _key_name(key: str) -> QualifiedName:
-    from commands.pg.names import parse_key
-
     return parse_key(key)
 
 
-def _psql_argv() -> list[str]:
+def _psql_argv(psql: str | None = None) -> list[str]:
     # no --single-transaction: the bot writes BEGIN and, only when everything succeeded, COMMIT
-    return [pg_bin("psql"), "--no-password", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--file=-"]
+    return [psql or pg_bin("psql"), "--no-password", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--file=-"]
 
 
 def run_in_transaction(env: dict[str, str], prologue: sql.Composable, dump_file: Path | None,
-                       dump_argv: list[str] | None, epilogue: sql.Composable, secrets: list[str]) -> None:
+                       dump_argv: list[str] | None, epilogue: sql.Composable, secrets: list[str],
+                       psql: str | None = None) -> None:
     """Feed psql `BEGIN; prologue; dump; epilogue; COMMIT;` and decide COMMIT only after the dump's
     source (a file, or a pg_restore writing SQL) ended cleanly. Otherwise psql's input ends inside the
     open transaction and PostgreSQL rolls it back: the target is exactly as it was."""
-    psql = subprocess.Popen(_psql_argv(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    psql = subprocess.Popen(_psql_argv(psql), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env, preexec_fn=die_with_parent)
     psql_tail = StderrTail(psql.stderr)
     source = source_tail = None

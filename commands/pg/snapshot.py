@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import psycopg
@@ -130,8 +131,6 @@ def table_objects(conn: psycopg.Connection) -> list[dict]:
     """For each user table: its OID, owner, columns, and the (catalog, OID) pairs of every object that
     belongs to it in a dump: indexes, constraints (with foreign keys that point at it), triggers,
     defaults, policies, rules; and its owned or identity sequences."""
-    import json
-
     tables = []
     for oid, schema, name, kind, owner, columns, parts, sequences in conn.execute(TABLE_OBJECTS_SQL).fetchall():
         seqs = [json.loads(s) for s in sequences]

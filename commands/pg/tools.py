@@ -67,8 +67,10 @@ def pg_bin(name: str) -> str:
 
 @functools.cache
 def tool_version(name: str) -> str:
-    """'15.18' for `pg_dump --version` printing 'pg_dump (PostgreSQL) 15.18 (Debian ...)'."""
-    out = subprocess.run([pg_bin(name), "--version"], capture_output=True, text=True, timeout=30).stdout
+    """'15.18' for `pg_dump --version` printing 'pg_dump (PostgreSQL) 15.18 (Debian ...)'; `name` is a
+    program name (found by pg_bin) or a path (from pg_bin_for)."""
+    binary = name if "/" in name else pg_bin(name)
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
     match = re.search(r"(\d+(?:\.\d+)*)", out)
     return match.group(1) if match else out.strip()
 
@@ -129,8 +131,9 @@ def _path_tool_major(path: str) -> int | None:
 
 
 def installed_pg_bins(name: str, root: str | os.PathLike | None = None, path: str | None = None) -> list[tuple[int, str]]:
-    """(major, path) of every installed `name`, newest first: Debian's ROOT/N/bin folders, then PATH
-    (asked with --version; Debian's pg_wrapper and links into ROOT are the folders already counted)."""
+    """(major, path) of every installed `name`, newest first, PATH first at the same major: Debian's
+    ROOT/N/bin folders and PATH (asked with --version; Debian's pg_wrapper and links into ROOT are the
+    folders already counted)."""
     root = Path(root) if root is not None else PG_LIB_ROOT
     found: dict[str, int] = {}
     for candidate in root.glob(f"*/bin/{name}"):
@@ -148,7 +151,10 @@ def installed_pg_bins(name: str, root: str | os.PathLike | None = None, path: st
         version = _path_tool_major(str(candidate))
         if version is not None:
             found[str(candidate)] = version
-    return sorted(((version, where) for where, version in found.items()), key=lambda item: -item[0])
+    on_path = {where for where in found if not Path(where).is_relative_to(root)}
+    # newest first; at the same major, a client the operator put on PATH before Debian's own
+    return sorted(((version, where) for where, version in found.items()),
+                  key=lambda item: (-item[0], item[1] not in on_path))
 
 
 def pg_bin_for(name: str, server_major: int, root: str | os.PathLike | None = None, path: str | None = None) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, Services
@@ -135,6 +136,7 @@ def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str,
     result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error)
     record_event(services, "drill.succeeded" if ok else "drill.failed", database=record.database, actor=actor,
                  text=result.text(), detail={"backup_id": record.id, "rto_seconds": seconds})
+    after_job(services, f"drill of backup #{record.id}")
     return result
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from commands.backup.physical import engine_config
+from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
@@ -270,6 +271,7 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
                  text=f"Restore request #{row.id}: point-in-time restore of {plan.database}"
                       + (f" to {plan.target_time}" if plan.target_time else "") + " succeeded",
                  detail={"request_id": row.id, "target_time": plan.target_time, "backup_label": plan.backup_label})
+    after_job(services, f"restore request #{row.id}")
     return result
 
 
@@ -283,6 +285,7 @@ def _fail(services, row, plan, thread, job, result, reason, update, actor) -> di
     thread.post(Notice(f":x: Restore request #{row.id} failed: {reason}. The running cluster was not touched."))
     record_event(services, "restore.failed", database=plan.database, actor=actor,
                  text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
+    after_job(services, f"restore request #{row.id}")
     return result
 
 
@@ -382,6 +385,7 @@ def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor:
     result = PhysicalDrillResult(record.id, record.label, request.database, ok, seconds, detail)
     record_event(services, "drill.succeeded" if ok else "drill.failed", database=request.database, actor=actor,
                  text=result.text(), detail={"physical_backup_id": record.id, "rto_seconds": seconds})
+    after_job(services, f"drill of physical backup #{record.id}")
     return result
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from commands.backup.command import BackupRequest, run_backup_job
+from commands.backup.state_copy import after_job
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply, ThreadReply
@@ -27,7 +28,7 @@ from commands.pg.restore import (
     scratch_dir,
     swap_databases,
 )
-from commands.pg.tools import with_dbname
+from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
 from commands.restore.pitr import PITR, run_pitr_request
 from commands.restore.plan import NEW_DATABASE, SIDE_DATABASE, RestorePlan, plan_message
@@ -76,6 +77,7 @@ class RestoreRun:
                     else services.settings.database(self.plan.database).require_url())
         self.target_dsn = with_dbname(self.dsn, self.plan.target_dbname)
         self.record = get_backup(services.store, self.plan.backup_id)
+        self.server_major = major(self.plan.server_version) if self.plan.server_version else None
         self.steps: list[str] = []
         self.result: dict = {"steps": {}}
         self.job = None
@@ -150,12 +152,15 @@ class RestoreRun:
                 self.created_side = side_database_name(self.row.id)
                 create_database(self.dsn, self.created_side, like=plan.target_dbname)
                 run_restore(self.dsn, self.created_side, record, artifact, Path(workdir), jobs=plan.jobs, secrets=secrets_,
-                            no_owner=plan.no_owner)
+                            no_owner=plan.no_owner,
+                            server_major=self.server_major)
             else:
                 run_restore(self.dsn, plan.target_dbname, record, artifact, Path(workdir),
-                            tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_, no_owner=plan.no_owner)
+                            tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_, no_owner=plan.no_owner,
+                            server_major=self.server_major)
             seconds = time.monotonic() - started
-            self.step("restore", seconds, f"{record.format} into {plan.target}"
+            tool = tool_version(pg_bin_for("pg_restore", self.server_major)) if self.server_major else None
+            self.step("restore", seconds, f"{record.format} into {plan.target}" + (f" with pg_restore {tool}" if tool else "")
                       + (f" (side database {self.created_side})" if self.created_side else ""))
         self.result["restore_seconds"] = round(seconds, 3)
         health_url = (self.services.settings.database(plan.database).health_url
@@ -231,6 +236,7 @@ class RestoreRun:
         self.thread.post(Notice(f":x: Restore request #{row.id} failed: {reason}"))
         record_event(services, "restore.failed", database=plan.database, actor=self.actor,
                      text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
+        after_job(services, f"restore request #{row.id}")  # the timeline outlives this host
         return self.result
 
     def succeed(self) -> dict:
@@ -245,6 +251,7 @@ class RestoreRun:
         record_event(services, "restore.succeeded", database=plan.database, actor=self.actor,
                      text=f"Restore request #{row.id} succeeded",
                      detail={"backup_id": self.record.id, "request_id": row.id})
+        after_job(services, f"restore request #{row.id}")
         return self.result
 
     def update(self, note: str | None = None) -> None:

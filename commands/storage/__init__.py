@@ -11,6 +11,8 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from commands.errors import ConfigError
+from commands.storage.local import LocalStorage
+from commands.storage.s3 import S3Storage
 
 
 class ArtifactWriter(Protocol):
@@ -62,12 +64,8 @@ def _backend(url: str) -> Storage:
     """Pick the backend for `file:///path`, a plain path, or `s3://bucket/prefix`."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
-        from commands.storage.local import LocalStorage
-
         return LocalStorage(parsed.path if parsed.scheme == "file" else url)
     if parsed.scheme == "s3":
-        from commands.storage.s3 import S3Storage
-
         if len(parsed.netloc) < 3:
             raise ConfigError(f"storage.url: bucket name {parsed.netloc!r} is too short")
         return S3Storage(bucket=parsed.netloc, prefix=parsed.path.strip("/"))
