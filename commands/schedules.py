@@ -21,6 +21,8 @@ from commands.chat.reply import Notice, Reply, ping_heartbeat
 from commands.errors import BackupbotError
 from commands.health.command import check_database, copies_lines, production_copies
 from commands.incident.audit import record_event
+from commands.pg import pgbackrest
+from commands.redact import redact
 from commands.restore.drill import run_drill
 from commands.settings_schedules import ScheduledJob, cron_trigger
 from commands.units import human_bytes, human_duration
@@ -173,7 +175,30 @@ def check_rpo(services: Services, reply: Reply) -> list[str]:
                         f"backup #{backups[0].id} at {backups[0].created_at}.")
             alert(services, reply, text, database)
             posted.append(text)
+        if services.settings.database(database).pgbackrest is not None:
+            posted += check_archiving(services, reply, database, now)
     return posted
+
+
+def check_archiving(services: Services, reply: Reply, database: str, now: datetime) -> list[str]:
+    """For an archived database the real RPO is the last archived WAL segment's age: alert once when
+    archiving stops or fails (the dumps may be fine), once when it is back."""
+    limit = services.settings.health.archive_rpo_minutes * 60
+    try:
+        status = pgbackrest.archiver_status(services.settings.database(database).require_url(), connect_timeout=10)
+        problem = ("WAL archiving is off" if not status.archiving else
+                   "WAL archiving is failing (the newest attempt failed)" if status.failing else
+                   f"no WAL segment archived for {human_duration(status.rpo_seconds)}"
+                   if status.rpo_seconds is not None and status.rpo_seconds > limit else None)
+    except BackupbotError as exc:
+        problem = f"archiving cannot be checked: {redact(str(exc), services.secrets())}"
+    if not health_state.set_alert(services.store, f"archive:{database}", problem is not None, iso(now)):
+        return []
+    text = (f":rotating_light: {database}: {problem}; point-in-time recovery loses everything after the last "
+            f"archived segment (limit {human_duration(limit)})" if problem else
+            f":white_check_mark: {database}: WAL archiving is back within {human_duration(limit)}.")
+    alert(services, reply, text, database)
+    return [text]
 
 
 # ---------------------------------------------------------------- the digest
@@ -216,4 +241,19 @@ def build_digest(services: Services) -> Digest:
             f"  failures since the previous digest: {len(failures)}",
         ]
         lines += copies_lines(production_copies(services, database), indent="  ")  # until they are dropped
+        if services.settings.database(database).pgbackrest is not None:
+            lines.append(f"  WAL archiving (the real RPO): {archiving_text(services, database)}")
     return Digest(tuple(lines))
+
+
+def archiving_text(services: Services, database: str) -> str:
+    try:
+        status = pgbackrest.archiver_status(services.settings.database(database).require_url(), connect_timeout=10)
+    except BackupbotError as exc:
+        return f"cannot be checked ({redact(str(exc), services.secrets())[:200]})"
+    if not status.archiving:
+        return "OFF"
+    if status.rpo_seconds is None:
+        return "nothing archived yet"
+    return (f"last segment archived {human_duration(status.rpo_seconds)} ago"
+            + (f", {status.failed_count} failure(s), FAILING now" if status.failing else ""))

@@ -33,6 +33,7 @@ class HealthSettings:
     dead_tuple_warn_ratio: float = 0.2
     growth_warn_pct: float = 20
     drill_warn_days: float = 8
+    archive_rpo_minutes: float = 15  # an archived database breaches its RPO when no WAL was archived for this long
 
     def connect_options(self) -> dict:
         """psycopg.connect keywords that bound how long a health query can take."""

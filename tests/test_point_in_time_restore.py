@@ -4,14 +4,20 @@ live cluster is not touched, and a drill of the physical backup records its RTO 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 
 import psycopg
 
+from commands.pg import pgbackrest
+from commands.pg.tools import pg_bin
+from commands.schedules import build_digest, check_rpo
 from state import approvals as request_state
 from state.physical_backups import list_physical_backups
-from tests.builders import make_console, make_settings
-from tests.fix_pgbackrest import server_now
+from tests.builders import FakeClock, make_console, make_settings
+from tests.fix_pgbackrest import _private_dir, server_now, start_archiving_cluster
+from tests.test_physical_backups import Recorder
 from tests.test_restore import approve, message_id
 
 ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"], "required_approvals": 1}
@@ -24,11 +30,6 @@ def pitr_console(tmp_path, setup, dsn):
 
 
 def stop_restored(datadir: str) -> None:
-    import shutil
-    import subprocess
-
-    from commands.pg.tools import pg_bin
-
     subprocess.run(["runuser", "-u", "postgres", "--", pg_bin("pg_ctl"), "-D", datadir, "-m", "immediate", "stop"],
                    capture_output=True, timeout=60)
     shutil.rmtree(datadir, ignore_errors=True)
@@ -95,3 +96,39 @@ def test_drill_of_a_physical_backup_records_its_rto(tmp_path, pgbackrest_setup):
     assert "pgbackrest verify: ok" in out
     record = list_physical_backups(console.services.store, "main")[0]
     assert record.verification == "verified" and record.restore_seconds > 0
+
+
+def test_dead_man_alert_fires_when_archiving_stops_even_with_fresh_dumps(tmp_path):
+    """On a cluster of its own: a failing archive_command stays in pg_stat_archiver, which others read."""
+    workdir = _private_dir("backupbot-deadman-")
+    cluster = None
+    try:
+        cluster, cfg = start_archiving_cluster(workdir)
+        dsn = cluster.dsn()
+        pgbackrest.force_archive(dsn)
+        databases = {"main": {"url_env": "DATABASE_URL",
+                              "pgbackrest": {"config": str(cfg.config_path), "stanza": cfg.stanza}}}
+        clock = FakeClock()
+        console = make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS,
+                                             channels={"alerts": "C0ALERTS"}), clock=clock)
+        assert "succeeded" in console.run("/backup")  # the dumps are fine
+        recorder = Recorder()
+        assert check_rpo(console.services, recorder) == []
+        assert "WAL archiving (the real RPO): last segment archived" in build_digest(console.services).text()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET archive_command = 'false'")
+            conn.execute("SELECT pg_reload_conf()")
+            with conn.transaction():
+                conn.execute("SELECT pg_current_xact_id()")
+            conn.execute("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 30
+        while not pgbackrest.archiver_status(dsn).failing and time.monotonic() < deadline:
+            time.sleep(0.2)
+        posted = check_rpo(console.services, recorder)
+        assert len(posted) == 1 and "WAL archiving is failing" in posted[0], posted
+        assert check_rpo(console.services, recorder) == []  # once, not every minute
+        assert "FAILING now" in build_digest(console.services).text()
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
