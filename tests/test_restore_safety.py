@@ -99,7 +99,7 @@ def hostile(pg_dsn):
 
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
-def test_hostile_names_round_trip_through_backup_restore_and_drill_and_run_nothing(tmp_path, pg_dsn, hostile, fmt):
+def test_hostile_names_round_trip_through_backup_restore_and_drill_and_run_nothing(tmp_path, pg_dsn, hostile, fmt, reliability):
     console = make_console(make_settings(tmp_path, pg_dsn, access=ACCESS))
     before = content_of(pg_dsn)
     assert "succeeded" in console.run(f"/backup --format {fmt}")
@@ -113,6 +113,9 @@ def test_hostile_names_round_trip_through_backup_restore_and_drill_and_run_nothi
     assert "Restore request #1 restored backup #1" in out, out
     assert content_of(pg_dsn) == before
     assert_nothing_ran(hostile)
+
+    reliability("injection", f"hostile schema, table, index and constraint names ({fmt}): quotes, ;, --, /*, \\!, "
+                "newlines, Unicode, 63 bytes, leading -", 1, "backup, drill and restore round-trip exactly; no name runs", 0)
 
 
 def test_hostile_tables_restore_exactly_with_tables_and_nothing_else_changes(tmp_path, pg_dsn, hostile):
@@ -175,7 +178,7 @@ def use_shim(monkeypatch, shim: str) -> None:
                         lambda name, major: shim if name == "pg_restore" else real_for(name, major))
 
 
-def test_pg_restore_killed_mid_stream_leaves_the_target_exactly_as_it_was(tmp_path, sample_dsn, monkeypatch):
+def test_pg_restore_killed_mid_stream_leaves_the_target_exactly_as_it_was(tmp_path, sample_dsn, monkeypatch, reliability):
     console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
     assert "succeeded" in console.run("/backup")
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
@@ -190,6 +193,9 @@ def test_pg_restore_killed_mid_stream_leaves_the_target_exactly_as_it_was(tmp_pa
     assert "Restore request #1 failed" in out and "killed by signal 9" in out, out
     assert "rolled back" in out
     assert content_of(sample_dsn) == before
+
+    reliability("faults", "pg_restore killed (SIGKILL) mid-stream during a restore", 1,
+                "the bot never wrote COMMIT: rolled back, target exactly as before", 0)
 
 
 def test_parallel_restore_replaces_the_database_only_after_it_verified(tmp_path, sample_dsn, pg_cluster):
@@ -214,7 +220,7 @@ def test_parallel_restore_replaces_the_database_only_after_it_verified(tmp_path,
         pg_cluster.drop_database(name)
 
 
-def test_parallel_restore_that_fails_leaves_the_target_as_it_was(tmp_path, sample_dsn, monkeypatch):
+def test_parallel_restore_that_fails_leaves_the_target_as_it_was(tmp_path, sample_dsn, monkeypatch, reliability):
     console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
     assert "succeeded" in console.run("/backup")
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
@@ -229,8 +235,11 @@ def test_parallel_restore_that_fails_leaves_the_target_as_it_was(tmp_path, sampl
     with psycopg.connect(sample_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'backupbot_side_%'").fetchone()[0] == 0
 
+    reliability("faults", "pg_restore --jobs 2 killed during a parallel restore", 1,
+                "side database dropped; the target was never touched", 0)
 
-def test_whole_restore_of_a_tables_backup_never_drops_other_objects(tmp_path, sample_dsn):
+
+def test_whole_restore_of_a_tables_backup_never_drops_other_objects(tmp_path, sample_dsn, reliability):
     console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
     assert "succeeded" in console.run("/backup --tables users")
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
@@ -245,6 +254,9 @@ def test_whole_restore_of_a_tables_backup_never_drops_other_objects(tmp_path, sa
     with psycopg.connect(sample_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM active_users").fetchone()[0] > 0
 
+    reliability("faults", "whole restore of a --tables backup over a view that depends on the table", 1,
+                "refused by PostgreSQL (no CASCADE), rolled back; the view stays", 0)
+
 
 def test_restore_into_a_new_database_needs_approval_by_default(tmp_path, sample_dsn, pg_cluster):
     console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
@@ -258,7 +270,8 @@ def test_restore_into_a_new_database_needs_approval_by_default(tmp_path, sample_
     pg_cluster.drop_database("copy_needs_ok")
 
 
-def test_snapshots_and_partial_backups_are_never_latest_nor_keep_the_full_one_alive(tmp_path, sample_dsn, pg_cluster):
+def test_snapshots_and_partial_backups_are_never_latest_nor_keep_the_full_one_alive(tmp_path, sample_dsn, pg_cluster,
+                                                                                     reliability):
     console = make_console(make_settings(tmp_path, sample_dsn, access={**ACCESS, "approve_new_database_restores": False},
                                          retention={"keep_last": 7, "keep_daily": 0, "keep_weekly": 0}))
     assert "Backup #1 of main succeeded" in console.run("/backup")
@@ -281,3 +294,6 @@ def test_snapshots_and_partial_backups_are_never_latest_nor_keep_the_full_one_al
     remaining = {r.id for r in list_backups(console.services.store)}
     assert 1 in remaining, console.run("/backup list --limit 20")
     pg_cluster.drop_database("copy_of_main")
+
+    reliability("authority", "seven --schema-only backups, a drill of one, a snapshot of a --into copy, then prune", 1,
+                "latest and retention count full backups only: the only full backup is kept", 0)
