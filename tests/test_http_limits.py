@@ -66,7 +66,8 @@ def post_huge(port: int, chunked: bool) -> tuple[bytes, int, float]:
     return answer, sent, seconds
 
 
-def test_a_100_mb_body_is_refused_with_413_and_memory_stays_flat(tmp_path, sample_dsn, slack_env, fake_slack, start_bot):
+def test_a_100_mb_body_is_refused_with_413_and_memory_stays_flat(tmp_path, sample_dsn, slack_env, fake_slack, start_bot,
+                                                                 reliability):
     bot = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env))
     before = rss_bytes()
     for chunked in (False, True):
@@ -81,6 +82,7 @@ def test_a_100_mb_body_is_refused_with_413_and_memory_stays_flat(tmp_path, sampl
     assert status == 200
     fake_slack.wait_for_text("Usage:", method="chat.postEphemeral")
     assert list_backups(bot.services.store) == []
+    reliability("requests", "100 MB unsigned POST (sized and chunked)", 2, "413 before the body is read; RSS flat", 0)
 
 
 def test_a_body_at_the_limit_is_still_read(tmp_path, sample_dsn, slack_env, fake_slack, start_bot):

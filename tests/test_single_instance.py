@@ -49,7 +49,7 @@ def wait_for(condition, what: str, seconds: float = 30):
         time.sleep(0.05)
 
 
-def test_second_bot_on_the_same_state_is_refused_and_touches_nothing(tmp_path, sample_dsn):
+def test_second_bot_on_the_same_state_is_refused_and_touches_nothing(tmp_path, sample_dsn, reliability):
     config = write_config(tmp_path)
     state_path = str(tmp_path / "state.db")
     table_lock = psycopg.connect(sample_dsn)
@@ -98,6 +98,8 @@ def test_second_bot_on_the_same_state_is_refused_and_touches_nothing(tmp_path, s
     services = start_services(make_settings(tmp_path, sample_dsn))
     assert services.interrupted_jobs == []
     services.close()
+    reliability("faults", "a second `backupbot console` and `run` on the live bot's state database", 2,
+                "refused at start; the live job and its partial file untouched", 0)
 
 
 def test_lock_is_per_state_database_and_released_by_close(tmp_path, sample_dsn):

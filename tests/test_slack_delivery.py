@@ -25,7 +25,7 @@ def start(tmp_path, sample_dsn, slack_env, start_bot, **sections):
 
 
 def test_every_chat_update_failing_does_not_fail_the_backup(tmp_path, sample_dsn, slack_env, fake_slack, start_bot,
-                                                            fast_retries):
+                                                            fast_retries, reliability):
     fake_slack.fail_methods["chat.update"] = "cant_update_message"
     bot = start(tmp_path, sample_dsn, slack_env, start_bot)
     bot.slack.command("/backup", "main", user="U0ALICE")
@@ -42,6 +42,8 @@ def test_every_chat_update_failing_does_not_fail_the_backup(tmp_path, sample_dsn
     done = fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update", timeout=20)
     assert done["ts"] == "1700000000.000001"
     assert not any("failed" in t for t in fake_slack.texts())
+    reliability("delivery", "every chat.update refused during a backup (progress and result)", 1,
+                "backup stored and catalogued; the result arrives once Slack answers", 0)
 
 
 def test_what_never_gets_through_goes_to_the_alerts_channel(tmp_path, sample_dsn, slack_env, fake_slack, start_bot,
@@ -57,7 +59,7 @@ def test_what_never_gets_through_goes_to_the_alerts_channel(tmp_path, sample_dsn
 
 
 def test_a_429_with_retry_after_is_waited_out_and_the_message_arrives(tmp_path, sample_dsn, slack_env, fake_slack,
-                                                                      start_bot):
+                                                                      start_bot, reliability):
     fake_slack.rate_limited["chat.postMessage"] = 1
     fake_slack.rate_limited["chat.update"] = 1
     fake_slack.retry_after = 1
@@ -68,6 +70,8 @@ def test_a_429_with_retry_after_is_waited_out_and_the_message_arrives(tmp_path, 
     assert len(posts) == 2, "the 429'd post was sent again"
     assert posts[1]["_at"] - posts[0]["_at"] >= 0.9, "Retry-After was respected"
     assert [r.id for r in list_backups(bot.services.store)] == [1]
+    reliability("delivery", "HTTP 429 with Retry-After on chat.postMessage and chat.update", 2,
+                "waited out and sent again; the backup succeeded", 0)
 
 
 def test_a_result_through_response_url_uses_it_only_for_start_and_result(tmp_path, sample_dsn, slack_env, fake_slack,
