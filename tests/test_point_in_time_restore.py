@@ -70,7 +70,7 @@ def test_restore_to_a_time_brings_back_what_was_deleted_after_it(tmp_path, pgbac
             assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 20
         closed = console.run("/incident close a DELETE without WHERE")
         # the window runs from the incident's start back to the recovery target, not to a dump's time
-        assert "Data-loss window:" in closed and moment.isoformat()[:19] in closed.replace(" ", "T"), closed
+        assert f"(incident start → recovery point {moment.isoformat()[:19]}" in closed, closed
     finally:
         stop_restored(result["datadir"])
 

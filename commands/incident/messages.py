@@ -82,8 +82,10 @@ def measurement_lines(m: dict, marks: dict = SLACK_MARKS) -> list[str]:
     else:
         mark = marks[bool(m["rpo_met"])]
         shown = human_duration(window) if window >= 0 else f"none ({human_duration(-window)} of the incident is in the backup)"
-        lines.append(f"{mark} Data-loss window: {shown} (incident start → backup #{m['recovery_backup_id']} taken "
-                     f"{m['recovery_point']}) · target {rpo}{'' if m['rpo_met'] else ' — missed'}")
+        source = (f"backup #{m['recovery_backup_id']} taken {m['recovery_point']}" if m["recovery_backup_id"] is not None
+                  else f"recovery point {m['recovery_point']}")  # a point-in-time restore's target time
+        lines.append(f"{mark} Data-loss window: {shown} (incident start → {source}) · target {rpo}"
+                     f"{'' if m['rpo_met'] else ' — missed'}")
     return lines
 
 

@@ -251,7 +251,7 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         # the incident's data-loss window is measured from the recovery target, not from a dump's time
         record_event(services, "restore.verified", database=plan.database, actor=actor,
                      text=f"Restore request #{row.id} verification passed (point in time)",
-                     detail={"passed": True, "request_id": row.id, "backup_id": plan.backup_id,
+                     detail={"passed": True, "request_id": row.id, "physical_backup_id": plan.backup_id,
                              "recovery_point": plan.target_time or plan.backup_stopped,
                              "target_time": plan.target_time}, reply=reply)
     except Exception as exc:

@@ -125,6 +125,8 @@ SINGLE_TRANSACTION, SIDE_DATABASE, NEW_DATABASE = "single transaction", "side da
 class RestorePlan:
     """What approvers agree to. Stored as JSON with its hash when requested; it never changes after."""
 
+    kind = "logical"  # not a field: a stored plan without "kind" is logical (pitr plans store theirs)
+
     backup_id: int
     backup_created_at: str
     backup_database: str

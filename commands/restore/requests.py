@@ -36,7 +36,8 @@ def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Repl
     request_state.set_message(services.store, row.id, message_id)
     record_event(services, "restore.requested", database=plan.database, actor=actor,
                  text=f"Restore request #{row.id}: backup #{plan.backup_id or '?'} into {plan.target}",
-                 detail={"backup_id": plan.backup_id, "request_id": row.id}, reply=reply)
+                 detail={"backup_id" if plan.kind == "logical" else "physical_backup_id": plan.backup_id,
+                         "request_id": row.id}, reply=reply)
     if needs_approval:
         if message_id:
             reply.react(message_id, access.approve_emoji)
