@@ -1,7 +1,12 @@
-"""One bot backup in a fresh process, so its peak RSS is the bot's alone. Prints JSON."""
+"""One bot backup (or, with --verify, one drill of the latest backup) in a fresh process, so its peak
+RSS is the bot's alone. Prints JSON.
+
+    python -m bench.backup_child DSN FORMAT WORKDIR [--encrypt-to AGE1…] [--identity-file KEY] [--verify]
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import sys
@@ -10,6 +15,7 @@ import time
 from commands.backup.command import BackupRequest, execute_backup
 from commands.chat.context import Actor, build_services
 from commands.chat.reply import Notice
+from commands.restore.drill import execute_verify, parse_verify
 from commands.settings import parse_settings
 
 
@@ -30,11 +36,37 @@ class QuietReply:
         pass
 
 
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
-    dsn, fmt, workdir = sys.argv[1], sys.argv[2], sys.argv[3]
-    settings = parse_settings({"state": {"path": f"{workdir}/state.db"}, "storage": {"url": f"file://{workdir}/backups"}},
-                              {"DATABASE_URL": dsn})
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dsn")
+    parser.add_argument("format")
+    parser.add_argument("workdir")
+    parser.add_argument("--encrypt-to", help="[storage] encrypt_to: an age public key")
+    parser.add_argument("--identity-file", help="[storage] identity_file: the age private key file")
+    parser.add_argument("--verify", action="store_true", help="drill the latest backup (/backup verify latest)")
+    args = parser.parse_args()
+    dsn, fmt, workdir = args.dsn, args.format, args.workdir
+    storage = {"url": f"file://{workdir}/backups"}
+    if args.encrypt_to:
+        storage["encrypt_to"] = [args.encrypt_to]
+    if args.identity_file:
+        storage["identity_file"] = args.identity_file
+    settings = parse_settings({"state": {"path": f"{workdir}/state.db"}, "storage": storage}, {"DATABASE_URL": dsn})
     services = build_services(settings, progress_every=3600)
+    if args.verify:
+        started = time.monotonic()
+        drill = execute_verify(services, parse_verify("latest", services), Actor("UBENCH"), QuietReply())
+        seconds = time.monotonic() - started
+        if not drill.ok:
+            print(drill.text(), file=sys.stderr)
+            sys.exit(1)
+        print(json.dumps({"seconds": seconds, "restore_seconds": drill.seconds, "backup_id": drill.backup_id,
+                          "max_rss_mb": _max_rss_mb()}))
+        return
     started = time.monotonic()
     status = execute_backup(services, BackupRequest(database="main", format=fmt), Actor("UBENCH"), QuietReply())
     seconds = time.monotonic() - started
@@ -42,8 +74,8 @@ def main() -> None:
         print(Notice(status.error or "failed").text(), file=sys.stderr)
         sys.exit(1)
     print(json.dumps({"seconds": seconds, "size": status.record.size, "raw_size": status.record.raw_size,
-                      "key": status.record.key, "backup_id": status.record.id,
-                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "key": status.record.key, "backup_id": status.record.id, "encryption": status.record.encryption,
+                      "max_rss_mb": _max_rss_mb()}))
 
 
 if __name__ == "__main__":

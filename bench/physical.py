@@ -6,7 +6,8 @@
 Starts a throwaway cluster that archives WAL into a pgBackRest repository, fills a database as
 bench/run.py does, then times `pg_dump -Fc > f`, a full pgBackRest backup, an incremental one after
 about 1% new rows, and a restore of the latest backup into a new data directory.
-Prints a markdown table. Nothing here is a test: it measures.
+Prints a markdown table and writes it into bench/results.md (its own block; the others stay) and into
+the README's block of the same name. Nothing here is a test: it measures.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench.run import TABLES, generate, median_of, timed  # noqa: E402
-from commands import pgbackrest  # noqa: E402
+from bench.sections import quote_in_readme, write_results  # noqa: E402
+from commands.pg import pgbackrest  # noqa: E402
 from commands.pg.tools import pg_bin, pg_env, tool_version  # noqa: E402
 from tests.fix_pgbackrest import _private_dir, start_archiving_cluster  # noqa: E402
 
@@ -104,7 +106,7 @@ def main() -> int:
          f"copies {_mb(incr.delta)} of {_mb(incr.size)} (changed files whole)"),
     ]
     lines = [
-        f"# physical vs logical — {os.cpu_count()} cores, PostgreSQL {tool_version('pg_dump')}, "
+        f"## Physical (pgBackRest) next to logical — {os.cpu_count()} cores, PostgreSQL {tool_version('pg_dump')}, "
         f"pgBackRest {pgbackrest.version()}, Python {platform.python_version()}",
         "",
         f"Database {_mb(actual)} (cluster {_mb(cluster_size)}); median of {args.runs} runs; "
@@ -114,8 +116,13 @@ def main() -> int:
         "|---|---:|---:|---:|---|",
         *[f"| {what} | {s:.1f}s | {s / dump_s:.2f}x | {_mb(size)} | {note} |" for what, s, size, note in rows],
         f"| restore latest into a new data directory, started and promoted | {restore_s:.1f}s | | | RTO |",
+        "",
+        "Rerun: `python bench/physical.py` (`--size MB`, `--runs N`, `--process-max N`).",
     ]
-    print("\n".join(lines))
+    table = "\n".join(lines) + "\n"
+    print(table)
+    write_results("physical", table)
+    quote_in_readme("physical", table)
     return 0
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from bench.sections import quote_in_readme, write_results  # noqa: E402
 from commands.pg.cluster import TemporaryCluster  # noqa: E402
 from commands.pg.tools import pg_bin, pg_env, tool_version  # noqa: E402
 
@@ -264,20 +265,9 @@ def main() -> int:
     lines += ["", "Rerun: `python bench/run.py` (or `--sizes 100` for a quick run)."]
     table = "\n".join(lines) + "\n"
     print(table)
-    (ROOT / "bench" / "results.md").write_text(table)
-    quote_in_readme(table)
+    write_results("logical", table)  # bench/results.md: this block only, physical.py and encryption.py keep theirs
+    quote_in_readme("bench", table)
     return 0
-
-
-def quote_in_readme(table: str) -> None:
-    """The README quotes the latest results between its bench markers."""
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        body = "\n".join(line for line in table.splitlines() if not line.startswith("# ") and "Rerun:" not in line).strip()
-        readme.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":
