@@ -173,8 +173,8 @@ def check_rpo(services: Services, reply: Reply) -> list[str]:
             else:
                 text = (f":white_check_mark: {database} is within its RPO again: "
                         f"backup #{backups[0].id} at {backups[0].created_at}.")
-            alert(services, reply, text, database)
-            posted.append(text)
+            if fire(services, reply, f"rpo:{database}", breached, text, database, now):
+                posted.append(text)
         if services.settings.database(database).pgbackrest is not None:
             posted += check_archiving(services, reply, database, now)
     return posted
@@ -197,8 +197,19 @@ def check_archiving(services: Services, reply: Reply, database: str, now: dateti
     text = (f":rotating_light: {database}: {problem}; point-in-time recovery loses everything after the last "
             f"archived segment (limit {human_duration(limit)})" if problem else
             f":white_check_mark: {database}: WAL archiving is back within {human_duration(limit)}.")
-    alert(services, reply, text, database)
-    return [text]
+    return [text] if fire(services, reply, f"archive:{database}", problem is not None, text, database, now) else []
+
+
+def fire(services: Services, reply: Reply, key: str, firing: bool, text: str, database: str, now: datetime) -> bool:
+    """Post an alert whose state already changed; when it cannot be posted, put the state back so the
+    next minute's check tries again (an alert is never lost to one failed post)."""
+    try:
+        alert(services, reply, text, database)
+        return True
+    except Exception:
+        log.exception("could not post the %s alert; it is tried again at the next check", key)
+        health_state.set_alert(services.store, key, not firing, iso(now))
+        return False
 
 
 # ---------------------------------------------------------------- the digest

@@ -172,7 +172,7 @@ def test_corrupted_artifact_is_refused_before_the_target_is_touched(tmp_path, sa
 
 
 
-def test_failing_restore_leaves_target_as_it_was_and_offers_rollback(tmp_path, sample_dsn, reliability):
+def test_failing_restore_leaves_target_as_it_was_and_offers_no_rollback(tmp_path, sample_dsn, reliability):
     console = console_for(tmp_path, sample_dsn)
     console.run("/backup")
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
@@ -192,14 +192,27 @@ def test_failing_restore_leaves_target_as_it_was_and_offers_rollback(tmp_path, s
     out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 failed: psql exited with status 3" in out, out
     assert "analytics may not be created today" in out
-    assert "Rollback to the safety snapshot taken before restore request #1" in out
-    assert "Restore request #2" in out and "Waiting for 1 approval(s)" in out
+    assert "nothing was changed" in out
+    # nothing was committed, so a rollback would only throw away writes made since the snapshot
+    assert "Rollback to the safety snapshot" not in out and "Restore request #2" not in out
     assert (content_of(sample_dsn), schema_of(sample_dsn)) == before  # one transaction: nothing changed
     assert request_state.get_request(console.services.store, 1).status == "failed"
-    assert request_state.get_request(console.services.store, 2).plan["backup_id"] != 1
+    assert request_state.get_request(console.services.store, 2) is None
     reliability("faults", "restore failing half-way (event trigger raises)", 1,
-                "one transaction: target exactly as before; rollback request offered")
+                "one transaction: target exactly as before; no rollback offered (nothing to undo)")
 
+
+def test_restore_committed_but_app_unhealthy_offers_a_rollback(tmp_path, sample_dsn):
+    databases = {"main": {"url_env": "DATABASE_URL", "health_url": "http://127.0.0.1:1/healthz"}}  # nobody answers
+    console = make_console(make_settings(tmp_path, sample_dsn, databases=databases, access=ACCESS))
+    console.run("/backup")
+    out = console.run("/restore 1")
+    out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
+    assert "Restore request #1 failed: verification failed: health URL" in out, out
+    assert "Rollback to the safety snapshot taken before restore request #1" in out
+    assert "Restore request #2" in out and "Waiting for 1 approval(s)" in out
+    snapshot = get_backup(console.services.store, request_state.get_request(console.services.store, 2).plan["backup_id"])
+    assert snapshot.kind == "pre-restore"
 
 
 def test_non_approvers_and_the_requester_do_not_count(tmp_path, sample_dsn, reliability):

@@ -61,6 +61,7 @@ def content_of(dsn: str) -> dict:
     """Every user table's rows (md5), sequences, indexes, constraints and comments, by exact name."""
     out = {}
     with psycopg.connect(dsn) as conn:
+        conn.execute("SET search_path TO pg_catalog")  # names print schema-qualified, whatever the database's default
         tables = conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
                               "('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
         for schema, table in tables:
@@ -205,11 +206,19 @@ def test_parallel_restore_replaces_the_database_only_after_it_verified(tmp_path,
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM users WHERE id > 10")
         conn.execute("CREATE TABLE public.after_backup (t text)")
+    dbname = sample_dsn.rsplit("/", 1)[1]
+    with pg_admin(pg_cluster) as conn:  # database-level settings pg_restore never restores
+        conn.execute(sql.SQL('ALTER DATABASE {} SET search_path = reporting, "My ""Odd"" Schema", public')
+                     .format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 42").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS 'the shop'").format(sql.Identifier(dbname)))
+    settings_before = database_settings(pg_cluster, dbname)
     out = console.run("/restore latest --jobs 2")
     assert "side database" in out  # the plan says how it will run
     out += approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 restored backup #1" in out, out
     assert content_of(sample_dsn) == source
+    assert database_settings(pg_cluster, dbname) == settings_before
     kept = [line for line in out.splitlines() if "is kept as backupbot_prev_1_" in line]
     assert kept, out
     with psycopg.connect(sample_dsn) as conn:
@@ -218,6 +227,28 @@ def test_parallel_restore_replaces_the_database_only_after_it_verified(tmp_path,
     assert not [n for n in names if n.startswith("backupbot_side_")]
     for name in names:
         pg_cluster.drop_database(name)
+
+
+def pg_admin(cluster):
+    return psycopg.connect(cluster.dsn("postgres"), autocommit=True)
+
+
+def database_settings(cluster, dbname: str) -> tuple:
+    with pg_admin(cluster) as conn:
+        return conn.execute(
+            "SELECT d.datconnlimit, shobj_description(d.oid, 'pg_database'), d.datacl::text, "
+            "(SELECT array_agg(c ORDER BY c) FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = d.oid) "
+            "FROM pg_database d WHERE d.datname = %s", [dbname]).fetchone()
+
+
+def test_jobs_and_tables_do_not_mix_and_odd_numbers_are_refused_plainly(tmp_path, sample_dsn):
+    console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
+    assert "succeeded" in console.run("/backup")
+    assert "drop one of the two" in console.run("/restore latest --tables users --jobs 4")
+    for line in ("/restore 99999999999999999999", "/restore ²", "/backup verify 99999999999999999999",
+                 "/restore cancel 99999999999999999999"):
+        out = console.run(line)
+        assert "(only you)" in out and "Something went wrong" not in out, (line, out)
 
 
 def test_parallel_restore_that_fails_leaves_the_target_as_it_was(tmp_path, sample_dsn, monkeypatch, reliability):

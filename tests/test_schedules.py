@@ -127,6 +127,21 @@ def test_dead_man_alert_once_per_breach_and_on_recovery(tmp_path, sample_dsn, cl
     assert len([t for t in reply.texts("C0ALERTS") if "RPO" in t]) == 2
 
 
+def test_an_alert_slack_refused_is_posted_at_the_next_check(tmp_path, sample_dsn, clock):
+    services = services_for(tmp_path, sample_dsn, clock, health={"rpo_hours": 24})
+
+    class Down(Recorder):
+        def post(self, message, channel=None):
+            raise ConnectionError("Slack is unreachable")
+
+    assert check_rpo(services, Down()) == []  # no backup at all: a breach, but the post failed
+    reply = Recorder()
+    clock.now += timedelta(minutes=1)
+    [breach] = check_rpo(services, reply)  # tried again, not lost
+    assert "main has no successful backup within its RPO" in breach
+    assert len(reply.texts("C0ALERTS")) == 1
+
+
 def test_retention_does_nothing_while_scheduled_backups_fail(tmp_path, sample_dsn, pg_cluster, clock):
     services = services_for(tmp_path, sample_dsn, clock, retention={"keep_last": 1, "keep_daily": 0, "keep_weekly": 0})
     reply = Recorder()

@@ -20,9 +20,9 @@ from commands.chat.access import ANYONE, OPERATOR
 from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.help import HelpRequest, execute_help
-from commands.chat.job_slots import queued_text
+from commands.chat.jobs import run_claimed_job
 from commands.chat.reply import GuardedReply, Notice, Reply
-from commands.errors import AlreadyRunningError, BackupbotError, UsageError
+from commands.errors import BackupbotError, UsageError
 from commands.health.command import copies_lines, production_copies
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
@@ -219,22 +219,9 @@ def artifact_key(database: str, job_id: int, created: datetime, fmt: DumpFormat)
 def execute_backup(services: Services, request: BackupRequest, actor: Actor, reply: Reply) -> BackupStatus:
     """Run one backup end to end; returns the final status (also posted through `reply`)."""
     dsn = services.settings.database(request.database).require_url()
-    try:
-        job = job_state.claim_database(services.store, "backup", request.database, actor.user, actor.channel,
-                                       actor.response_url, detail={"format": request.format, "kind": request.kind})
-    except job_state.DatabaseBusy as busy:
-        raise AlreadyRunningError(
-            f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
-    in_slot = False
-    try:  # at most [jobs] max_running jobs at once; the rest wait in line and are told their place
-        with services.job_slots.acquire(f"backup #{job.id} of {request.database}",
-                                        on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
-            in_slot = True
-            return run_backup_job(services, request, actor, reply, job.id, dsn)
-    except BaseException:
-        if not in_slot:
-            job_state.finish_job(services.store, job.id, job_state.FAILED, "stopped while waiting for a job slot")
-        raise
+    return run_claimed_job(services, "backup", request.database, actor, reply, "backup",
+                           lambda job_id: run_backup_job(services, request, actor, reply, job_id, dsn),
+                           detail={"format": request.format, "kind": request.kind})
 
 
 def run_backup_job(services: Services, request: BackupRequest, actor: Actor, reply: Reply, job_id: int,

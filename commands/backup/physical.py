@@ -21,9 +21,9 @@ from psycopg.conninfo import conninfo_to_dict
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, Services
-from commands.chat.job_slots import queued_text
-from commands.chat.reply import GuardedReply, Notice, Reply
-from commands.errors import AlreadyRunningError, BackupbotError, ConfigError, UsageError
+from commands.chat.jobs import run_claimed_job
+from commands.chat.reply import GuardedReply, Reply
+from commands.errors import BackupbotError, ConfigError, UsageError
 from commands.incident.audit import record_event
 from commands.pg import pgbackrest
 from commands.pg.pgbackrest import BACKUP_TYPES, PgBackRestConfig, PhysicalBackup
@@ -198,23 +198,9 @@ def execute_physical_backup(services: Services, request: PhysicalBackupRequest, 
                             reply: Reply) -> PhysicalBackupStatus:
     """Run one physical backup end to end; returns the final status (also posted through `reply`)."""
     stanza = pgbackrest_settings(services.settings, request.database).stanza
-    try:
-        job = job_state.claim_database(services.store, JOB_KIND, request.database, actor.user, actor.channel,
-                                       actor.response_url, detail={"type": request.type, "kind": request.kind,
-                                                                   "format": "physical"})
-    except job_state.DatabaseBusy as busy:
-        raise AlreadyRunningError(
-            f"a {busy.job.kind} of {request.database} is already running (#{busy.job.id})") from None
-    in_slot = False
-    try:  # at most [jobs] max_running jobs at once; the rest wait in line and are told their place
-        with services.job_slots.acquire(f"physical backup #{job.id} of {request.database}",
-                                        on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
-            in_slot = True
-            return _run(services, request, actor, reply, job.id, stanza)
-    except BaseException:
-        if not in_slot:
-            job_state.finish_job(services.store, job.id, job_state.FAILED, "stopped while waiting for a job slot")
-        raise
+    return run_claimed_job(services, JOB_KIND, request.database, actor, reply, "physical backup",
+                           lambda job_id: _run(services, request, actor, reply, job_id, stanza),
+                           detail={"type": request.type, "kind": request.kind, "format": "physical"})
 
 
 def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply: Reply, job_id: int,

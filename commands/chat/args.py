@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -83,3 +84,11 @@ def int_in_range(value: int, name: str, low: int, high: int, usage: str) -> int:
     if not low <= value <= high:
         raise UsageError(f"{name} must be between {low} and {high}\n{usage}")
     return value
+
+
+_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def is_number(text: str) -> bool:
+    """A backup or request number: ASCII digits that fit SQLite's integer (`"²".isdigit()` is True)."""
+    return _NUMBER.fullmatch(text) is not None

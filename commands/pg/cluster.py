@@ -39,13 +39,13 @@ def find_pg_bin(name: str) -> str:
                              "install the PostgreSQL server package") from None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _conf_quote(value: str) -> str:
+def conf_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
@@ -118,13 +118,13 @@ class TemporaryCluster:
     def _start_server(self, data: Path) -> None:
         log = self.dir / "server.log"
         for attempt in range(_START_ATTEMPTS):
-            self.port = _free_port()
+            self.port = free_port()
             conf = data / "backupbot.conf"
             conf.unlink(missing_ok=True)
             self._write_private(conf, "\n".join([
                 "listen_addresses = '127.0.0.1'",
                 f"port = {self.port}",
-                f"unix_socket_directories = {_conf_quote(str(self.dir))}",
+                f"unix_socket_directories = {conf_quote(str(self.dir))}",
                 "max_connections = 100",
                 "shared_preload_libraries = ''",
                 "shared_buffers = 64MB",
@@ -141,7 +141,7 @@ class TemporaryCluster:
                 return
             except BackupbotError as exc:
                 tail = log.read_text(errors="replace")[logged:] if log.exists() else ""
-                # another process took the port between _free_port() and the bind: pick another
+                # another process took the port between free_port() and the bind: pick another
                 if "could not bind" in tail and attempt + 1 < _START_ATTEMPTS:
                     continue
                 raise BackupbotError(f"{exc}\n{tail.strip()[-800:]}") from None

@@ -19,7 +19,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from commands.errors import BackupbotError, ConfigError
+from commands.pg.cluster import conf_quote, free_port
 from commands.pg.tools import last_lines, pg_bin
 from commands.redact import redact
 
@@ -476,16 +476,6 @@ def time_reachable(cfg: PgBackRestConfig, t: datetime, dsn: str | None = None, *
 # -- restore into a new data directory
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _conf_quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
 def _pg_ctl() -> str:
     # pg_ctl from the same installation as postgres on PATH or the newest Debian install
     return pg_bin("pg_ctl")
@@ -576,7 +566,7 @@ def _write_local_settings(datadir: Path, port: int, socket_dir: Path, owner: str
         _MARK,
         "listen_addresses = '127.0.0.1'",
         f"port = {port}",
-        f"unix_socket_directories = {_conf_quote(str(socket_dir))}",
+        f"unix_socket_directories = {conf_quote(str(socket_dir))}",
         "archive_mode = off",
         "archive_command = ''",
         "hot_standby = on",
@@ -641,7 +631,7 @@ def restore_to_new_datadir(cfg: PgBackRestConfig, target_time: datetime | None, 
     socket_dir = Path(tempfile.mkdtemp(prefix="backupbot-rs-", dir="/tmp"))
     _chown(socket_dir, owner)
     log_path = datadir / "backupbot-restore.log"
-    restored = RestoredCluster(datadir=datadir, port=port or _free_port(), host="127.0.0.1", user=cfg.pg_user,
+    restored = RestoredCluster(datadir=datadir, port=port or free_port(), host="127.0.0.1", user=cfg.pg_user,
                                password=cfg.password, socket_dir=socket_dir, log_path=log_path, run_as=owner,
                                target_time=target_time, set_label=set_label)
     try:
@@ -655,7 +645,7 @@ def restore_to_new_datadir(cfg: PgBackRestConfig, target_time: datetime | None, 
                 break
             tail = log_path.read_text(errors="replace")[logged:] if log_path.exists() else ""
             if "could not bind" in tail and port is None and attempt + 1 < _START_ATTEMPTS:
-                restored.port = _free_port()
+                restored.port = free_port()
                 continue
             # pg_ctl -w also fails when recovery stops with FATAL (e.g. target after the archive's end)
             raise PgBackRestError("the restored cluster did not start: "

@@ -226,6 +226,77 @@ def create_database(dsn: str, name: str, like: str | None = None) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
             sql.Identifier(name), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)))
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(owner)))
+        copy_database_settings(conn, like, name)
+
+
+# settings whose stored value is a list of possibly double-quoted names (pg_dump's variable_is_guc_list_quote)
+GUC_LIST_QUOTE = {"local_preload_libraries", "search_path", "session_preload_libraries", "shared_preload_libraries",
+                  "temp_tablespaces", "unix_socket_directories"}
+
+
+def split_guc_list(value: str) -> list[str]:
+    """`reporting, "My Schema"` -> ['reporting', 'My Schema'], as PostgreSQL's SplitGUCList reads it."""
+    items, i, n = [], 0, len(value)
+    while i < n:
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == '"':
+            j, out = i + 1, []
+            while j < n:
+                if value[j] == '"':
+                    if j + 1 < n and value[j + 1] == '"':
+                        out.append('"')
+                        j += 2
+                        continue
+                    break
+                out.append(value[j])
+                j += 1
+            items.append("".join(out))
+            i = j + 1
+        else:
+            j = value.find(",", i)
+            j = n if j == -1 else j
+            items.append(value[i:j].strip())
+            i = j
+        while i < n and value[i] != ",":
+            i += 1
+        i += 1
+    return [item for item in items if item != ""] or [""]
+
+
+def copy_database_settings(conn: psycopg.Connection, source: str, target: str) -> None:
+    """What pg_restore without --create never restores, from `source` onto `target` (a side database
+    about to take its name): ALTER DATABASE ... SET (for everyone and per role), the database's
+    privileges, its connection limit and its comment."""
+    dbid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", [source]).fetchone()[0]
+    target_id = sql.Identifier(target)
+    for role, config in conn.execute(
+            "SELECT r.rolname, s.setconfig FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole "
+            "WHERE s.setdatabase = %s", [dbid]).fetchall():
+        for item in config:
+            key, _, value = item.partition("=")
+            values = ([sql.Literal(v) for v in split_guc_list(value)] if key.lower() in GUC_LIST_QUOTE
+                      else [sql.Literal(value)])
+            setting = sql.SQL("SET {} = {}").format(sql.Identifier(key), sql.SQL(", ").join(values))
+            if role is None:
+                query = sql.SQL("ALTER DATABASE {} {}").format(target_id, setting)
+            else:
+                query = sql.SQL("ALTER ROLE {} IN DATABASE {} {}").format(sql.Identifier(role), target_id, setting)
+            conn.execute(query)
+    limit, comment, has_acl = conn.execute(
+        "SELECT datconnlimit, shobj_description(oid, 'pg_database'), datacl IS NOT NULL FROM pg_database "
+        "WHERE oid = %s", [dbid]).fetchone()
+    conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(target_id, sql.Literal(limit)))
+    if comment is not None:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(target_id, sql.Literal(comment)))
+    if has_acl:  # NULL means the defaults, which a new database has already
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target_id))
+        for grantee, privilege, grantable in conn.execute(
+                "SELECT r.rolname, a.privilege_type, a.is_grantable FROM pg_database d, aclexplode(d.datacl) a "
+                "LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE d.oid = %s", [dbid]).fetchall():
+            to = sql.Identifier(grantee) if grantee is not None else sql.SQL("PUBLIC")
+            conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(privilege), target_id, to, sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL("")))
 
 
 def drop_database(dsn: str, name: str) -> None:
@@ -369,6 +440,8 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     if fmt.pg_format != "custom" and (tables or jobs > 1):
         raise UsageError("--tables and --jobs need a custom-format backup")
     verify = verification_sql(record, list(tables or ()))
+    if jobs > 1 and (tables or record.tables):
+        raise UsageError("--jobs restores a whole backup; a restore of tables runs in one transaction, without --jobs")
     if jobs > 1:
         _run_children([[*pg_restore, f"--jobs={jobs}", f"--dbname={dbname}", str(artifact.path)]], env, secrets)
         return

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from commands.backup.command import parse_tables_flag
 from commands.chat.access import OPERATOR, is_operator
-from commands.chat.args import int_in_range, parse_args
+from commands.chat.args import int_in_range, is_number, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.help import HelpRequest, execute_help
 from commands.chat.job_slots import queued_text
@@ -47,7 +47,7 @@ def parse_restore(text: str, services: Services):
         return HelpRequest(USAGE)
     if sub == "cancel":
         args = parse_args(words[1] if len(words) > 1 else "", {}, USAGE)
-        if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
+        if len(args.words) != 1 or not is_number(args.words[0].lstrip("#")):
             raise UsageError(f"cancel needs a request number, like `/restore cancel 3`\n{USAGE}")
         return CancelRequest(int(args.words[0].lstrip("#")))
     if sub == "physical":
@@ -70,7 +70,7 @@ def parse_restore(text: str, services: Services):
     if len(args.words) > 2:
         raise UsageError(f"too many words: {' '.join(args.words[2:])!r}\n{USAGE}")
     backup = args.words[0].lstrip("#").lower()
-    if backup != "latest" and not backup.isdigit():
+    if backup != "latest" and not is_number(backup):
         raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
     database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
     tables = parse_tables_flag(args.flags, USAGE)

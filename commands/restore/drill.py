@@ -14,7 +14,7 @@ from pathlib import Path
 
 from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
-from commands.chat.args import parse_args
+from commands.chat.args import is_number, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply
@@ -52,7 +52,7 @@ def parse_verify(text: str, services: Services) -> VerifyRequest | PhysicalDrill
     if not args.words or len(args.words) > 2:
         raise UsageError(USAGE)
     backup = args.words[0].lstrip("#").lower()
-    if backup != "latest" and not backup.isdigit():
+    if backup != "latest" and not is_number(backup):
         raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
     database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
     return VerifyRequest(backup, database)

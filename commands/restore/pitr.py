@@ -23,6 +23,7 @@ import psycopg
 from commands.backup.physical import engine_config
 from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
+from commands.chat.args import is_number
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply, ThreadReply
@@ -31,6 +32,7 @@ from commands.incident.audit import record_event
 from commands.pg import pgbackrest
 from commands.pg.tools import pg_bin
 from commands.redact import redact
+from commands.restore.status import status_line
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
 from state import jobs as job_state
@@ -73,7 +75,7 @@ def find_physical_backup(services: Services, database: str, ref: str) -> Physica
         if not records:
             raise NotFoundError(f"there is no physical backup of {database} yet: run `/backup physical {database}`")
         return records[0]
-    record = (get_physical_backup(services.store, int(ref)) if ref.isdigit()
+    record = (get_physical_backup(services.store, int(ref)) if is_number(ref)
               else get_physical_backup_by_label(services.store, database, ref))
     if record is None or record.expired_at or record.database != database:
         raise NotFoundError(f"there is no physical backup {ref} of {database}")
@@ -144,16 +146,6 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
     )
 
 
-STATUS_LINES = {
-    "dry-run": "Dry run: nothing was requested.",
-    "running": ":hourglass_flowing_sand: RUNNING",
-    "succeeded": ":white_check_mark: RESTORED to a new cluster and verified",
-    "failed": ":x: FAILED",
-    "rejected": ":no_entry: REJECTED",
-    "expired": ":hourglass: EXPIRED: not approved in time; nothing was restored",
-    "cancelled": ":wastebasket: CANCELLED",
-    "interrupted": ":warning: INTERRUPTED by a bot restart",
-}
 
 
 @dataclass(frozen=True)
@@ -175,12 +167,8 @@ class PointInTimeMessage:
         p = self.plan
         title = f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)"
         to = f"to {p.target_time}" if p.target_time else f"to the end of backup set {p.backup_label}"
-        if self.status == "pending":
-            voters = f" ({', '.join(f'<@{u}>' for u in self.approvers)})" if self.approvers else ""
-            status = (f"Waiting for {self.required} approval(s) from approvers: :{self.approve_emoji}: approves, "
-                      f":{self.reject_emoji}: rejects. Approvals so far: {len(self.approvers)}/{self.required}{voters}")
-        else:
-            status = STATUS_LINES.get(self.status, self.status.upper())
+        status = status_line(self.status, self.required, self.approvers, self.approve_emoji, self.reject_emoji,
+                             succeeded=":white_check_mark: RESTORED to a new cluster and verified")
         lines = [
             f"*{title}* by <@{p.requested_by}>: point-in-time restore of {p.database} {to}",
             f"Backup set: {p.backup_label} (pgBackRest stanza {p.stanza}, ended {p.backup_stopped}) · WAL {p.wal_range}",

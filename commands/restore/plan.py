@@ -20,6 +20,7 @@ from commands.pg.restore import artifact_decompressor, database_exists, verify_a
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
 from commands.restore.pitr import PITR, pitr_message
+from commands.restore.status import status_line
 from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
@@ -193,6 +194,9 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
         flag = "--tables" if request.tables else "--jobs"
         raise UsageError(f"{flag} needs a custom-format backup; backup #{record.id} is {record.format}. "
                          f"Restore it whole, or pick a custom-format backup")
+    if request.jobs > 1 and (request.tables or record.tables):
+        raise UsageError("--jobs restores a whole backup in parallel, which cannot be one transaction; a restore of "
+                         "tables runs in one transaction, so it takes no --jobs: drop one of the two")
     tables = resolve_restore_tables(record, request.tables) if request.tables else []
     verify_artifact(services.storage, record)
     check_archive_version(services, record)
@@ -228,7 +232,7 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
         backup_dbname=record.dbname, backup_kind=record.what, database=database, target_dbname=target_dbname,
         target=describe_dsn(target_dsn), target_exists=exists,
         lock_key=(f"target:{request.to}:{target_dbname}" if request.to else
-                  database if target_dbname == base_dbname else f"{database}:{target_dbname}"),
+                  configured_name(services, dsn, target_dbname) or f"{database}:{target_dbname}"),
         format=record.format, size=record.size, backup_tables=tuple(record.tables), tables=tuple(tables),
         jobs=request.jobs, method=method,
         replaces=replaces if exists else f"nothing: {target_dbname} will be created",
@@ -252,6 +256,15 @@ def roles_to_create(dsn: str, record: BackupRecord) -> tuple[str, ...]:
                          "definition of them: create them first (the backup's globals file has them), or restore "
                          "with --no-owner")
     return tuple(missing)
+
+
+def configured_name(services: Services, dsn: str, dbname: str) -> str | None:
+    """The configured database that is `dbname` on this server, so a restore into it takes its lock
+    (one backup or restore per database, whichever command names it)."""
+    for db in services.settings.databases.values():
+        if db.url and pg_snapshot.dbname_of(db.url) == dbname and _same_server(dsn, [db.url]):
+            return db.name
+    return None
 
 
 def _same_server(dsn: str, others: list[str]) -> bool:
@@ -278,16 +291,6 @@ def check_server_versions(dsn: str, record: BackupRecord) -> str:
     return version
 
 
-STATUS_LINES = {
-    "dry-run": "Dry run: nothing was requested.",
-    "running": ":hourglass_flowing_sand: RUNNING",
-    "succeeded": ":white_check_mark: RESTORED and verified",
-    "failed": ":x: FAILED",
-    "rejected": ":no_entry: REJECTED",
-    "expired": ":hourglass: EXPIRED: not approved in time; nothing was restored",
-    "cancelled": ":wastebasket: CANCELLED",
-    "interrupted": ":warning: INTERRUPTED by a bot restart",
-}
 
 
 @dataclass(frozen=True)
@@ -335,13 +338,7 @@ class RestorePlanMessage:
         return human_duration(seconds) if seconds else "unknown (no past restore)"
 
     def status_line(self) -> str:
-        if self.status != "pending":
-            return STATUS_LINES.get(self.status, self.status.upper())
-        if not self.required:
-            return "No approval needed: restores into new databases are not approved here ([access])."
-        voters = f" ({', '.join(f'<@{u}>' for u in self.approvers)})" if self.approvers else ""
-        return (f"Waiting for {self.required} approval(s) from approvers: :{self.approve_emoji}: approves, "
-                f":{self.reject_emoji}: rejects. Approvals so far: {len(self.approvers)}/{self.required}{voters}")
+        return status_line(self.status, self.required, self.approvers, self.approve_emoji, self.reject_emoji)
 
     def text(self) -> str:
         lines = [

@@ -82,7 +82,8 @@ def offer_rollback(services: Services, row: request_state.RestoreRequestRow, sna
     plan = RestorePlan.from_dict(row.plan)
     into = plan.target_dbname
     try:
-        rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan.database, into=into),
+        rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan.database, into=into,
+                                                         to=plan.server),
                               Actor(user=row.requester, channel=row.channel))
         submit_plan(services, rollback, Actor(user=row.requester, channel=row.channel), reply,
                     note=f"Rollback to the safety snapshot taken before restore request #{row.id}.")

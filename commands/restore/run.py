@@ -15,7 +15,7 @@ from commands.backup.command import BackupRequest, run_backup_job
 from commands.backup.state_copy import after_job
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
-from commands.chat.reply import Notice, Reply, ThreadReply
+from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
@@ -70,8 +70,10 @@ class RestoreRun:
         self.services = services
         self.row = row
         self.plan = RestorePlan.from_dict(row.plan)
-        self.reply = reply
-        self.thread = ThreadReply(reply, row.message_id)
+        # Slack never decides the outcome: a failed post or update is retried and reported, never raised
+        self.reply = GuardedReply(reply, services.secrets(), services.settings.channels.alerts,
+                                  webhook_url=services.settings.alerts.webhook_url)
+        self.thread = ThreadReply(self.reply, row.message_id)
         self.actor = Actor(user=row.requester, channel=row.channel)
         self.dsn = (services.settings.target(self.plan.server).require_url() if self.plan.server
                     else services.settings.database(self.plan.database).require_url())
@@ -84,6 +86,7 @@ class RestoreRun:
         self.snapshot_id: int | None = None
         self.created_target = False
         self.created_side: str | None = None
+        self.target_changed = False  # a rollback is offered only for a target this run committed to
 
     # -- the run
     def run(self) -> dict:
@@ -96,8 +99,8 @@ class RestoreRun:
         except job_state.DatabaseBusy as busy:
             return self.fail(f"a {busy.job.kind} of {plan.database} is already running (#{busy.job.id})")
         request_state.set_job(self.services.store, row.id, self.job.id)
-        self.update()
         try:
+            self.update()
             if plan.safety_snapshot and not self.take_safety_snapshot():
                 return self.result
             checks = self.restore()
@@ -158,6 +161,7 @@ class RestoreRun:
                 run_restore(self.dsn, plan.target_dbname, record, artifact, Path(workdir),
                             tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_, no_owner=plan.no_owner,
                             server_major=self.server_major)
+                self.target_changed = plan.method != NEW_DATABASE  # run_restore returns only after COMMIT
             seconds = time.monotonic() - started
             tool = tool_version(pg_bin_for("pg_restore", self.server_major)) if self.server_major else None
             self.step("restore", seconds, f"{record.format} into {plan.target}" + (f" with pg_restore {tool}" if tool else "")
@@ -192,6 +196,7 @@ class RestoreRun:
         previous = previous_database_name(self.row.id)
         swap_databases(self.dsn, plan.target_dbname, self.created_side, previous)
         self.created_side = None
+        self.target_changed = True
         self.result["previous_database"] = previous
         self.step("swap", time.monotonic() - started, f"{plan.target_dbname} is the restored database; "
                   f"the one it replaced is kept as {previous}")
@@ -200,7 +205,9 @@ class RestoreRun:
             health = check_health_url(health_url)
             checks.append(health)
             if not health.ok:  # the old database goes back in place: exactly as it was
-                swap_databases(self.dsn, plan.target_dbname, previous, side_database_name(self.row.id))
+                self.created_side = side_database_name(self.row.id)  # the restored one, dropped by fail()
+                swap_databases(self.dsn, plan.target_dbname, previous, self.created_side)
+                self.target_changed = False
                 self.result.pop("previous_database")
                 self.step("verify", time.monotonic() - started, checks_text(checks))
                 self.fail(f"{health.detail} after the swap, so the previous database was put back in place")
@@ -227,7 +234,7 @@ class RestoreRun:
             except Exception:
                 log.exception("could not drop %s after a failed restore", name)
         self.result.update(ok=False, error=reason, snapshot_id=self.snapshot_id)
-        if self.snapshot_id and plan.target_exists:
+        if self.snapshot_id and self.target_changed:  # nothing to roll back when nothing was committed
             self.result["rollback_snapshot_id"] = self.snapshot_id  # offered by commands.restore.requests
         request_state.set_result(services.store, row.id, request_state.FAILED, self.result)
         if self.job is not None:
@@ -237,6 +244,7 @@ class RestoreRun:
         record_event(services, "restore.failed", database=plan.database, actor=self.actor,
                      text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
         after_job(services, f"restore request #{row.id}")  # the timeline outlives this host
+        self.reply.settle_in_background()
         return self.result
 
     def succeed(self) -> dict:
@@ -252,6 +260,7 @@ class RestoreRun:
                      text=f"Restore request #{row.id} succeeded",
                      detail={"backup_id": self.record.id, "request_id": row.id})
         after_job(services, f"restore request #{row.id}")
+        self.reply.settle_in_background()
         return self.result
 
     def update(self, note: str | None = None) -> None:
