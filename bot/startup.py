@@ -7,6 +7,7 @@ import logging
 from bot.logs import register_secrets
 from commands.chat.context import Services, build_services
 from commands.chat.reply import Notice, Reply
+from commands.restore.requests import clean_up_interrupted
 from commands.settings import Settings
 from state.approvals import mark_interrupted_requests
 from state.jobs import mark_interrupted_jobs
@@ -34,7 +35,8 @@ def start_services(settings: Settings, **overrides) -> Services:
         raise
     services.instance_lock = lock
     services.interrupted_jobs = mark_interrupted_jobs(services.store)
-    mark_interrupted_requests(services.store)
+    for line in clean_up_interrupted(services, mark_interrupted_requests(services.store)):
+        log.warning("after a restart: %s", line)
     for job in services.interrupted_jobs:
         log.warning("%s #%s of %s was interrupted by a restart", job.kind, job.id, job.database)
     discard = getattr(services.storage, "discard_partials", None)

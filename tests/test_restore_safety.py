@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 
 from commands.pg.tools import pg_bin, pg_bin_for
+from state import approvals as request_state
 from state.backups import list_backups
 from tests.builders import make_console, make_settings
 from tests.test_restore import approve, message_id
@@ -328,3 +329,22 @@ def test_snapshots_and_partial_backups_are_never_latest_nor_keep_the_full_one_al
 
     reliability("authority", "seven --schema-only backups, a drill of one, a snapshot of a --into copy, then prune", 1,
                 "latest and retention count full backups only: the only full backup is kept", 0)
+
+
+def test_a_restart_removes_what_an_interrupted_parallel_restore_left(tmp_path, sample_dsn, pg_cluster):
+    """The bot died while pg_restore --jobs filled the side database: the next start drops it."""
+    settings = make_settings(tmp_path, sample_dsn, access=ACCESS)
+    console = make_console(settings)
+    assert "succeeded" in console.run("/backup")
+    assert "Restore request #1" in console.run("/restore latest --jobs 2")
+    store = console.services.store
+    assert request_state.transition(store, 1, request_state.PENDING, request_state.RUNNING)
+    pg_cluster.create_database("backupbot_side_1_dead01")  # what the dead bot had begun to fill
+    console.services.close()  # the bot is gone; its lock with it
+
+    restarted = make_console(settings)
+    assert request_state.get_request(restarted.services.store, 1).status == "interrupted"
+    with psycopg.connect(sample_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'backupbot_side_1_dead01'"
+                            ).fetchone()[0] == 0
+    assert content_of(sample_dsn)  # the target itself was never touched

@@ -344,6 +344,12 @@ def _rename_when_free(conn: psycopg.Connection, old: str, new: str, attempts: in
             time.sleep(0.1)
 
 
+def databases_like(dsn: str, pattern: str) -> list[str]:
+    """Databases whose names match a LIKE pattern (bot-made names only)."""
+    with pg_snapshot.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [pattern])]
+
+
 def database_exists(dsn: str, name: str) -> bool:
     with pg_snapshot.connect(dsn) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None

@@ -277,6 +277,21 @@ def _fail(services, row, plan, thread, job, result, reason, update, actor) -> di
     return result
 
 
+def remove_restored_copy(plan: PointInTimePlan) -> list[str]:
+    """Stop and remove the copy an interrupted point-in-time restore had started (never the live cluster:
+    only the request's own new data directory under RESTORE_ROOT)."""
+    datadir = Path(plan.datadir)
+    if not datadir.exists() or RESTORE_ROOT not in datadir.parents:
+        return []
+    argv = [pg_bin("pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    if (datadir / "postmaster.pid").exists():
+        subprocess.run(argv, capture_output=True, timeout=120)
+    shutil.rmtree(datadir, ignore_errors=True)
+    return [f"stopped and removed the half-restored copy in {datadir}"]
+
+
 def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) -> pgbackrest.RestoredCluster:
     cfg = engine_config(services.settings, plan.database)
     target = datetime.fromisoformat(plan.target_time) if plan.target_time else None

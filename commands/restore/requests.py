@@ -13,7 +13,10 @@ from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, check_can_collect_reactions
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
-from commands.restore.plan import RestorePlan, RestoreRequest, build_plan, plan_message
+from commands.pg.restore import database_exists, databases_like, drop_database
+from commands.redact import redact
+from commands.restore.pitr import PITR, PointInTimePlan, remove_restored_copy
+from commands.restore.plan import NEW_DATABASE, RestorePlan, RestoreRequest, build_plan, plan_message
 from commands.restore.run import run_restore_request
 from state import approvals as request_state
 from state.store import iso
@@ -95,3 +98,28 @@ def _refresh(services: Services, request_id: int, reply: Reply) -> None:
     row = request_state.get_request(services.store, request_id)
     if row.message_id:
         reply.update(row.message_id, plan_message(services, row))
+
+
+def clean_up_interrupted(services: Services, rows: list[request_state.RestoreRequestRow]) -> list[str]:
+    """After a restart: what restores that were running when the bot died left behind. Their side
+    databases, a new database they had begun to fill, and a point-in-time copy they had started are
+    removed, so a rerun starts clean and nothing half-restored is mistaken for a result."""
+    done = []
+    for row in rows:
+        try:
+            if row.plan.get("kind") == PITR:
+                removed = remove_restored_copy(PointInTimePlan.from_dict(row.plan))
+                done += [f"restore request #{row.id}: {what}" for what in removed]
+                continue
+            plan = RestorePlan.from_dict(row.plan)
+            dsn = (services.settings.target(plan.server).require_url() if plan.server
+                   else services.settings.database(plan.database).require_url())
+            leftovers = databases_like(dsn, f"backupbot\\_side\\_{row.id}\\_%")
+            if plan.method == NEW_DATABASE and database_exists(dsn, plan.target_dbname):
+                leftovers.append(plan.target_dbname)
+            for name in leftovers:
+                drop_database(dsn, name)
+                done.append(f"restore request #{row.id}: dropped {name}, which it had created")
+        except Exception as exc:  # reported, never hidden: an admin may have to drop it by hand
+            done.append(f"restore request #{row.id}: could not clean up ({redact(str(exc), services.secrets())})")
+    return done
