@@ -56,11 +56,13 @@ def test_restore_to_a_time_brings_back_what_was_deleted_after_it(tmp_path, pgbac
     out = console.run(f'/restore --time "{stamp}"')
     assert "point-in-time restore of main to" in out and "Backup set:" in out and "Reachable: yes" in out, out
     assert "is not touched" in out and "Waiting for 1 approval" in out
+    planned_port = int(re.search(r"on port (\d+)", out).group(1))  # the plan names where the copy will run
     out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "restored to" in out and "and verified" in out, out
     result = request_state.get_request(console.services.store, 1).result
     try:
         port = result["port"]
+        assert port == planned_port
         assert re.search(rf"127\.0\.0\.1:{port}", out)
         restored = dsn.replace(f":{pgbackrest_setup.cluster.port}/", f":{port}/")
         with psycopg.connect(restored) as conn:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -30,6 +31,7 @@ from commands.chat.reply import Notice, Reply, ThreadReply
 from commands.errors import AlreadyRunningError, BackupbotError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.pg import pgbackrest
+from commands.pg.cluster import free_port
 from commands.pg.tools import pg_bin
 from commands.redact import redact
 from commands.restore.status import status_line
@@ -98,6 +100,7 @@ class PointInTimePlan:
     requested_by: str
     requested_at: str
     backup_id: int | None = None  # the physical backup's catalog id, when it has one
+    port: int | None = None  # proposed at plan time; another free one if it was taken by then
     latest_archived: str | None = None
     kind: str = PITR
 
@@ -105,7 +108,8 @@ class PointInTimePlan:
 
     @property
     def target(self) -> str:
-        return f"a new cluster in {self.datadir} on a free port"
+        return f"a new cluster in {self.datadir} on port {self.port}" if self.port else \
+            f"a new cluster in {self.datadir} on a free port"
 
     @property
     def database_label(self) -> str:
@@ -142,7 +146,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         target_time=request.target_time.isoformat() if request.target_time else None,
         backup_label=label, backup_stopped=stopped, wal_range=wal, reachable=reason, datadir=str(datadir),
         lock_key=f"{request.database}:pitr", requested_by=actor.user, requested_at=iso(services.clock()),
-        backup_id=record.id if record else None, latest_archived=latest,
+        backup_id=record.id if record else None, latest_archived=latest, port=free_port(),
     )
 
 
@@ -297,7 +301,17 @@ def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) ->
     target = datetime.fromisoformat(plan.target_time) if plan.target_time else None
     datadir.parent.mkdir(parents=True, exist_ok=True)
     datadir.parent.chmod(0o711)  # the cluster's owner (postgres) must pass through, nobody may list it
-    return pgbackrest.restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir)
+    port = plan.port if plan.port and port_is_free(plan.port) else None  # None: pgBackRest's restore picks one
+    return pgbackrest.restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir, port)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def verify_cluster(restored: pgbackrest.RestoredCluster, source_dsn: str) -> str:
