@@ -348,3 +348,18 @@ def test_a_restart_removes_what_an_interrupted_parallel_restore_left(tmp_path, s
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'backupbot_side_1_dead01'"
                             ).fetchone()[0] == 0
     assert content_of(sample_dsn)  # the target itself was never touched
+
+
+def test_a_target_with_large_objects_is_refused_before_anyone_is_asked(tmp_path, sample_dsn):
+    console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS))
+    with psycopg.connect(sample_dsn, autocommit=True) as conn:
+        conn.execute("SELECT lo_from_bytea(0, 'a scanned invoice')")
+    assert "succeeded" in console.run("/backup")
+    out = console.run("/restore latest")
+    assert "holds 1 large object(s)" in out and "--jobs N" in out and "(only you)" in out, out
+    assert request_state.get_request(console.services.store, 1) is None
+    out = console.run("/restore latest --jobs 2")  # the side database takes them along
+    out += approve(console, message_id(out, "Restore request #1"), "U0APP1")
+    assert "Restore request #1 restored backup #1" in out, out
+    with psycopg.connect(sample_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0] == 1

@@ -215,6 +215,8 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
     server_version = check_server_versions(dsn, record)
     exists = database_exists(dsn, target_dbname)
     create_roles = () if request.no_owner else roles_to_create(dsn, record)
+    if exists and not (tables or record.tables) and not request.jobs > 1:
+        refuse_what_a_transaction_cannot_replace(target_dsn, target_dbname)
     if not exists:
         method = NEW_DATABASE
     elif request.jobs > 1 and not tables and not record.tables:
@@ -256,6 +258,17 @@ def roles_to_create(dsn: str, record: BackupRecord) -> tuple[str, ...]:
                          "definition of them: create them first (the backup's globals file has them), or restore "
                          "with --no-owner")
     return tuple(missing)
+
+
+def refuse_what_a_transaction_cannot_replace(target_dsn: str, target_dbname: str) -> None:
+    """Large objects live outside every schema, so the prologue cannot empty them and the dump's
+    lo_create would fail half-way (and roll back): say so before anyone is asked."""
+    with pg_snapshot.connect(target_dsn) as conn:
+        blobs = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
+    if blobs:
+        raise UsageError(f"{target_dbname} holds {blobs:,} large object(s), which a restore in one transaction cannot "
+                         "replace: restore with --jobs N (into a side database that is swapped in), or --into a new "
+                         "database")
 
 
 def configured_name(services: Services, dsn: str, dbname: str) -> str | None:
