@@ -3,6 +3,7 @@ live cluster is not touched, and a drill of the physical backup records its RTO 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -134,3 +135,36 @@ def test_dead_man_alert_fires_when_archiving_stops_even_with_fresh_dumps(tmp_pat
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_restore_to_a_time_into_a_new_database_on_a_dr_server(tmp_path, pgbackrest_setup, dr_cluster):
+    dsn = pgbackrest_setup.create_database("pitr_into")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, entry text NOT NULL)")
+        conn.execute("INSERT INTO ledger SELECT g, 'entry ' || g FROM generate_series(1, 80) g")
+    databases = {"main": {"url_env": "DATABASE_URL", "pgbackrest": {"config": str(pgbackrest_setup.cfg.config_path),
+                                                                    "stanza": pgbackrest_setup.cfg.stanza}}}
+    console = make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS,
+                                         env={"DR_URL": dr_cluster.dsn("postgres")}, targets={"dr": {"url_env": "DR_URL"}}))
+    assert "succeeded" in console.run("/backup physical --type incr")
+    time.sleep(1.2)
+    moment = server_now(dsn)
+    time.sleep(1.2)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE ledger")
+    stamp = moment.strftime("%Y-%m-%d %H:%M:%S.%f%z")
+    out = console.run(f'/restore --time "{stamp}" --to dr --into ledger_before')
+    assert f"into the new database 127.0.0.1:{dr_cluster.port}/ledger_before" in out, out
+    out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
+    assert "restored to" in out and "into the new database" in out and "and verified" in out, out
+    try:
+        with psycopg.connect(dr_cluster.dsn("ledger_before")) as conn:
+            assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 80
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 0  # the live one: as it is
+        row = request_state.get_request(console.services.store, 1)
+        assert "datadir" not in row.result and not os.path.exists(row.plan["datadir"])  # the copy is gone
+        assert "already exists" in console.run(f'/restore --time "{stamp}" --to dr --into ledger_before')
+        assert "needs --into" in console.run(f'/restore --time "{stamp}" --to dr')
+    finally:
+        dr_cluster.drop_database("ledger_before")

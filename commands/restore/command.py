@@ -25,7 +25,7 @@ from state import approvals as request_state
 
 USAGE = """Usage:
 `/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--to SERVER] [--no-owner] [--dry-run]`
-`/restore --time "2026-11-29 14:04:00+00" [DB] [--dry-run]`  (point in time, pgBackRest: into a new cluster)
+`/restore --time "2026-11-29 14:04:00+00" [DB] [--into NEW_DB [--to SERVER]] [--dry-run]`  (point in time, pgBackRest)
 `/restore physical BACKUP_ID|LABEL|latest [DB] [--dry-run]`
 `/restore cancel REQUEST_ID`
 `/restore help`"""
@@ -60,13 +60,16 @@ def parse_restore(text: str, services: Services):
                                   dry_run=bool(args.flags.get("--dry-run")))
     args = parse_args(text, FLAGS, USAGE)
     if "--time" in args.flags:
-        other = sorted(set(args.flags) - {"--time", "--dry-run"})
+        other = sorted(set(args.flags) - {"--time", "--dry-run", "--into", "--to"})
         if other or len(args.words) > 1:
-            raise UsageError(f"--time restores a whole cluster into a new data directory; it takes a database and "
-                             f"--dry-run, not {', '.join(other) or repr(' '.join(args.words))}\n{USAGE}")
+            raise UsageError(f"--time restores a whole cluster into a new data directory; it takes a database, "
+                             f"--into NEW_DB, --to SERVER and --dry-run, not "
+                             f"{', '.join(other) or repr(' '.join(args.words))}\n{USAGE}")
         database = services.settings.database(args.words[0] if args.words else services.settings.default_database).name
-        return PointInTimeRequest(database=database, target_time=parse_time(str(args.flags["--time"])),
-                                  dry_run=bool(args.flags.get("--dry-run")))
+        into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
+        to = services.settings.target(str(args.flags["--to"])).name if "--to" in args.flags else None
+        return PointInTimeRequest(database=database, target_time=parse_time(str(args.flags["--time"])), into=into,
+                                  to=to, dry_run=bool(args.flags.get("--dry-run")))
     if len(args.words) > 2:
         raise UsageError(f"too many words: {' '.join(args.words[2:])!r}\n{USAGE}")
     backup = args.words[0].lstrip("#").lower()

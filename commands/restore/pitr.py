@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from commands.backup.command import BackupRequest, run_backup_job
 from commands.backup.physical import engine_config
 from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
@@ -31,10 +32,14 @@ from commands.chat.reply import Notice, Reply, ThreadReply
 from commands.errors import AlreadyRunningError, BackupbotError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.pg import pgbackrest
+from commands.pg import snapshot as pg_snapshot
 from commands.pg.cluster import free_port
-from commands.pg.tools import pg_bin
-from commands.redact import redact
+from commands.pg.globals import create_roles, missing_roles
+from commands.pg.restore import create_database, database_exists, drop_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg.tools import pg_bin, with_dbname
+from commands.redact import describe_dsn, redact
 from commands.restore.status import status_line
+from commands.restore.verify import checks_text, verify_restored
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
 from state import jobs as job_state
@@ -67,6 +72,8 @@ class PointInTimeRequest:
     database: str
     target_time: datetime | None = None  # None: the backup set's own consistent point
     backup: str | None = None  # a physical backup id, a pgBackRest label, or "latest"
+    into: str | None = None  # a new database the restored data is copied into (then the copy goes)
+    to: str | None = None  # the [targets.NAME] server of `into`
     dry_run: bool = False
     permission = OPERATOR
 
@@ -101,6 +108,9 @@ class PointInTimePlan:
     requested_at: str
     backup_id: int | None = None  # the physical backup's catalog id, when it has one
     port: int | None = None  # proposed at plan time; another free one if it was taken by then
+    into: str | None = None  # copy the database at that moment into this new database, then remove the copy
+    server: str | None = None  # the [targets.NAME] server `into` is on; None: the database's own
+    into_target: str | None = None  # host:port/dbname of `into`, never credentials
     latest_archived: str | None = None
     kind: str = PITR
 
@@ -140,6 +150,16 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         record = find_physical_backup(services, request.database, request.backup or "latest")
         label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
         reason = f"backup set {label} to its consistent point (end of the backup)"
+    into_target = None
+    if request.to and not request.into:
+        raise UsageError("--to with --time needs --into NEW_DB: the database at that moment is copied into a new "
+                         "database on that server")
+    if request.into:
+        server_dsn = services.settings.target(request.to).require_url() if request.to else dsn
+        if database_exists(server_dsn, request.into):
+            raise UsageError(f"{request.into} already exists: --into with --time copies the database at that moment "
+                             "into a NEW database, so nothing is replaced")
+        into_target = describe_dsn(with_dbname(server_dsn, request.into))
     datadir = RESTORE_ROOT / f"{request.database}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     return PointInTimePlan(
         database=request.database, stanza=cfg.stanza,
@@ -147,6 +167,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         backup_label=label, backup_stopped=stopped, wal_range=wal, reachable=reason, datadir=str(datadir),
         lock_key=f"{request.database}:pitr", requested_by=actor.user, requested_at=iso(services.clock()),
         backup_id=record.id if record else None, latest_archived=latest, port=free_port(),
+        into=request.into, server=request.to, into_target=into_target,
     )
 
 
@@ -178,6 +199,9 @@ class PointInTimeMessage:
             f"Backup set: {p.backup_label} (pgBackRest stanza {p.stanza}, ended {p.backup_stopped}) · WAL {p.wal_range}",
             f"Reachable: yes, {p.reachable}" + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
             f"Restores into: {p.target} (127.0.0.1), promoted when recovery reaches the target",
+            *([f"Then copies {p.database}'s database from it into the new database {p.into_target}"
+               + (f" (target {p.server}; roles it lacks are created first)" if p.server else "")
+               + ", verifies it, and stops and removes the copy"] if p.into else []),
             f"The running cluster of {p.database} is not touched: nothing is replaced. Replacing it is a "
             "separate step the bot does not take.",
             status, *self.steps,
@@ -240,6 +264,9 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         started = time.monotonic()
         detail = verify_cluster(restored, services.settings.database(plan.database).require_url())
         step("verify", time.monotonic() - started, detail)
+        if plan.into:
+            copy_into_new_database(services, plan, restored, row, actor, thread, step)
+            restored.stop_and_remove()
         # the incident's data-loss window is measured from the recovery target, not from a dump's time
         record_event(services, "restore.verified", database=plan.database, actor=actor,
                      text=f"Restore request #{row.id} verification passed (point in time)",
@@ -251,20 +278,67 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
             restored.stop_and_remove()
         reason = str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}"
         return _fail(services, row, plan, thread, job, result, reason, update, actor)
-    result.update(ok=True, restore_seconds=round(seconds, 3), port=restored.port, datadir=str(restored.datadir))
+    if plan.into:
+        result.update(ok=True, restore_seconds=round(seconds, 3), into=plan.into_target)
+        where = f"into the new database {plan.into_target}"
+        note = f"{plan.database} as it was is in {plan.into_target}; the restored cluster was stopped and removed."
+    else:
+        result.update(ok=True, restore_seconds=round(seconds, 3), port=restored.port, datadir=str(restored.datadir))
+        where = f"on 127.0.0.1:{restored.port}"
+        note = (f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); connect with the "
+                "database's own credentials. Stop it with `pg_ctl -D DATADIR stop` when done.")
     request_state.set_result(services.store, row.id, request_state.SUCCEEDED, result)
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
-    update(note=f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); "
-                "connect with the database's own credentials. Stop it with `pg_ctl -D DATADIR stop` when done.")
+    update(note=note)
     thread.post(Notice(f":white_check_mark: Restore request #{row.id}: {plan.database} restored "
                        + (f"to {plan.target_time}" if plan.target_time else f"from {plan.backup_label}")
-                       + f" on 127.0.0.1:{restored.port} and verified."))
+                       + f" {where} and verified."))
     record_event(services, "restore.succeeded", database=plan.database, actor=actor,
                  text=f"Restore request #{row.id}: point-in-time restore of {plan.database}"
                       + (f" to {plan.target_time}" if plan.target_time else "") + " succeeded",
                  detail={"request_id": row.id, "target_time": plan.target_time, "backup_label": plan.backup_label})
     after_job(services, f"restore request #{row.id}")
     return result
+
+
+def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: pgbackrest.RestoredCluster,
+                           row: request_state.RestoreRequestRow, actor: Actor, thread: Reply, step) -> None:
+    """The database as it was at the target time, from the restored copy into a new database: a logical
+    backup of the copy (catalogued as kind point-in-time, never `latest`), restored and verified like any
+    other. The new database is dropped again when any of it fails."""
+    started = time.monotonic()
+    source_dsn = services.settings.database(plan.database).require_url()
+    copy_dsn = restored.dsn(pg_snapshot.dbname_of(source_dsn))
+    server_dsn = services.settings.target(plan.server).require_url() if plan.server else source_dsn
+    job = job_state.start_job(services.store, "snapshot", plan.database, row.requester, row.channel)
+    status = run_backup_job(services, BackupRequest(
+        database=plan.database, format="custom", kind="point-in-time",
+        note=f"{plan.database} at {plan.target_time or plan.backup_label}, from restore request #{row.id}"),
+        actor, thread, job.id, copy_dsn)
+    if status.state != "succeeded":
+        raise BackupbotError(f"copying the database out of the restored cluster failed: {status.error}")
+    record = status.record
+    created = False
+    try:
+        with scratch_dir() as workdir:
+            artifact = fetch_artifact(services.storage, record, Path(workdir))
+            missing = [d for d in record.role_definitions
+                       if d["name"] in set(missing_roles(server_dsn, record.roles))] if record.roles else []
+            if missing:
+                create_roles(server_dsn, missing)
+            create_database(server_dsn, plan.into)
+            created = True
+            run_restore(server_dsn, plan.into, record, artifact, Path(workdir),
+                        secrets=services.secrets() + [server_dsn])
+        checks = verify_restored(with_dbname(server_dsn, plan.into), record, [], None)
+        if any(not c.ok for c in checks):
+            raise BackupbotError("the copy did not verify: " + checks_text(checks))
+    except BaseException:
+        if created:
+            drop_database(server_dsn, plan.into)
+        raise
+    step("copy", time.monotonic() - started, f"backup #{record.id} of the restored database into new database "
+         f"{plan.into_target}; {checks_text(checks)}")
 
 
 def _fail(services, row, plan, thread, job, result, reason, update, actor) -> dict:

@@ -108,7 +108,14 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
     for row in rows:
         try:
             if row.plan.get("kind") == PITR:
-                removed = remove_restored_copy(PointInTimePlan.from_dict(row.plan))
+                pitr = PointInTimePlan.from_dict(row.plan)
+                removed = remove_restored_copy(pitr)
+                if pitr.into:  # a new database it had begun to fill
+                    dsn = (services.settings.target(pitr.server).require_url() if pitr.server
+                           else services.settings.database(pitr.database).require_url())
+                    if database_exists(dsn, pitr.into):
+                        drop_database(dsn, pitr.into)
+                        removed.append(f"dropped {pitr.into}, which it had created")
                 done += [f"restore request #{row.id}: {what}" for what in removed]
                 continue
             plan = RestorePlan.from_dict(row.plan)
