@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from commands.pg.globals import create_roles, missing_roles
 from commands.pg.restore import create_database, database_exists, drop_database, fetch_artifact, run_restore, scratch_dir
 from commands.pg.tools import pg_bin, with_dbname
 from commands.redact import describe_dsn, redact
-from commands.restore.status import status_line
+from commands.restore.status import RequestMessage, request_message
 from commands.restore.verify import checks_text, verify_restored
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
@@ -174,28 +174,17 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
 
 
 @dataclass(frozen=True)
-class PointInTimeMessage:
+class PointInTimeMessage(RequestMessage):
     """The channel message of a point-in-time restore request."""
 
-    request_id: int | None
-    plan: PointInTimePlan
-    status: str = "pending"
-    approvers: tuple[str, ...] = ()
-    required: int = 1
-    approve_emoji: str = "white_check_mark"
-    reject_emoji: str = "x"
-    now: datetime | None = None
-    note: str | None = None
-    steps: tuple[str, ...] = field(default_factory=tuple)
+    succeeded_text = ":white_check_mark: RESTORED to a new cluster and verified"
 
     def text(self) -> str:
         p = self.plan
-        title = f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)"
         to = f"to {p.target_time}" if p.target_time else f"to the end of backup set {p.backup_label}"
-        status = status_line(self.status, self.required, self.approvers, self.approve_emoji, self.reject_emoji,
-                             succeeded=":white_check_mark: RESTORED to a new cluster and verified")
+        status = self.status_line()
         lines = [
-            f"*{title}* by <@{p.requested_by}>: point-in-time restore of {p.database} {to}",
+            f"*{self.title}* by <@{p.requested_by}>: point-in-time restore of {p.database} {to}",
             f"Backup set: {p.backup_label} (pgBackRest stanza {p.stanza}, ended {p.backup_stopped}) · WAL {p.wal_range}",
             f"Reachable: yes, {p.reachable}" + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
             f"Restores into: {p.target} (127.0.0.1), promoted when recovery reaches the target",
@@ -212,13 +201,7 @@ class PointInTimeMessage:
 
 
 def pitr_message(services: Services, row: request_state.RestoreRequestRow, **overrides) -> PointInTimeMessage:
-    access = services.settings.access
-    values = dict(request_id=row.id, plan=PointInTimePlan.from_dict(row.plan), status=row.status,
-                  approvers=tuple(request_state.active_voters(services.store, row.id, "approve")),
-                  required=row.required_approvals, approve_emoji=access.approve_emoji,
-                  reject_emoji=access.reject_emoji, now=services.clock())
-    values.update(overrides)
-    return PointInTimeMessage(**values)
+    return request_message(services, row, PointInTimeMessage, PointInTimePlan.from_dict(row.plan), **overrides)
 
 
 # ---------------------------------------------------------------- running

@@ -7,7 +7,7 @@ The plan is stored with its hash and never changes; changing anything means a ne
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
 from commands.chat.context import Actor, Services
@@ -20,7 +20,7 @@ from commands.pg.restore import artifact_decompressor, database_exists, verify_a
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
 from commands.restore.pitr import PITR, pitr_message
-from commands.restore.status import status_line
+from commands.restore.status import RequestMessage, request_message
 from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
@@ -307,24 +307,12 @@ def check_server_versions(dsn: str, record: BackupRecord) -> str:
 
 
 @dataclass(frozen=True)
-class RestorePlanMessage:
+class RestorePlanMessage(RequestMessage):
     """The channel message of one restore request: its plan, its approvals, where it stands."""
-
-    request_id: int | None
-    plan: RestorePlan
-    status: str = "pending"
-    approvers: tuple[str, ...] = ()
-    required: int = 1
-    approve_emoji: str = "white_check_mark"
-    reject_emoji: str = "x"
-    now: datetime | None = None
-    note: str | None = None
-    steps: tuple[str, ...] = field(default_factory=tuple)
 
     def headline(self) -> str:
         p = self.plan
-        title = f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)"
-        return f"*{title}* by <@{p.requested_by}>: restore backup #{p.backup_id} of {p.backup_database} into {p.target}"
+        return f"*{self.title}* by <@{p.requested_by}>: restore backup #{p.backup_id} of {p.backup_database} into {p.target}"
 
     def backup_line(self) -> str:
         p = self.plan
@@ -350,9 +338,6 @@ class RestorePlanMessage:
         seconds = self.plan.expected_seconds
         return human_duration(seconds) if seconds else "unknown (no past restore)"
 
-    def status_line(self) -> str:
-        return status_line(self.status, self.required, self.approvers, self.approve_emoji, self.reject_emoji)
-
     def text(self) -> str:
         lines = [
             self.headline(),
@@ -377,12 +362,7 @@ def plan_message(services: Services, row: request_state.RestoreRequestRow, **ove
     """The request's message, for whichever kind of plan it holds."""
     if row.plan.get("kind") == PITR:
         return pitr_message(services, row, **overrides)
-    access = services.settings.access
-    approvers = tuple(request_state.active_voters(services.store, row.id, "approve"))
-    values = dict(request_id=row.id, plan=RestorePlan.from_dict(row.plan), status=row.status, approvers=approvers,
-                  required=row.required_approvals, approve_emoji=access.approve_emoji, reject_emoji=access.reject_emoji,
-                  now=services.clock())
-    values.update(overrides)
-    return RestorePlanMessage(**values)
+    return request_message(services, row, RestorePlanMessage, RestorePlan.from_dict(row.plan), **overrides)
+
 
 

@@ -1,6 +1,17 @@
-"""Where a restore request stands, as its message's status line says it: one wording for every kind."""
+"""A restore request's channel message, whatever its plan: where it stands, who approved, its steps.
+
+One wording for every kind of plan (a logical restore, a point-in-time restore); each kind's
+message class adds only how its plan reads.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from commands.chat.context import Services
+from state import approvals as request_state
 
 STATUS_LINES = {
     "dry-run": "Dry run: nothing was requested.",
@@ -25,3 +36,38 @@ def status_line(status: str, required: int, approvers: tuple[str, ...], approve_
     voters = f" ({', '.join(f'<@{u}>' for u in approvers)})" if approvers else ""
     return (f"Waiting for {required} approval(s) from approvers: :{approve_emoji}: approves, "
             f":{reject_emoji}: rejects. Approvals so far: {len(approvers)}/{required}{voters}")
+
+
+@dataclass(frozen=True)
+class RequestMessage:
+    request_id: int | None
+    plan: Any  # the kind's frozen plan
+    status: str = "pending"
+    approvers: tuple[str, ...] = ()
+    required: int = 1
+    approve_emoji: str = "white_check_mark"
+    reject_emoji: str = "x"
+    now: datetime | None = None
+    note: str | None = None
+    steps: tuple[str, ...] = field(default_factory=tuple)
+    succeeded_text = STATUS_LINES["succeeded"]
+
+    @property
+    def title(self) -> str:
+        return f"Restore request #{self.request_id}" if self.request_id else "Restore plan (dry run)"
+
+    def status_line(self) -> str:
+        return status_line(self.status, self.required, self.approvers, self.approve_emoji, self.reject_emoji,
+                           succeeded=self.succeeded_text)
+
+
+def request_message(services: Services, row: request_state.RestoreRequestRow, message_class: type, plan,
+                    **overrides) -> RequestMessage:
+    """The message of stored request `row` as it stands now (its votes, its status)."""
+    access = services.settings.access
+    values = dict(request_id=row.id, plan=plan, status=row.status,
+                  approvers=tuple(request_state.active_voters(services.store, row.id, "approve")),
+                  required=row.required_approvals, approve_emoji=access.approve_emoji,
+                  reject_emoji=access.reject_emoji, now=services.clock())
+    values.update(overrides)
+    return message_class(**values)
