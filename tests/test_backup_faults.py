@@ -20,15 +20,17 @@ from state.jobs import recent_jobs
 from tests.builders import make_console, make_settings
 
 
-def pg_dump_pids() -> list[int]:
+def pg_dump_pids(parent: int | None = None) -> list[int]:
+    """pg_dump processes (of `parent` only, when given: other tests' bots may be dumping too)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if argv and argv[0].endswith(b"pg_dump") and b"--version" not in argv:
+            if argv and argv[0].endswith(b"pg_dump") and b"--version" not in argv and parent in (None, ppid):
                 pids.append(int(entry.name))
     return pids
 
@@ -39,7 +41,7 @@ class BlockedBackup:
     def __init__(self, console, dsn: str, command: str = "/backup main"):
         self.lock_conn = psycopg.connect(dsn)
         self.lock_conn.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
-        self.before = set(pg_dump_pids())
+        self.before = set(pg_dump_pids(parent=os.getpid()))
         self.output: list[str] = []
         self.thread = threading.Thread(target=lambda: self.output.append(console.run(command)), daemon=True)
         self.thread.start()
@@ -48,7 +50,7 @@ class BlockedBackup:
     def _wait_for_pg_dump(self) -> int:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            new = set(pg_dump_pids()) - self.before
+            new = set(pg_dump_pids(parent=os.getpid())) - self.before  # this process's own pg_dump only
             if new:
                 return new.pop()
             time.sleep(0.02)
@@ -166,16 +168,15 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability)
                       '[access]\noperators = ["U0OPS"]\n')
     lock = psycopg.connect(sample_dsn)
     lock.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
-    before = set(pg_dump_pids())
     bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config), "--as", "U0OPS"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
     bot.stdin.write(b"/backup main\n")
     bot.stdin.flush()
     deadline = time.monotonic() + 30
-    while not set(pg_dump_pids()) - before and time.monotonic() < deadline:
+    while not pg_dump_pids(parent=bot.pid) and time.monotonic() < deadline:  # this bot's own pg_dump
         time.sleep(0.02)
-    assert set(pg_dump_pids()) - before, "pg_dump did not start"
+    assert pg_dump_pids(parent=bot.pid), "pg_dump did not start"
     time.sleep(0.2)  # let the writer open its temporary file
     bot.kill()
     bot.wait()
