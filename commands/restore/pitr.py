@@ -28,7 +28,7 @@ from commands.chat.access import OPERATOR
 from commands.chat.args import is_number
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
-from commands.chat.reply import Notice, Reply, ThreadReply
+from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
 from commands.errors import AlreadyRunningError, BackupbotError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.pg import pgbackrest
@@ -210,6 +210,9 @@ def pitr_message(services: Services, row: request_state.RestoreRequestRow, **ove
 def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
     """Restore into the new data directory, wait until promoted, verify, and leave it running."""
     plan = PointInTimePlan.from_dict(row.plan)
+    # Slack never decides the outcome: failed posts and updates are retried and reported, never raised
+    reply = GuardedReply(reply, services.secrets(), services.settings.channels.alerts,
+                         webhook_url=services.settings.alerts.webhook_url)
     thread = ThreadReply(reply, row.message_id)
     actor = Actor(user=row.requester, channel=row.channel)
     result: dict = {"steps": {}}
