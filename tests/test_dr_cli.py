@@ -132,7 +132,7 @@ def test_state_restore_refuses_while_a_bot_runs_on_the_state(tmp_path, sample_ds
 
 def test_state_copy_on_its_schedule_and_a_failed_copy_is_alerted(tmp_path, sample_dsn, clock):
     from commands.schedules import run_scheduled, scheduled_jobs
-    from tests.test_schedules import Recorder
+    from tests.builders import Recorder
 
     settings = make_settings(tmp_path, sample_dsn, access=ACCESS, channels={"alerts": "C0ALERTS"},
                              schedules={"state_copy": "*/30 * * * *"})

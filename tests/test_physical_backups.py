@@ -25,7 +25,7 @@ from state import health as health_state
 from state.backups import latest_backup
 from state.physical_backups import list_physical_backups
 from state.store import iso
-from tests.builders import FakeClock, make_console, make_settings
+from tests.builders import FakeClock, Recorder, make_console, make_settings
 
 WAL_RANGE = re.compile(r"WAL range: ([0-9A-F]{24})\.\.([0-9A-F]{24})")
 CHANNELS = {"alerts": "C0ALERTS", "digest": "C0DIGEST"}
@@ -39,32 +39,6 @@ def archived_dsn(pgbackrest_setup):
         conn.execute("CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL)")
         conn.execute("INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 500) g")
     return dsn
-
-
-class Recorder:
-    """A Reply that records what a scheduled job posts, and where."""
-
-    def __init__(self):
-        self.posts: list[tuple[str | None, str]] = []
-
-    def post(self, message, channel=None):
-        self.posts.append((channel, message.text()))
-        return f"{channel}:{len(self.posts)}"
-
-    def update(self, message_id, message):
-        self.posts.append((message_id.split(":")[0], message.text()))
-
-    def ephemeral(self, message):
-        self.posts.append((None, message.text()))
-
-    def thread(self, message_id, message):
-        return self.post(message, message_id.split(":")[0])
-
-    def react(self, message_id, emoji):
-        pass
-
-    def texts(self, channel):
-        return [text for ch, text in self.posts if ch == channel]
 
 
 def physical_settings(tmp_path, setup, dsn, **sections):

@@ -16,9 +16,8 @@ from commands.pg.tools import pg_bin
 from commands.schedules import build_digest, check_rpo
 from state import approvals as request_state
 from state.physical_backups import list_physical_backups
-from tests.builders import FakeClock, make_console, make_settings
+from tests.builders import FakeClock, Recorder, make_console, make_settings
 from tests.fix_pgbackrest import _private_dir, server_now, start_archiving_cluster
-from tests.test_physical_backups import Recorder
 from tests.test_restore import approve, message_id
 
 ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"], "required_approvals": 1}

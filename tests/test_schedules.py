@@ -12,35 +12,9 @@ from commands.errors import ConfigError
 from commands.schedules import ScheduledJob, build_digest, check_rpo, run_scheduled, scheduled_jobs
 from state import health as health_state
 from state.backups import list_backups
-from tests.builders import FakeClock, make_console, make_settings
+from tests.builders import FakeClock, Recorder, make_console, make_settings
 
 CHANNELS = {"alerts": "C0ALERTS", "digest": "C0DIGEST"}
-
-
-class Recorder:
-    """A Reply that records what scheduled jobs post, and where."""
-
-    def __init__(self):
-        self.posts: list[tuple[str | None, str]] = []
-
-    def post(self, message, channel=None):
-        self.posts.append((channel, message.text()))
-        return f"{channel}:{len(self.posts)}"
-
-    def update(self, message_id, message):
-        self.posts.append((message_id.split(":")[0], message.text()))
-
-    def ephemeral(self, message):
-        self.posts.append((None, message.text()))
-
-    def thread(self, message_id, message):
-        return self.post(message, message_id.split(":")[0])
-
-    def react(self, message_id, emoji):
-        pass
-
-    def texts(self, channel):
-        return [text for ch, text in self.posts if ch == channel]
 
 
 @pytest.fixture
