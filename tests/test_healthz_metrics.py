@@ -150,15 +150,15 @@ def test_run_with_json_logs_and_a_health_port(tmp_path, sample_dsn, fake_slack, 
     try:
         deadline = time.monotonic() + 60
         while True:
-            try:
-                if get(f"http://127.0.0.1:{health_port}/healthz") == (200, "ok\n"):
+            try:  # both listeners start on their own threads: wait for the two
+                if (get(f"http://127.0.0.1:{health_port}/healthz") == (200, "ok\n")
+                        and get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")):
                     break
             except OSError:
                 pass
             assert server.poll() is None, server.stderr.read().decode()
-            assert time.monotonic() < deadline, "the health port never answered"
+            assert time.monotonic() < deadline, "the health port or the Slack port never answered"
             time.sleep(0.1)
-        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
     finally:
         server.terminate()
         server.wait(10)
