@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from commands.errors import DatabaseUnavailableError, DumpError
+from commands.pg.names import read_quoted
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env
 from commands.redact import redact
 
@@ -306,18 +307,8 @@ def _words(statement: str) -> list[str]:
         if ch.isspace() or ch == ",":
             i += 1
         elif ch == '"':
-            end, name = i + 1, []
-            while end < n:
-                if statement[end] == '"':
-                    if end + 1 < n and statement[end + 1] == '"':
-                        name.append('"')
-                        end += 2
-                        continue
-                    break
-                name.append(statement[end])
-                end += 1
-            tokens.append(("ident", "".join(name)))
-            i = end + 1
+            name, i = read_quoted(statement, i) or (statement[i + 1:], n)
+            tokens.append(("ident", name))
         elif ch == "'":
             end = i + 1
             while end < n:

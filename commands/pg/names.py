@@ -102,21 +102,29 @@ def parse_name_list(text: str, what: str = "table") -> list[NameRef]:
         pos += 1
 
 
+def read_quoted(text: str, pos: int) -> tuple[str, int] | None:
+    """The double-quoted name that starts at text[pos] (`""` is a quote), and the index after its closing
+    quote; None when it is not closed. The one reader of SQL's quoted-identifier syntax."""
+    out, i = [], pos + 1
+    while i < len(text):
+        if text[i] == '"':
+            if i + 1 < len(text) and text[i + 1] == '"':
+                out.append('"')
+                i += 2
+                continue
+            return "".join(out), i + 1
+        out.append(text[i])
+        i += 1
+    return None
+
+
 def _read_part(text: str, pos: int, what: str) -> tuple[str, bool, int]:
     if pos < len(text) and text[pos] == '"':
-        out, i = [], pos + 1
-        while i < len(text):
-            if text[i] == '"':
-                if i + 1 < len(text) and text[i + 1] == '"':
-                    out.append('"')
-                    i += 2
-                    continue
-                name = "".join(out)
-                _check_identifier(name, what)
-                return name, True, i + 1
-            out.append(text[i])
-            i += 1
-        raise UsageError(f"{_show(text)}: a quoted {what} name is not closed")
+        quoted = read_quoted(text, pos)
+        if quoted is None:
+            raise UsageError(f"{_show(text)}: a quoted {what} name is not closed")
+        _check_identifier(quoted[0], what)
+        return quoted[0], True, quoted[1]
     m = _UNQUOTED_INPUT.match(text, pos)
     if not m:
         raise UsageError(f"{_show(text)} is not a {what} name (letters, digits, _ or $, optionally schema.name; "

@@ -30,7 +30,7 @@ from psycopg import sql
 from commands.errors import DumpError, EncryptionError, IntegrityError, UsageError
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS, make_decompressor
-from commands.pg.names import QualifiedName, parse_key
+from commands.pg.names import QualifiedName, parse_key, read_quoted
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_bin_for, pg_env, with_dbname
 from commands.redact import redact
 from commands.storage import Storage
@@ -241,18 +241,8 @@ def split_guc_list(value: str) -> list[str]:
         while i < n and value[i].isspace():
             i += 1
         if i < n and value[i] == '"':
-            j, out = i + 1, []
-            while j < n:
-                if value[j] == '"':
-                    if j + 1 < n and value[j + 1] == '"':
-                        out.append('"')
-                        j += 2
-                        continue
-                    break
-                out.append(value[j])
-                j += 1
-            items.append("".join(out))
-            i = j + 1
+            name, i = read_quoted(value, i) or (value[i + 1:], n)
+            items.append(name)
         else:
             j = value.find(",", i)
             j = n if j == -1 else j
