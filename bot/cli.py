@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--request-url", help="HTTP mode: https://HOST/slack/events (without it: the Socket Mode manifest)")
     init.add_argument("--data-dir", default="/var/lib/backupbot", help="state and local backups in the config")
     init.add_argument("--manifest-only", action="store_true", help="only print the manifest; write no config")
+    init.add_argument("--signing-key", metavar="PATH",
+                      help="the signing key file (default: beside the config); with an existing config, only create the key")
     catalog = sub.add_parser("catalog", help="the backup catalog: rebuild it from the manifests in storage")
     catalog.add_argument("catalog_action", choices=["rebuild"])
     catalog.add_argument("--verify", action="store_true", help="also check every artifact's sha256 (reads them all)")
@@ -96,10 +98,12 @@ def run_console(args) -> int:
             load_sample_database(dsn)
             env = {"DATABASE_URL": dsn}
             from commands.settings import parse_settings
+            from commands.signing import write_key_file
 
             settings = parse_settings(
                 {"state": {"path": str(workdir / "backupbot.db")},
-                 "storage": {"url": f"file://{workdir / 'backups'}"},
+                 "storage": {"url": f"file://{workdir / 'backups'}",
+                             "signing_key_files": [str(write_key_file(workdir / "signing.key").source)]},
                  "access": {"approvers": ["U0APPROVER"]}},
                 env,
             )

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from commands.errors import ConfigError
+from commands.signing import SigningKey, read_key_file, write_key_file
 
 DEFAULT_CONFIG = "backupbot.toml"
 DEFAULT_DATA_DIR = "/var/lib/backupbot"
@@ -30,6 +31,10 @@ path = "{data_dir}/backupbot.db"              # SQLite: catalog, jobs, approvals
 
 [storage]
 url = "file://{data_dir}/backups"             # or "s3://bucket/prefix" (AWS_* variables configure S3)
+# Manifests and state copies are signed with this key (HMAC-SHA256): storage alone can then never hand the
+# bot a backup. Keep a copy off this host (with your age identity): a catalog rebuild needs it. The first
+# key signs; add old keys after it when you rotate. $BACKUPBOT_SIGNING_KEY, when set, comes first.
+signing_key_files = ["{signing_key}"]
 
 [databases.main]
 url_env = "DATABASE_URL"                      # the environment variable that holds this database's DSN
@@ -71,11 +76,24 @@ max_running = 2                               # backups, restores and drills at 
 """
 
 
-def starter_config(data_dir: str = DEFAULT_DATA_DIR) -> str:
-    return STARTER_CONFIG.format(data_dir=data_dir.rstrip("/") or "/")
+def starter_config(data_dir: str = DEFAULT_DATA_DIR, signing_key: str = "/etc/backupbot/signing.key") -> str:
+    return STARTER_CONFIG.format(data_dir=data_dir.rstrip("/") or "/", signing_key=signing_key)
 
 
-def write_starter_config(path: str | os.PathLike, data_dir: str = DEFAULT_DATA_DIR) -> Path:
+def default_signing_key_path(config_path: str | os.PathLike) -> Path:
+    """Beside the config, private like it: `backupbot.toml` -> `backupbot.signing.key`."""
+    return Path(config_path).with_suffix(".signing.key")
+
+
+def ensure_signing_key(path: str | os.PathLike) -> tuple[SigningKey, bool]:
+    """The key at `path`, created (0600) when missing; (key, created). Never overwrites a key."""
+    if Path(path).exists():
+        return read_key_file(str(path)), False
+    return write_key_file(path), True
+
+
+def write_starter_config(path: str | os.PathLike, data_dir: str = DEFAULT_DATA_DIR,
+                         signing_key: str = "/etc/backupbot/signing.key") -> Path:
     """Create the config file 0600; an existing file is never overwritten."""
     target = Path(path)
     try:
@@ -85,7 +103,7 @@ def write_starter_config(path: str | os.PathLike, data_dir: str = DEFAULT_DATA_D
     except OSError as exc:
         raise ConfigError(f"cannot create {target}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(starter_config(data_dir))
+        out.write(starter_config(data_dir, signing_key))
     return target
 
 
@@ -159,8 +177,20 @@ def run_init(args, out=None, err=None) -> int:
     manifest = render_manifest(args.request_url)  # a bad URL fails before any file is written
     if not args.manifest_only:
         path = args.config or os.environ.get("BACKUPBOT_CONFIG") or DEFAULT_CONFIG
-        written = write_starter_config(path, args.data_dir)
-        print(f"Wrote a starter config to {written} (mode 0600). Fill in [access] and the database URL "
-              f"variables, then run `backupbot check`.", file=err)
+        key_path = Path(getattr(args, "signing_key", None) or default_signing_key_path(path)).absolute()
+        if getattr(args, "signing_key", None) and Path(path).exists():  # adopting signing (or rotating) on a config
+            key, created = ensure_signing_key(key_path)
+            print(f"{'Created' if created else 'Kept'} signing key {key.key_id} in {key_path} (mode 0600). Put it first "
+                  f"in [storage] signing_key_files of {path}; keep older keys after it so what they signed still "
+                  "verifies, and keep a copy of it off this host.", file=err)
+            return 0
+        if Path(path).exists():  # before a key is made for a config that will not be written
+            raise ConfigError(f"{path} already exists; not overwriting it (remove it, pass --config NEW_PATH, or "
+                              "--signing-key PATH to only create a signing key)")
+        key, created = ensure_signing_key(key_path)
+        written = write_starter_config(path, args.data_dir, str(key_path))
+        print(f"Wrote a starter config to {written} (mode 0600) and {'created' if created else 'kept'} its signing key "
+              f"{key.key_id} in {key_path} (mode 0600; keep a copy off this host). Fill in [access] and the database "
+              "URL variables, then run `backupbot check`.", file=err)
     out.write(manifest)
     return 0

@@ -30,6 +30,7 @@ def run_preflight(config_path: str | None = None, out=None) -> int:
         return _print(results, out)
     results.append(check_sections(settings))
     results.append(check_access(settings))
+    results.append(check_signing(settings))
     results.extend(check_databases(settings))
     results.extend(check_pgbackrest(settings))
     results.append(check_storage(settings))
@@ -67,11 +68,25 @@ def check_access(settings: Settings) -> tuple[bool, str]:
                   f"{len(access.viewers)} viewer entr{'y' if len(access.viewers) == 1 else 'ies'}")
 
 
+def check_signing(settings: Settings) -> tuple[bool, str]:
+    """The key files were read and checked (0600, a real key) when the config loaded; without any key nothing
+    the bot stores can be authenticated, so a catalog rebuild or state restore could trust nothing."""
+    keys = settings.signing.keys
+    if not keys:
+        return False, ("signing: no signing key ([storage] signing_key_files or $BACKUPBOT_SIGNING_KEY): manifests and "
+                       "state copies are not authenticated; `backupbot init --signing-key PATH` creates one")
+    more = f"; {len(keys) - 1} older key(s) verify" if len(keys) > 1 else ""
+    return True, f"signing: key {keys[0].key_id} ({keys[0].source}) signs manifests and state copies{more}"
+
+
 def warn_at_startup(settings: Settings) -> list[str]:
     """Log what start-up should shout about (the bot still starts); returns the warnings."""
     from commands.chat.access import access_problems
 
     problems = access_problems(settings)
+    if not settings.signing.can_sign:
+        log.warning("signing: no signing key is configured: backups are stored unsigned, no state copy is stored, and "
+                    "a catalog rebuild will trust none of them (`backupbot init --signing-key PATH`)")
     for problem in problems:
         log.warning("access: %s", problem)
     return problems

@@ -14,6 +14,7 @@ from commands.backup.catalog_rebuild import rebuild_catalog
 from commands.errors import UsageError
 from commands.settings import load_settings
 from commands.storage import open_storage
+from commands.storage.encryption import Decryptor
 from state.backup_copy import restore_state
 from state.lock import InstanceLock
 from state.store import Store
@@ -25,7 +26,8 @@ def run_catalog_rebuild(config: str | None, verify: bool, out=print) -> int:
     lock = InstanceLock(settings.state_path).acquire()
     try:
         storage = open_storage(settings.storage_url, settings.identity_file)
-        report = rebuild_catalog(storage, Store(settings.state_path), verify_sha256=verify)
+        report = rebuild_catalog(storage, Store(settings.state_path), keyring=settings.signing,
+                                 encrypt_to=settings.encrypt_to, verify_sha256=verify)
         out(report.text())
         return 0 if report.ok else 1
     finally:
@@ -42,7 +44,8 @@ def run_state_restore(config: str | None, key: str | None, force: bool, out=prin
             raise UsageError(f"{target} already exists; `backupbot state restore --force` replaces it "
                              "(the bot is not running: its lock is free)")
         storage = open_storage(settings.storage_url, settings.identity_file)
-        copy = restore_state(storage, target, key, identity_file=settings.identity_file, overwrite=force)
+        copy = restore_state(storage, target, key, keyring=settings.signing, overwrite=force,
+                             decryptor=lambda recipients: Decryptor(settings.identity_file, recipients=recipients))
         taken = f", taken at {copy.taken_at}" if copy.taken_at else ""
         out(f"State database {target} restored from {storage.location(copy.key)}{taken} "
             f"({copy.size:,} bytes, sha256 {copy.sha256[:12]}).")

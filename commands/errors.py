@@ -59,3 +59,7 @@ class EncryptionError(BackupbotError, ValueError):
 
 class InstanceLockedError(BackupbotError, RuntimeError):
     """Another backupbot process already holds this state database."""
+
+
+class ProvenanceError(IntegrityError):
+    """A stored object is not signed with the bot's key, or its signature does not verify: storage is not trusted."""

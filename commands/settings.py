@@ -22,6 +22,7 @@ from commands.settings_incidents import IncidentSettings, parse_incidents
 from commands.settings_retention import RetentionRules, parse_retention
 from commands.settings_schedules import ScheduledJob, parse_schedules
 from commands.settings_targets import TargetConfig, parse_targets
+from commands.signing import KEY_ENV, Keyring, parse_signing
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 SLACK_ID_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -99,6 +100,7 @@ class Settings:
     storage_url: str = "file://./backups"
     encrypt_to: tuple[str, ...] = ()  # [storage] age public keys (age1…) every artifact is encrypted to
     identity_file: str | None = None  # [storage] the age private key file, read only to restore or drill
+    signing: Keyring = field(default_factory=Keyring)  # [storage] signing_key_files, $BACKUPBOT_SIGNING_KEY
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
     access: AccessConfig = field(default_factory=AccessConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
@@ -143,6 +145,7 @@ class Settings:
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
         values += [db.url for db in self.databases.values()] + [t.url for t in self.targets.values()]
         values += [self.alerts.webhook_url] + [db.heartbeat_url for db in self.databases.values()]  # URLs carry tokens
+        values += [key.text for key in self.signing.keys]
         return [v for v in values if v]
 
 
@@ -181,6 +184,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
         storage_url=_str(storage, "storage.url", "url", "file://./backups"),
         encrypt_to=_age_recipients(storage),
         identity_file=_str(storage, "storage.identity_file", "identity_file", None),
+        signing=parse_signing(storage, env.get(KEY_ENV)),
         databases=databases,
         access=_access(access),
         channels=ChannelsConfig(

@@ -2,8 +2,14 @@
 
 `copy_state` takes a consistent copy with SQLite's online backup API while the bot keeps writing
 (WAL readers never block the writer), checks it, and uploads it as
-`_state/backupbot-state-<stamp>.db` (`.db.age` when encrypted) with a `_state/latest.json` pointer.
-`restore_state` brings a copy back as the state file of a stopped bot.
+`_state/backupbot-state-<stamp>.db` (`.db.age` when encrypted) with a signed descriptor beside it
+(`….manifest.json`: its size and sha256) and a signed `_state/latest.json` pointer. `restore_state`
+brings a copy back as the state file of a stopped bot, only once descriptor and pointer verify:
+a state database holds the catalog, so a forged one would hand a restore any artifact.
+
+This module touches SQLite and storage only: the signing keyring and the age encryptor and
+decryptor are passed in (commands/signing.py, commands/storage/encryption.py), so state/ depends on
+nothing above commands' kernel.
 """
 
 from __future__ import annotations
@@ -17,12 +23,26 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
-from commands.errors import IntegrityError, NotFoundError, StorageError, UsageError
+from commands.errors import IntegrityError, NotFoundError, ProvenanceError, StorageError, UsageError
 
 STATE_PREFIX = "_state/"
 LATEST_KEY = STATE_PREFIX + "latest.json"
+DESCRIPTOR_SUFFIX = ".manifest.json"
+COPY_PURPOSE, POINTER_PURPOSE = "state-copy", "state-pointer"  # signed apart: a pointer never passes as a descriptor
 CHUNK = 1 << 20
+
+
+class Keyring(Protocol):  # commands.signing.Keyring
+    def sign(self, purpose: str, body: dict) -> dict: ...
+    def verify(self, purpose: str, document: object, what: str): ...
+
+
+class Stage(Protocol):  # commands.storage.encryption.Encryptor / Decryptor
+    def compress(self, data: bytes) -> bytes: ...
+    def decompress(self, data: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -77,22 +97,20 @@ def state_copy_key(taken: datetime, encrypted: bool) -> str:
     return f"{STATE_PREFIX}backupbot-state-{stamp}.db" + (".age" if encrypted else "")
 
 
-def copy_state(state_path: str | os.PathLike, storage, *, recipients: list[str] | tuple[str, ...] = (),
-               clock: Callable[[], datetime] | None = None) -> StateCopy:
-    """Copy the state database to storage and point `_state/latest.json` at it.
+def copy_state(state_path: str | os.PathLike, storage, *, keyring: Keyring, encryptor: Stage | None = None,
+               recipients: list[str] | tuple[str, ...] = (), clock: Callable[[], datetime] | None = None) -> StateCopy:
+    """Copy the state database to storage, sign its descriptor and point `_state/latest.json` at it.
 
-    With `recipients` (storage.encrypt_to), the copy is age-encrypted on the way. Raises StorageError
-    when storage refuses; the previous copy and pointer then stay as they were.
+    With `encryptor` (age to storage.encrypt_to, the `recipients`), the copy is encrypted on the way.
+    Raises StorageError when storage refuses (the previous copy and pointer then stay as they were),
+    and ProvenanceError when no signing key is configured: an unsigned copy could never be restored.
     """
-    from commands.storage.encryption import Encryptor
-
     taken = (clock or (lambda: datetime.now(UTC)))()
     workdir = _private_tempdir()
     try:
         local = workdir / "state.db"
         snapshot_state(state_path, local)
-        key = state_copy_key(taken, bool(recipients))
-        encryptor = Encryptor(recipients) if recipients else None
+        key = state_copy_key(taken, encryptor is not None)
         digest, size = hashlib.sha256(), 0
         writer = storage.open_writer(key, expected_size=local.stat().st_size)
         try:
@@ -109,8 +127,9 @@ def copy_state(state_path: str | os.PathLike, storage, *, recipients: list[str] 
             writer.commit()
         except BaseException:
             writer.abort()
-            if encryptor is not None:
-                encryptor.close()
+            close = getattr(encryptor, "close", None)
+            if close is not None:
+                close()
             raise
     finally:
         for path in workdir.iterdir():
@@ -118,51 +137,73 @@ def copy_state(state_path: str | os.PathLike, storage, *, recipients: list[str] 
         workdir.rmdir()
     copy = StateCopy(key=key, size=size, sha256=digest.hexdigest(), taken_at=taken.astimezone(UTC).isoformat(),
                      recipients=tuple(recipients))
-    storage.put_bytes(LATEST_KEY, json.dumps({"backupbot_state_copy": 1, **asdict(copy)}, indent=2).encode())
+    body = {"backupbot_state_copy": 1, **asdict(copy), "recipients": list(copy.recipients)}
+    try:
+        storage.put_bytes(key + DESCRIPTOR_SUFFIX, _signed(keyring, COPY_PURPOSE, body))
+    except BaseException:
+        storage.delete(key)
+        raise
+    storage.put_bytes(LATEST_KEY, _signed(keyring, POINTER_PURPOSE, body))
     return copy
+
+
+def _signed(keyring: Keyring, purpose: str, body: dict) -> bytes:
+    return json.dumps(keyring.sign(purpose, body), indent=2, sort_keys=True).encode()
+
+
+def _verified_copy(storage, keyring: Keyring, key: str, purpose: str, what: str) -> StateCopy:
+    """The state copy a signed descriptor or pointer describes; ProvenanceError/IntegrityError say why not."""
+    try:
+        document = json.loads(storage.get_bytes(key))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IntegrityError(f"{what} is not valid JSON") from None
+    body = keyring.verify(purpose, document, what).body
+    try:
+        return StateCopy(key=body["key"], size=int(body["size"]), sha256=body["sha256"], taken_at=body["taken_at"],
+                         recipients=tuple(body.get("recipients") or ()))
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError(f"{what} is not a state copy descriptor") from None
 
 
 def list_state_copies(storage) -> list[str]:
     """Keys of the stored state copies, oldest first (the stamp sorts)."""
-    return [k for k in storage.list_keys(STATE_PREFIX) if k.startswith(STATE_PREFIX + "backupbot-state-")]
+    return [k for k in storage.list_keys(STATE_PREFIX)
+            if k.startswith(STATE_PREFIX + "backupbot-state-") and k.endswith((".db", ".db.age"))]
 
 
 def prune_state_copies(storage, keep: int) -> list[str]:
-    """Delete all but the newest `keep` copies (never the one latest.json names); returns what went."""
+    """Delete all but the newest `keep` copies (and their descriptors); returns what went. The pointer
+    is not read (it is not trusted until verified): the newest copy, which it names, always stays."""
     if keep < 1:
         raise UsageError("keep at least one state copy")
-    latest = latest_state_copy(storage)
-    doomed = [k for k in list_state_copies(storage)[:-keep] if latest is None or k != latest.key]
+    doomed = list_state_copies(storage)[:-keep]
     for key in doomed:
         storage.delete(key)
+        storage.delete(key + DESCRIPTOR_SUFFIX)
     return doomed
 
 
-def latest_state_copy(storage) -> StateCopy | None:
+def latest_state_copy(storage, keyring: Keyring) -> StateCopy | None:
+    """The copy `_state/latest.json` names, once the pointer verifies; None when there is no pointer."""
     if not storage.exists(LATEST_KEY):
         return None
-    try:
-        pointer = json.loads(storage.get_bytes(LATEST_KEY))
-        return StateCopy(key=pointer["key"], size=int(pointer["size"]), sha256=pointer["sha256"],
-                         taken_at=pointer["taken_at"], recipients=tuple(pointer.get("recipients") or ()))
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{LATEST_KEY} is not a state copy pointer; name the copy to restore instead") from None
+    return _verified_copy(storage, keyring, LATEST_KEY, POINTER_PURPOSE, LATEST_KEY)
 
 
-def restore_state(storage, path: str | os.PathLike, key: str | None = None, *, identity_file: str | None = None,
-                  overwrite: bool = False) -> StateCopy:
+def restore_state(storage, path: str | os.PathLike, key: str | None = None, *, keyring: Keyring,
+                  decryptor: Callable[[tuple[str, ...]], Stage] | None = None, overwrite: bool = False) -> StateCopy:
     """Bring a state copy back as the state database at `path` (for `backupbot state restore`).
 
-    `key` is a copy's key, or None for the one `_state/latest.json` names. The download is checked
-    (sha256 against the pointer when it names this copy, SQLite's integrity check) before it replaces
-    anything. An existing `path` is replaced only with `overwrite`; the caller makes sure no bot runs
-    on it (holds its instance lock), since a running bot would go on writing to the file it opened.
+    `key` is a copy's key, or None for the one `_state/latest.json` names. Nothing is trusted until it
+    verifies: the pointer (when used) and the copy's descriptor must be signed with one of `keyring`'s
+    keys, and the download must have the descriptor's sha256 and size and pass SQLite's integrity
+    check before it replaces anything. `decryptor(recipients)` reads an encrypted copy. An existing
+    `path` is replaced only with `overwrite`; the caller makes sure no bot runs on it (holds its
+    instance lock), since a running bot would go on writing to the file it opened.
     """
-    from commands.storage.encryption import Decryptor
-
     target = Path(path).expanduser()
-    latest = latest_state_copy(storage)
     if key is None:
+        latest = latest_state_copy(storage, keyring)
         if latest is None:
             raise NotFoundError(f"no state copy in {storage.url} ({LATEST_KEY} is missing)")
         key = latest.key
@@ -170,29 +211,37 @@ def restore_state(storage, path: str | os.PathLike, key: str | None = None, *, i
         key = STATE_PREFIX + key
     if not storage.exists(key):
         raise NotFoundError(f"no state copy {key} in {storage.url}")
+    if not storage.exists(key + DESCRIPTOR_SUFFIX):
+        raise ProvenanceError(f"{key} has no signed descriptor ({key}{DESCRIPTOR_SUFFIX}): nothing proves this bot "
+                              "stored it")
+    expected = _verified_copy(storage, keyring, key + DESCRIPTOR_SUFFIX, COPY_PURPOSE, key + DESCRIPTOR_SUFFIX)
+    if expected.key != key:
+        raise ProvenanceError(f"{key}{DESCRIPTOR_SUFFIX} describes {expected.key}, not {key}")
     if target.exists() and not overwrite:
         raise UsageError(f"{target} already exists: stop the bot and move it away, or restore with overwrite")
-    expected = latest if latest is not None and latest.key == key else None
     encrypted = key.endswith(".age")
     target.parent.mkdir(parents=True, exist_ok=True)
     workdir = _private_tempdir(target.parent)
     try:
         local = workdir / "state.db"
         digest, size = hashlib.sha256(), 0
-        decryptor = Decryptor(identity_file, recipients=expected.recipients if expected else ()) if encrypted else None
+        if encrypted and decryptor is None:
+            raise UsageError(f"{key} is encrypted: set [storage] identity_file to the age key that decrypts it")
+        stage = decryptor(expected.recipients) if encrypted else None
         fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             for chunk in storage.read_chunks(key):
                 digest.update(chunk)
                 size += len(chunk)
-                out.write(decryptor.decompress(chunk) if decryptor else chunk)
-            if decryptor:
-                out.write(decryptor.flush())
+                out.write(stage.decompress(chunk) if stage else chunk)
+            if stage:
+                out.write(stage.flush())
             out.flush()
             os.fsync(out.fileno())
-        if expected is not None and digest.hexdigest() != expected.sha256:
-            raise IntegrityError(f"{key} is corrupted: its sha256 is {digest.hexdigest()[:12]}, "
-                                 f"{LATEST_KEY} says {expected.sha256[:12]}")
+        if digest.hexdigest() != expected.sha256 or size != expected.size:
+            raise IntegrityError(f"{key} is corrupted or was replaced: its sha256 is {digest.hexdigest()[:12]} "
+                                 f"({size:,} bytes), its signed descriptor says {expected.sha256[:12]} "
+                                 f"({expected.size:,} bytes)")
         conn = sqlite3.connect(f"file:{local}?mode=ro", uri=True)
         try:
             _check_database(conn, key)
@@ -209,6 +258,4 @@ def restore_state(storage, path: str | os.PathLike, key: str | None = None, *, i
         for leftover in workdir.iterdir():
             leftover.unlink()
         workdir.rmdir()
-    taken = expected.taken_at if expected else ""
-    return StateCopy(key=key, size=size, sha256=digest.hexdigest(), taken_at=taken,
-                     recipients=expected.recipients if expected else ())
+    return expected

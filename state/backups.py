@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -45,6 +46,8 @@ class BackupRecord:
     roles: tuple[str, ...] = ()  # roles the database's objects are owned by or granted to
     role_definitions: tuple[dict, ...] = ()  # their attributes and memberships (commands.pg.globals)
     globals_file: dict | None = None  # {"key", "sha256", "size", "passwords"}: pg_dumpall --globals-only
+    signed_by: str | None = None  # the key id that signed its manifest (commands/signing.py); None: taken unsigned
+    rebuilt_from: str | None = None  # the manifest a catalog rebuild catalogued it from; None: this bot took it
 
     @property
     def row_total(self) -> int:
@@ -156,9 +159,7 @@ def add_rebuilt_backup(store: Store, record: BackupRecord, source: str) -> Backu
     A finished job with the same id comes with it: backup ids are job ids, so the jobs the bot starts
     afterwards get ids above every rebuilt backup instead of colliding with one.
     """
-    import dataclasses
-
-    record = dataclasses.replace(record, job_id=record.id)
+    record = dataclasses.replace(record, job_id=record.id, rebuilt_from=source)
     with store.db() as db:
         db.execute(
             "INSERT INTO jobs (id, kind, database, status, requested_by, started_at, finished_at, detail, reported)"

@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.console import Console
 from bot.startup import start_services
+from commands.backup.manifest import manifest_bytes
 from commands.settings import Settings, parse_settings
+from commands.signing import write_key_file
+from state.backups import get_backup
 
 # Access fails closed (no operators: nobody may run /backup), so test settings name their operators.
 # A test that wants none passes access={"operators": []}.
 TEST_OPERATORS = ("U0OPS", "U0ALICE", "U0BOB")
 
 
+def suite_signing_key() -> str:
+    """The suite's signing key: one key, as an organisation keeps one off its hosts, so a "new host" in a
+    disaster-recovery test verifies what the first one signed. Made once per test process, 0600."""
+    global _SIGNING_KEY
+    if _SIGNING_KEY is None:
+        path = Path(tempfile.mkdtemp(prefix="backupbot-test-key-")) / "signing.key"
+        write_key_file(path)
+        _SIGNING_KEY = str(path)
+    return _SIGNING_KEY
+
+
+_SIGNING_KEY: str | None = None
+
+
 def make_settings(tmp_path: Path, dsn: str | None, storage_url: str | None = None, access: dict | None = None,
                   env: dict | None = None, **sections) -> Settings:
+    storage = {"url": storage_url or f"file://{tmp_path / 'backups'}", "signing_key_files": [suite_signing_key()],
+               **sections.pop("storage", {})}
     raw = {
         "state": {"path": str(tmp_path / "state.db")},
-        "storage": {"url": storage_url or f"file://{tmp_path / 'backups'}"},
+        "storage": storage,
         **sections,
     }
     raw["access"] = {"operators": list(TEST_OPERATORS), **(access or {})}
@@ -32,6 +53,18 @@ def make_console(settings: Settings, user: str = "U0OPS", **overrides) -> Consol
     services = start_services(settings, **overrides)
     files = Path(settings.state_path).parent / "files"
     return Console(services, user=user, channel="C0OPS", files_dir=files)
+
+
+def store_as_if_pg_dump_wrote(console: Console, backup_id: int, data: bytes) -> None:
+    """Replace a local backup's artifact with `data` as if pg_dump had produced it: the catalog's sha256
+    and the signed manifest describe the new bytes, so only what happens at restore time can fail."""
+    store, settings = console.services.store, console.services.settings
+    record = get_backup(store, backup_id)
+    root = Path(settings.storage_url.removeprefix("file://"))
+    (root / record.key).write_bytes(data)
+    with store.db() as db:
+        db.execute("UPDATE backups SET sha256 = ? WHERE id = ?", [hashlib.sha256(data).hexdigest(), backup_id])
+    (root / record.manifest_key).write_bytes(manifest_bytes(get_backup(store, backup_id), settings.signing))
 
 
 class FakeClock:

@@ -30,6 +30,10 @@ def storage_url_for(kind: str, tmp_path: Path, request) -> str:
     return f"file://{tmp_path / 'backups'}"
 
 
+def without_provenance(text: str) -> str:
+    return re.sub(r"Provenance: .*\n", "", text)
+
+
 def without_message_ids(text: str) -> str:
     return re.sub(r"\[M\d+( updated)?\]", "[M]", text)
 
@@ -50,13 +54,16 @@ def test_catalog_rebuilt_from_storage_lists_and_plans_the_same_backups(tmp_path,
     delete_state(old_host.state_path)  # the bot's disk is lost with its host
 
     new_host = make_settings(tmp_path / "new-host", sample_dsn, storage_url=url, access=ACCESS)
-    report = rebuild_catalog(open_storage(url), Store(new_host.state_path))
+    report = rebuild_catalog(open_storage(url), Store(new_host.state_path), keyring=new_host.signing)
     assert report.ok, report.text()
     assert "3 backup(s) catalogued (#1, #2, #3)" in report.text()
 
     rebuilt = make_console(new_host, clock=clock)
     assert rebuilt.run("/backup list") == listed
-    assert without_message_ids(rebuilt.run("/restore latest --dry-run")) == without_message_ids(planned)
+    replanned = rebuilt.run("/restore latest --dry-run")
+    # the same plan, except that it says where the catalog row came from
+    assert "catalogued by a catalog rebuild from" in replanned and "catalog rebuild" not in planned
+    assert without_message_ids(without_provenance(replanned)) == without_message_ids(without_provenance(planned))
     # the bot carries on where the old one stopped: the next backup does not reuse a rebuilt id
     assert "Backup #4 of main succeeded" in rebuilt.run("/backup")
     assert "\n#3 · main" in rebuilt.run("/backup list --limit 2")
@@ -80,9 +87,10 @@ def test_missing_resized_and_corrupted_artifacts_are_reported_not_catalogued(tmp
     storage.delete(records[5].manifest_key)  # an artifact whose manifest is gone
     delete_state(settings.state_path)
 
-    quick = rebuild_catalog(storage, Store(tmp_path / "size-only.db"))
+    quick = rebuild_catalog(storage, Store(tmp_path / "size-only.db"), keyring=settings.signing)
     assert [r.id for r in quick.catalogued] == [3]  # same size: only a sha256 check catches it
-    report = rebuild_catalog(storage, Store(tmp_path / "new-host" / "state.db"), verify_sha256=True)
+    report = rebuild_catalog(storage, Store(tmp_path / "new-host" / "state.db"), keyring=settings.signing,
+                             verify_sha256=True)
     assert report.catalogued == []
     text = report.text()
     assert f"#1 ({records[1].manifest_key}): the artifact {records[1].key} is missing" in text
@@ -102,8 +110,8 @@ def test_rebuild_refuses_a_catalog_that_is_not_empty_unless_merging(tmp_path, sa
     console.run("/backup")
     storage, store = open_storage(settings.storage_url), Store(settings.state_path)
     with pytest.raises(UsageError, match="already holds 1 backup"):
-        rebuild_catalog(storage, store)
-    report = rebuild_catalog(storage, store, merge=True)
+        rebuild_catalog(storage, store, keyring=settings.signing)
+    report = rebuild_catalog(storage, store, keyring=settings.signing, merge=True)
     assert report.catalogued == [] and report.already_catalogued == [1]
 
 
@@ -118,11 +126,11 @@ def test_manifest_fields_come_back_exactly(tmp_path, sample_dsn):
     assert manifest["backup_id"] == before[0].id
     delete_state(settings.state_path)
     store = Store(tmp_path / "new.db")
-    rebuild_catalog(storage, store, verify_sha256=True)
+    rebuild_catalog(storage, store, keyring=settings.signing, verify_sha256=True)
     after = list_backups(store)
 
     def comparable(record):
-        # what a manifest records; who asked and how long it took are the old host's job history
-        return {k: v for k, v in record.__dict__.items() if k not in ("requested_by", "duration_s", "job_id")}
+        # what a manifest records; the job id is the old host's job history, and a rebuilt row says it was rebuilt
+        return {k: v for k, v in record.__dict__.items() if k not in ("job_id", "rebuilt_from")}
 
     assert [comparable(r) for r in after] == [comparable(r) for r in before]

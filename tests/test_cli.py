@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from tests.builders import suite_signing_key
+
 
 def run_cli(args, env, stdin="", timeout=180):
     full_env = {"PATH": os.environ["PATH"], **env}
@@ -17,7 +19,7 @@ def write_config(tmp_path, storage=None):
     config = tmp_path / "backupbot.toml"
     storage = storage or f"file://{tmp_path / 'b'}"
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "{storage}"\n'
-                      '[access]\noperators = ["U0ALICE"]\n')
+                      f'signing_key_files = ["{suite_signing_key()}"]\n[access]\noperators = ["U0ALICE"]\n')
     return str(config)
 
 

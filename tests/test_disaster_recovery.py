@@ -85,7 +85,7 @@ def test_server_and_state_lost_restore_encrypted_backup_onto_a_new_server(tmp_pa
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         (tmp_path / name).unlink(missing_ok=True)
 
-    report = rebuild_catalog(open_storage(settings.storage_url), Store(settings.state_path))
+    report = rebuild_catalog(open_storage(settings.storage_url), Store(settings.state_path), keyring=settings.signing)
     assert report.ok, report.text()
     console = make_console(settings)
     try:

@@ -7,11 +7,12 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.builders import FakeClock, make_console, make_settings
+from tests.builders import FakeClock, make_console, make_settings, suite_signing_key
 
 ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"]}
 
@@ -19,6 +20,7 @@ ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"]}
 def write_config(tmp_path: Path) -> str:
     config = tmp_path / "backupbot.toml"
     config.write_text(f'[state]\npath = "{tmp_path / "state.db"}"\n[storage]\nurl = "file://{tmp_path / "backups"}"\n'
+                      f'signing_key_files = ["{suite_signing_key()}"]\n'
                       '[access]\noperators = ["U0OPS"]\napprovers = ["U0APP1"]\n')
     return str(config)
 
@@ -42,7 +44,8 @@ def without_message_ids(out: str) -> str:
 
 @pytest.fixture
 def clock():
-    return FakeClock()
+    """Starts hours ago: the CLI rebuild runs on the real clock and refuses backups dated in the future."""
+    return FakeClock(datetime.now(UTC) - timedelta(hours=6))
 
 
 def test_catalog_rebuild_from_storage_gives_back_list_and_restore(tmp_path, sample_dsn, clock):
@@ -60,12 +63,18 @@ def test_catalog_rebuild_from_storage_gives_back_list_and_restore(tmp_path, samp
 
     result = backupbot("catalog", "rebuild", "--verify", "--config", write_config(tmp_path), dsn=sample_dsn)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 backup(s) catalogued (#1, #2, #3), each artifact present with the manifest's size and sha256" in result.stdout
+    assert ("3 backup(s) catalogued (#1, #2, #3), each manifest signed with this bot's key and its artifact present with "
+            "the manifest's size and sha256") in result.stdout
     assert "problem" not in result.stdout
 
     console = make_console(settings, clock=clock)
     assert console.run("/backup list") == listed
-    assert without_message_ids(console.run("/restore latest --dry-run")) == without_message_ids(planned)
+    replanned = console.run("/restore latest --dry-run")
+    # the same plan, and it says the backup's catalog row came from a rebuild
+    rebuilt_note = " · catalogued by a catalog rebuild from main/"
+    assert rebuilt_note in replanned and rebuilt_note not in planned
+    assert without_message_ids(re.sub(r" · catalogued by a catalog rebuild from \S+", "", replanned)) == \
+        without_message_ids(planned)
     assert "Backup #4 of main succeeded" in console.run("/backup main")  # ids go on after the rebuilt ones
 
 

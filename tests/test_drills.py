@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from state.backups import get_backup
-from tests.builders import make_console, make_settings
+from tests.builders import make_console, make_settings, store_as_if_pg_dump_wrote
 
 
 def scratch_databases(pg_cluster) -> list[str]:
@@ -43,11 +43,7 @@ def test_drill_fails_mid_restore_and_still_cleans_up(tmp_path, sample_dsn, pg_cl
     artifact = tmp_path / "backups" / record.key
     # a dump that breaks half-way, stored with a matching checksum (as if pg_dump had lied)
     broken = artifact.read_bytes().replace(b"CREATE TABLE public.users", b"CREATE TABLE public.users(x int); SELECT 1/0; --")
-    artifact.write_bytes(broken)
-    import hashlib
-
-    with console.services.store.db() as db:
-        db.execute("UPDATE backups SET sha256 = ? WHERE id = 1", [hashlib.sha256(broken).hexdigest()])
+    store_as_if_pg_dump_wrote(console, 1, broken)
     out = console.run("/backup verify 1")
     assert "FAILED" in out and "division by zero" in out
     assert scratch_databases(pg_cluster) == []

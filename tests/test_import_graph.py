@@ -14,7 +14,7 @@ COMMANDS = ROOT / "commands"
 
 KERNEL = {"commands.settings_targets", "commands.settings", "commands.errors", "commands.redact", "commands.units",
           "commands.settings_health", "commands.settings_incidents", "commands.settings_retention",
-          "commands.settings_schedules"}
+          "commands.settings_schedules", "commands.signing"}
 LAYERS = [("kernel", 0), ("pg", 1), ("storage", 1), ("chat", 2), ("backup", 3), ("restore", 3), ("health", 3),
           ("incident", 3), ("dispatch", 4), ("schedules", 4)]
 

@@ -16,7 +16,7 @@ from commands.pg.tools import pg_bin, pg_env, with_dbname
 from state import approvals as request_state
 from state.backups import get_backup, list_backups
 from state.jobs import recent_jobs
-from tests.builders import FakeClock, make_console, make_settings
+from tests.builders import FakeClock, make_console, make_settings, store_as_if_pg_dump_wrote
 
 # restores into new databases start at once here; tests/test_restore_safety.py checks the default (approval)
 ACCESS = {"operators": ["U0OPS", "U0APP1"], "approvers": ["U0APP1", "U0APP2", "U0APP3"], "required_approvals": 1,
@@ -412,16 +412,12 @@ def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability
 
 
 def test_failed_restore_into_a_new_database_removes_it(tmp_path, sample_dsn, pg_cluster):
-    import hashlib
-
     console = console_for(tmp_path, sample_dsn)
     console.run("/backup --format plain")
     record = get_backup(console.services.store, 1)
     artifact = tmp_path / "backups" / record.key
     broken = artifact.read_bytes().replace(b"CREATE TABLE public.users", b"SELECT 1/0; CREATE TABLE public.users", 1)
-    artifact.write_bytes(broken)
-    with console.services.store.db() as db:  # as if pg_dump itself had written it
-        db.execute("UPDATE backups SET sha256 = ? WHERE id = 1", [hashlib.sha256(broken).hexdigest()])
+    store_as_if_pg_dump_wrote(console, 1, broken)
     out = console.run("/restore 1 --into fresh_copy")
     assert "Restore request #1 failed: psql exited with status 3" in out and "division by zero" in out
     assert not pg_cluster.database_exists("fresh_copy")

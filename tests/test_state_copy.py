@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from commands.errors import EncryptionError, IntegrityError, NotFoundError, UsageError
+from commands.errors import EncryptionError, IntegrityError, NotFoundError, ProvenanceError, UsageError
 from commands.storage import open_storage
+from commands.storage.encryption import Decryptor, Encryptor
 from state.backup_copy import (
     LATEST_KEY,
     copy_state,
@@ -21,6 +24,11 @@ from state.backup_copy import (
 from state.incidents import add_entry, iter_entries, open_incident_in
 from state.store import Store, utcnow_iso
 from tests.builders import FakeClock, make_console, make_settings
+
+
+def decrypting_with(identity_file):
+    """What `backupbot state restore` passes: age with [storage] identity_file."""
+    return lambda recipients: Decryptor(identity_file, recipients=recipients)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -53,7 +61,7 @@ def test_copy_taken_while_a_writer_is_busy_restores_the_incident_timeline(tmp_pa
         while written[0] < 20:
             threading.Event().wait(0.01)
         before = written[0]
-        copy = copy_state(settings.state_path, storage)
+        copy = copy_state(settings.state_path, storage, keyring=settings.signing)
         after = written[0]
     finally:
         stop.set()
@@ -61,11 +69,11 @@ def test_copy_taken_while_a_writer_is_busy_restores_the_incident_timeline(tmp_pa
     assert after > before, "the writer did not run during the copy"
     assert copy.key.startswith("_state/backupbot-state-") and copy.key.endswith(".db")
     assert list_state_copies(storage) == [copy.key]
-    assert latest_state_copy(storage) == copy
+    assert latest_state_copy(storage, settings.signing) == copy
 
     # the host is lost; on the new one the state comes back from storage
     new_host = make_settings(tmp_path / "new-host", None, storage_url=storage_url)
-    restored = restore_state(storage, new_host.state_path)
+    restored = restore_state(storage, new_host.state_path, keyring=new_host.signing)
     assert restored.sha256 == copy.sha256
     assert oct(Path(new_host.state_path).stat().st_mode & 0o777) == "0o600"
     notes = [e.text for e in iter_entries(Store(new_host.state_path), incident.id) if e.text.startswith("writer note")]
@@ -82,22 +90,29 @@ def test_restore_refuses_to_clobber_and_checks_what_it_downloads(tmp_path):
     make_console(settings).run("/incident open Disk full")
     storage = open_storage(settings.storage_url)
     with pytest.raises(NotFoundError, match="no state copy"):
-        restore_state(storage, tmp_path / "restored.db")
-    copy = copy_state(settings.state_path, storage, clock=FakeClock())
+        restore_state(storage, tmp_path / "restored.db", keyring=settings.signing)
+    copy = copy_state(settings.state_path, storage, keyring=settings.signing, clock=FakeClock())
     with pytest.raises(UsageError, match="already exists"):
-        restore_state(storage, settings.state_path)
+        restore_state(storage, settings.state_path, keyring=settings.signing)
 
     root = Path(settings.storage_url.removeprefix("file://"))
     stored = bytearray((root / copy.key).read_bytes())
     stored[5000] ^= 0xFF
     (root / copy.key).write_bytes(bytes(stored))
-    with pytest.raises(IntegrityError, match="is corrupted: its sha256"):
-        restore_state(storage, tmp_path / "restored.db")
+    with pytest.raises(IntegrityError, match="is corrupted or was replaced: its sha256"):
+        restore_state(storage, tmp_path / "restored.db", keyring=settings.signing)
     assert not (tmp_path / "restored.db").exists()
 
-    (root / "_state" / "not-a-db.db").write_bytes(b"SQLite format 3\0" + b"\0" * 100)
+    bogus = b"SQLite format 3\0" + b"\0" * 100
+    (root / "_state" / "not-a-db.db").write_bytes(bogus)
+    with pytest.raises(ProvenanceError, match="has no signed descriptor"):
+        restore_state(storage, tmp_path / "restored.db", key="not-a-db.db", keyring=settings.signing)
+    # even a file the bot itself signed is checked before it replaces anything
+    body = {"backupbot_state_copy": 1, "key": "_state/not-a-db.db", "size": len(bogus),
+            "sha256": hashlib.sha256(bogus).hexdigest(), "taken_at": "2026-01-01T00:00:00+00:00", "recipients": []}
+    storage.put_bytes("_state/not-a-db.db.manifest.json", json.dumps(settings.signing.sign("state-copy", body)).encode())
     with pytest.raises(IntegrityError, match="not a usable SQLite database|not a backupbot state database"):
-        restore_state(storage, tmp_path / "restored.db", key="not-a-db.db")
+        restore_state(storage, tmp_path / "restored.db", key="not-a-db.db", keyring=settings.signing)
 
 
 def test_encrypted_copy_needs_the_identity_and_decrypts_with_the_age_binary(tmp_path):
@@ -108,7 +123,8 @@ def test_encrypted_copy_needs_the_identity_and_decrypts_with_the_age_binary(tmp_
     settings = make_settings(tmp_path / "host", None)
     make_console(settings).run("/incident open Bucket leaked")
     storage = open_storage(settings.storage_url)
-    copy = copy_state(settings.state_path, storage, recipients=[public])
+    copy = copy_state(settings.state_path, storage, keyring=settings.signing, encryptor=Encryptor([public]),
+                      recipients=[public])
     assert copy.key.endswith(".db.age")
     root = Path(settings.storage_url.removeprefix("file://"))
     plain = subprocess.run(["age", "-d", "-i", str(keyfile), str(root / copy.key)], check=True, capture_output=True).stdout
@@ -116,9 +132,9 @@ def test_encrypted_copy_needs_the_identity_and_decrypts_with_the_age_binary(tmp_
     assert b"Bucket leaked" not in (root / copy.key).read_bytes()
 
     with pytest.raises(EncryptionError, match="set storage.identity_file"):
-        restore_state(storage, tmp_path / "restored.db")
+        restore_state(storage, tmp_path / "restored.db", keyring=settings.signing, decryptor=decrypting_with(None))
     new_host = make_settings(tmp_path / "new-host", None)
-    restore_state(storage, new_host.state_path, identity_file=str(keyfile))
+    restore_state(storage, new_host.state_path, keyring=new_host.signing, decryptor=decrypting_with(str(keyfile)))
     assert "Bucket leaked" in make_console(new_host).run("/incident list")
 
 
@@ -129,9 +145,9 @@ def test_old_copies_are_pruned_but_never_the_latest(tmp_path):
     clock = FakeClock()
     keys = []
     for _ in range(4):
-        keys.append(copy_state(settings.state_path, storage, clock=clock).key)
+        keys.append(copy_state(settings.state_path, storage, keyring=settings.signing, clock=clock).key)
         clock.advance(hours=1)
     assert list_state_copies(storage) == keys
     assert prune_state_copies(storage, keep=2) == keys[:2]
     assert list_state_copies(storage) == keys[2:]
-    assert storage.exists(LATEST_KEY) and latest_state_copy(storage).key == keys[-1]
+    assert storage.exists(LATEST_KEY) and latest_state_copy(storage, settings.signing).key == keys[-1]

@@ -1,36 +1,32 @@
 """Rebuild the backup catalog from the manifests in storage, for when the bot's host is gone.
 
-Every artifact has a self-describing manifest beside it (commands/backup.py `manifest_json`), so
-storage alone holds the catalog. `rebuild_catalog` reads each `*.manifest.json`, checks that the
-artifact it names is there with the recorded size (and, with `verify_sha256`, the recorded
-checksum), and catalogues it under its original backup id in an empty state database. Whatever
-does not check out is reported, never catalogued: a catalogued backup is one a restore can use.
+Every artifact has a signed, self-describing manifest beside it (commands/backup/manifest.py), so
+storage alone holds the catalog. `rebuild_catalog` reads each `*.manifest.json`, verifies its
+signature with the bot's key (which never sits in storage), checks that the artifact it names is
+there with the recorded size (and, with `verify_sha256`, the recorded checksum), and catalogues it
+under its original backup id in an empty state database. Whatever does not check out is reported,
+never catalogued: a catalogued backup is one a restore can use.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from commands.backup.manifest import MANIFEST_SUFFIX, authenticate, check_dated, check_encrypted
 from commands.errors import StorageError, UsageError
+from commands.signing import Keyring
 from commands.storage import Storage
 from state.backups import BackupRecord, add_rebuilt_backup, list_backups
 from state.store import Store
 
-MANIFEST_SUFFIX = ".manifest.json"
-MANIFEST_VERSION = 1
 STATE_PREFIX = "_state/"  # state database copies (state/backup_copy.py), never backups
 _ARTIFACT_NAME = re.compile(r"(^|/)backup-\d+-[^/]*$")
 _GLOBALS_NAME = re.compile(r"\.globals\.sql(\.age)?$")  # pg_dumpall output beside a full backup: its manifest names it
-REQUIRED = ("backup_id", "database", "kind", "format", "compression", "created_at", "artifact", "sha256", "size",
-            "raw_size")
-# Catalog columns a manifest does not decide: where it is stored, and what happened to it since.
-_NOT_FROM_MANIFEST = {"id", "key", "manifest_key", "storage_url", "verification", "verified_at", "restore_seconds",
-                      "pruned_at", "prune_reason", "job_id"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,8 @@ class RebuildReport:
         ids = ", ".join(f"#{r.id}" for r in self.catalogued)
         checked = "size and sha256" if self.verified_sha256 else "size"
         lines = [f"Catalog rebuilt from {self.storage_url}: {len(self.catalogued)} backup(s) catalogued"
-                 + (f" ({ids}), each artifact present with the manifest's {checked}" if ids else "")]
+                 + (f" ({ids}), each manifest signed with this bot's key and its artifact present with the "
+                    f"manifest's {checked}" if ids else "")]
         if self.already_catalogued:
             lines.append(f"Already in the catalog, left as they were: {', '.join(f'#{i}' for i in self.already_catalogued)}")
         if self.problems:
@@ -79,40 +76,10 @@ def iter_manifests(storage: Storage) -> Iterator[str]:
             yield key
 
 
-def read_manifest(storage: Storage, key: str) -> dict:
-    """The manifest at `key`, checked for the fields a catalog row needs. Raises ValueError saying why."""
-    try:
-        manifest = json.loads(storage.get_bytes(key))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("the manifest is not valid JSON") from None
-    if not isinstance(manifest, dict) or "backupbot_manifest" not in manifest:
-        raise ValueError("not a backupbot manifest")
-    if manifest["backupbot_manifest"] != MANIFEST_VERSION:
-        raise ValueError(f"manifest version {manifest['backupbot_manifest']!r} is not one this bot reads "
-                         f"({MANIFEST_VERSION})")
-    missing = [name for name in REQUIRED if manifest.get(name) in (None, "")]
-    if missing:
-        raise ValueError(f"the manifest lacks {', '.join(missing)}")
-    if not isinstance(manifest["backup_id"], int) or manifest["backup_id"] < 1:
-        raise ValueError(f"backup_id {manifest['backup_id']!r} is not a positive whole number")
-    if not isinstance(manifest["size"], int) or manifest["size"] < 0:
-        raise ValueError(f"size {manifest['size']!r} is not a byte count")
-    return manifest
-
-
-def record_from_manifest(manifest: dict, manifest_key: str, storage_url: str) -> BackupRecord:
-    """The catalog row a manifest describes. Fields this bot's BackupRecord has are taken by name, so
-    what later versions add to both (encryption, roles, objects) comes along without a change here."""
-    names = {f.name for f in dataclasses.fields(BackupRecord)} - _NOT_FROM_MANIFEST
-    values = {name: manifest[name] for name in names if name in manifest}
-    values["tables"] = tuple(values.get("tables") or ())
-    values["not_valid_constraints"] = tuple(values.get("not_valid_constraints") or ())
-    values["row_counts"] = dict(values.get("row_counts") or {})
-    values["schema_only"] = bool(values.get("schema_only"))
-    for optional in ("note", "requested_by", "duration_s", "pg_dump_version", "server_version", "database_size"):
-        values.setdefault(optional, None)
-    return BackupRecord(id=manifest["backup_id"], key=manifest["artifact"], manifest_key=manifest_key,
-                        storage_url=storage_url, **values)
+def read_manifest(storage: Storage, key: str, keyring: Keyring) -> tuple[BackupRecord, str]:
+    """The backup a stored manifest describes, once its signature verifies; raises ValueError (or
+    ProvenanceError, one) saying why not."""
+    return authenticate(storage.get_bytes(key), key, keyring, storage.url)
 
 
 def _artifact_sha256(storage: Storage, key: str) -> tuple[str, int]:
@@ -147,8 +114,12 @@ def check_artifact(storage: Storage, record: BackupRecord, verify_sha256: bool) 
     return None
 
 
-def rebuild_catalog(storage: Storage, store: Store, *, verify_sha256: bool = False, merge: bool = False) -> RebuildReport:
-    """Catalogue every backup whose manifest and artifact check out; report the others.
+def rebuild_catalog(storage: Storage, store: Store, *, keyring: Keyring, encrypt_to: tuple[str, ...] = (),
+                    now: datetime | None = None, verify_sha256: bool = False, merge: bool = False) -> RebuildReport:
+    """Catalogue every backup whose manifest verifies and whose artifact checks out; report the others.
+
+    Storage is not trusted: a manifest counts only when it is signed with one of `keyring`'s keys, is
+    not dated in the future, and is encrypted when `encrypt_to` says every backup is.
 
     The state database must hold no backups, unless `merge`: then backups already catalogued (by id)
     are left as they are. Raises UsageError for a non-empty catalog and StorageError when storage
@@ -167,10 +138,12 @@ def rebuild_catalog(storage: Storage, store: Store, *, verify_sha256: bool = Fal
         backup_id = None
         named_artifacts.add(key[: -len(MANIFEST_SUFFIX)])
         try:
-            manifest = read_manifest(storage, key)
-            backup_id = manifest["backup_id"]
-            record = record_from_manifest(manifest, key, storage.url)
+            record, key_id = read_manifest(storage, key, keyring)
+            backup_id = record.id
             named_artifacts.add(record.key)
+            record = dataclasses.replace(record, signed_by=key_id)
+            check_dated(record, now or datetime.now(UTC))
+            check_encrypted(record, encrypt_to)
         except (ValueError, TypeError, KeyError) as exc:
             report.problems.append(Problem(key, backup_id, str(exc) or type(exc).__name__))
             continue

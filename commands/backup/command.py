@@ -7,13 +7,13 @@ final names; until then it is a job, and a failed job leaves nothing listable be
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from commands.backup.manifest import manifest_bytes
 from commands.backup.physical import physical_list_line
 from commands.backup.state_copy import after_job as copy_state_after_job
 from commands.chat.access import ANYONE, OPERATOR
@@ -356,9 +356,10 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         row_counts=counts, not_valid_constraints=tuple(not_valid), objects=objects, dbname=dbname,
         encryption="age" if encrypt_to else None, recipients=encrypt_to, roles=tuple(roles),
         role_definitions=tuple(definitions), globals_file=globals_file,
+        signed_by=services.settings.signing.signing_key_id,
     )
     try:
-        services.storage.put_bytes(record.manifest_key, manifest_json(record))
+        services.storage.put_bytes(record.manifest_key, manifest_bytes(record, services.settings.signing))
         add_backup(services.store, record)
     except BaseException:
         services.storage.delete(key)
@@ -380,47 +381,6 @@ def store_globals(services: Services, dsn: str, key: str, encrypt_to: tuple[str,
     services.storage.put_bytes(globals_key, data)
     return {"key": globals_key, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
             "passwords": bool(encrypt_to)}
-
-
-ENCRYPTED_RESTORE_HINTS = {  # by hand, with the private key of one of the recipients
-    "custom": "age -d -i key.txt FILE | zstd -d | pg_restore -d DB  (or the bot's /restore)",
-    "plain": "age -d -i key.txt FILE | psql -v ON_ERROR_STOP=1 -d DB",
-    "gzip": "age -d -i key.txt FILE | gunzip -c | psql -v ON_ERROR_STOP=1 -d DB",
-}
-
-
-def manifest_json(record: BackupRecord) -> bytes:
-    """The self-describing manifest stored beside every artifact."""
-    manifest = {
-        "backupbot_manifest": 1,
-        "backup_id": record.id,
-        "database": record.database,
-        "dbname": record.dbname,
-        "kind": record.kind,
-        "format": record.format,
-        "compression": record.compression,
-        "tables": list(record.tables),
-        "schema_only": record.schema_only,
-        "note": record.note,
-        "created_at": record.created_at,
-        "artifact": record.key,
-        "sha256": record.sha256,
-        "size": record.size,
-        "raw_size": record.raw_size,
-        "pg_dump_version": record.pg_dump_version,
-        "server_version": record.server_version,
-        "database_size": record.database_size,
-        "row_counts": record.row_counts,
-        "not_valid_constraints": list(record.not_valid_constraints),
-        "objects": record.objects,
-        "restore": ENCRYPTED_RESTORE_HINTS[record.format] if record.encryption else FORMATS[record.format].restore_hint,
-        "encryption": record.encryption,
-        "recipients": list(record.recipients),
-        "roles": list(record.roles),
-        "role_definitions": list(record.role_definitions),
-        "globals_file": record.globals_file,
-    }
-    return json.dumps(manifest, indent=2, sort_keys=True).encode()
 
 
 def execute_backup_list(services: Services, request: BackupListRequest, actor: Actor, reply: Reply) -> BackupList:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from commands.backup.manifest import check_provenance
 from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
 from commands.chat.args import is_number, parse_args
@@ -67,11 +68,13 @@ class DrillResult:
     detail: str
     scratch: str
     drop_error: str | None = None  # why the scratch database could not be dropped; None once it is gone
+    provenance: str = ""  # how the bot knew the backup was its own (commands/backup/manifest.py)
 
     def text(self) -> str:
+        proof = f"\n{self.provenance}" if self.provenance else ""
         if self.ok:
             return (f":white_check_mark: Drill of backup #{self.backup_id} ({self.database}) passed: restored into a scratch "
-                    f"database in {human_duration(self.seconds)} (RTO), {self.detail}. Scratch database dropped.")
+                    f"database in {human_duration(self.seconds)} (RTO), {self.detail}. Scratch database dropped.{proof}")
         if self.drop_error is not None:
             return (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: scratch database {self.scratch} "
                     f"could NOT be dropped: {self.drop_error}; drop it by hand (DROP DATABASE {self.scratch} WITH (FORCE)). "
@@ -84,6 +87,8 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
               on_queued: Callable[[int], None] | None = None) -> DrillResult:
     """Claim the drill, wait for a job slot ([jobs] max_running; on_queued(jobs ahead) when queued), run it."""
     record = find_backup(services, backup_ref, database)
+    provenance = check_provenance(services.storage, record, keyring=services.settings.signing,
+                                  encrypt_to=services.settings.encrypt_to, now=services.clock())
     dsn = services.settings.database(record.database).require_url()
     scratch = f"backupbot_drill_{record.id}_{secrets.token_hex(4)}"
     try:
@@ -95,14 +100,14 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
     try:
         with services.job_slots.acquire(f"drill #{job.id} of {record.database}", on_queued=on_queued):
             in_slot = True
-            return _drill_job(services, record, actor, dsn, scratch, job)
+            return _drill_job(services, record, actor, dsn, scratch, job, provenance.text())
     except BaseException:
         if not in_slot:
             job_state.finish_job(services.store, job.id, job_state.FAILED, "stopped while waiting for a job slot")
         raise
 
 
-def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str, job) -> DrillResult:
+def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str, job, provenance: str) -> DrillResult:
     seconds = None
     try:
         with scratch_dir() as workdir:
@@ -133,7 +138,7 @@ def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str,
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, error)
     set_verification(services.store, record.id, "verified" if ok else "failed verification", iso(services.clock()),
                      round(seconds, 3) if ok and seconds is not None else None)
-    result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error)
+    result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error, provenance)
     record_event(services, "drill.succeeded" if ok else "drill.failed", database=record.database, actor=actor,
                  text=result.text(), detail={"backup_id": record.id, "rto_seconds": seconds})
     after_job(services, f"drill of backup #{record.id}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
+from commands.backup.manifest import check_provenance
 from commands.chat.context import Actor, Services
 from commands.errors import EncryptionError, NotFoundError, UsageError
 from commands.pg import snapshot as pg_snapshot
@@ -154,6 +155,7 @@ class RestorePlan:
     no_owner: bool = False
     warnings: tuple[str, ...] = ()
     create_roles: tuple[str, ...] = ()  # roles the dump needs that the receiving server lacks
+    provenance: str = ""  # how the bot knows the backup is its own (commands/backup/manifest.py)
 
     @property
     def needs_approval(self) -> bool:
@@ -186,6 +188,8 @@ class RestorePlan:
 
 def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> RestorePlan:
     record = find_backup(services, request.backup, request.database)
+    provenance = check_provenance(services.storage, record, keyring=services.settings.signing,
+                                  encrypt_to=services.settings.encrypt_to, now=services.clock())
     database = request.database or record.database
     db_config = services.settings.database(database)
     dsn = db_config.require_url()
@@ -241,7 +245,7 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
         safety_snapshot=exists, expected_seconds=expected_seconds(services, database, record.size),
         requested_by=actor.user, requested_at=iso(services.clock()),
         server=request.to, server_version=server_version, no_owner=request.no_owner, warnings=tuple(warnings),
-        create_roles=create_roles,
+        create_roles=create_roles, provenance=provenance.text(),
     )
 
 
@@ -342,6 +346,7 @@ class RestorePlanMessage(RequestMessage):
         lines = [
             self.headline(),
             self.backup_line(),
+            *([self.plan.provenance] if self.plan.provenance else []),
             *self.server_lines(),
             *([f"Creates role(s) first: {', '.join(self.plan.create_roles)} (from the backup's role definitions; "
                "they stay even if the restore fails)"] if self.plan.create_roles else []),
