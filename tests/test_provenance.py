@@ -80,7 +80,8 @@ def forge_backup(storage, genuine, backup_id: int, data: bytes, *, fmt: str = "p
     return key
 
 
-def test_a_forged_plain_sql_backup_is_never_catalogued_planned_or_run(tmp_path, sample_dsn, storage_url, pg_cluster):
+def test_a_forged_plain_sql_backup_is_never_catalogued_planned_or_run(tmp_path, sample_dsn, storage_url, pg_cluster,
+                                                                       reliability):
     """The reviewer's attack: a forged artifact with a matching manifest, the catalog rebuilt from storage."""
     settings = make_settings(tmp_path, sample_dsn, storage_url=storage_url, access=ACCESS)
     console = make_console(settings, clock=FakeClock())
@@ -105,9 +106,13 @@ def test_a_forged_plain_sql_backup_is_never_catalogued_planned_or_run(tmp_path, 
     with psycopg.connect(pg_cluster.dsn("postgres")) as conn:
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'forged_admin'").fetchone()[0] == 0
     assert not Path("/tmp/backupbot-forged-sentinel").exists()
+    reliability("provenance", f"forged plain-SQL artifact with a matching unsigned manifest ({storage_url.split(':')[0]}), "
+                "then catalog rebuild and /restore latest", 1,
+                "not catalogued (exit 1, 'not signed'); latest is the genuine backup; no role, no program run")
 
 
-def test_encrypting_to_the_public_key_or_signing_with_another_key_proves_nothing(tmp_path, sample_dsn, storage_url):
+def test_encrypting_to_the_public_key_or_signing_with_another_key_proves_nothing(tmp_path, sample_dsn, storage_url,
+                                                                                 reliability):
     identity = tmp_path / "age.txt"
     subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
     identity.chmod(0o600)
@@ -139,9 +144,11 @@ def test_encrypting_to_the_public_key_or_signing_with_another_key_proves_nothing
         in result.stdout
     assert f"the manifest {key4}.manifest.json: its signature does not match" in result.stdout
     assert "3 problem(s), not catalogued" in result.stdout
+    reliability("provenance", f"forged manifests ({storage_url.split(':')[0]}): encrypted to the bot's age recipient, "
+                "signed with another key, the bot's key id on a forged MAC", 3, "none catalogued, each reason listed")
 
 
-def test_a_replaced_manifest_or_artifact_is_refused_before_anyone_is_asked(tmp_path, sample_dsn, storage_url):
+def test_a_replaced_manifest_or_artifact_is_refused_before_anyone_is_asked(tmp_path, sample_dsn, storage_url, reliability):
     settings = make_settings(tmp_path, sample_dsn, storage_url=storage_url, access=ACCESS)
     console = make_console(settings, clock=FakeClock())
     for _ in range(3):
@@ -166,9 +173,11 @@ def test_a_replaced_manifest_or_artifact_is_refused_before_anyone_is_asked(tmp_p
     out = console.run("/restore 3")
     assert "backup #3 is corrupted" in out
     assert not [m for m in console.messages.values() if "Restore request #" in m.text]  # nobody was asked
+    reliability("provenance", f"catalogued backup's manifest made unsigned, its signed row counts edited, its artifact "
+                f"replaced ({storage_url.split(':')[0]})", 3, "each refused before anyone is asked, saying why")
 
 
-def test_signed_manifest_of_another_backup_is_a_replay_and_refused(tmp_path, sample_dsn):
+def test_signed_manifest_of_another_backup_is_a_replay_and_refused(tmp_path, sample_dsn, reliability):
     settings = make_settings(tmp_path, sample_dsn, access=ACCESS)
     console = make_console(settings, clock=FakeClock())
     console.run("/backup --format plain")
@@ -179,6 +188,7 @@ def test_signed_manifest_of_another_backup_is_a_replay_and_refused(tmp_path, sam
     out = console.run("/restore 2 --dry-run")
     assert "its signed manifest does not describe the catalog's backup" in out and "id" in out
     assert "Dry run" not in out
+    reliability("provenance", "a genuine signed manifest replayed as another backup's", 1, "refused: it describes another backup")
 
 
 def test_backups_from_the_future_and_unencrypted_ones_under_encrypt_to_are_refused(tmp_path, sample_dsn):
@@ -250,7 +260,7 @@ def test_rotated_keys_verify_what_they_signed_and_the_first_signs(tmp_path, samp
     assert f"signed with key '{old_key.key_id}', which is none of the configured keys" in out
 
 
-def test_a_forged_state_copy_or_pointer_is_refused(tmp_path, storage_url):
+def test_a_forged_state_copy_or_pointer_is_refused(tmp_path, storage_url, reliability):
     settings = make_settings(tmp_path / "host", None, storage_url=storage_url)
     console = make_console(settings)
     assert "Incident #1" in console.run("/incident open Bucket leaked")
@@ -285,6 +295,8 @@ def test_a_forged_state_copy_or_pointer_is_refused(tmp_path, storage_url):
     assert result.returncode == 2 and "is corrupted or was replaced" in result.stderr
     assert not Path(settings.state_path).exists()
     assert "Traceback" not in result.stderr
+    reliability("provenance", f"forged state database with a matching pointer and descriptor, and a genuine copy's bytes "
+                f"replaced ({storage_url.split(':')[0]})", 3, "state restore refuses each (exit 2); no state file written")
 
 
 def test_state_copies_round_trip_signed(tmp_path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from urllib.parse import urlparse
 
 import pytest
 
-from commands.errors import StorageError
+from commands.errors import ConfigError, StorageError
 from commands.storage import open_storage
 from commands.storage.local import LocalStorage
 from commands.storage.s3 import MAX_PARTS, MiB, S3Storage, make_s3_client, s3_part_size
@@ -212,3 +214,24 @@ def test_s3_outage_mid_upload_publishes_nothing(s3_server_running, s3_storage_ur
     s3_server_running.start()
     assert not storage.exists("db/dump.zst")
     assert storage.list_keys() == []
+
+
+def test_a_local_folder_install_never_loads_boto3_and_s3_urls_still_work(tmp_path):
+    """Backends load by URL scheme on first use: a file:// bot starts without boto3 (time and memory)."""
+    program = (
+        "import sys\n"
+        "from commands.settings import parse_settings\n"
+        "from bot.startup import start_services\n"
+        "import bot.server, bot.preflight, commands.dispatch, commands.schedules\n"
+        f"settings = parse_settings({{'state': {{'path': {str(tmp_path / 's.db')!r}}}, "
+        f"'storage': {{'url': {'file://' + str(tmp_path / 'b')!r}}}, 'access': {{'operators': ['U0A']}}}}, {{}})\n"
+        "services = start_services(settings)\n"
+        "services.storage.put_bytes('k', b'v')\n"
+        "print('boto3 loaded' if 'boto3' in sys.modules else 'no boto3')\n"
+        "from commands.storage import open_storage\n"
+        "print(type(open_storage('s3://bucket/prefix')).__name__, 'boto3' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.stdout.splitlines() == ["no boto3", "S3Storage True"], result.stdout + result.stderr
+    with pytest.raises(ConfigError, match="unsupported scheme 'ftp'"):
+        open_storage("ftp://example/x")

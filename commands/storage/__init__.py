@@ -1,18 +1,23 @@
-"""Where artifacts live: the storage interface and the factory that picks a backend from a URL.
+"""Where artifacts live: the storage interface and the registry that picks a backend by URL scheme.
 
 A backend makes an artifact visible under its final key only on `commit()`; until then readers
 and listings see nothing, so a half-written dump can never be mistaken for a backup.
+
+Backends are modules named in BACKENDS and imported the first time a URL of their scheme is opened
+(as patroni's dynamic_loader loads only the configured DCS): a `file://` install never loads boto3,
+which costs start-up time and resident memory. Each module has `from_url(url, parsed) -> Storage`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from commands.errors import ConfigError
-from commands.storage.local import LocalStorage
-from commands.storage.s3 import S3Storage
+
+BACKENDS = {"": "commands.storage.local", "file": "commands.storage.local", "s3": "commands.storage.s3"}
 
 
 class ArtifactWriter(Protocol):
@@ -61,12 +66,9 @@ def open_storage(url: str, identity_file: str | None = None) -> Storage:
 
 
 def _backend(url: str) -> Storage:
-    """Pick the backend for `file:///path`, a plain path, or `s3://bucket/prefix`."""
-    parsed = urlparse(url)
-    if parsed.scheme in ("", "file"):
-        return LocalStorage(parsed.path if parsed.scheme == "file" else url)
-    if parsed.scheme == "s3":
-        if len(parsed.netloc) < 3:
-            raise ConfigError(f"storage.url: bucket name {parsed.netloc!r} is too short")
-        return S3Storage(bucket=parsed.netloc, prefix=parsed.path.strip("/"))
-    raise ConfigError(f"storage.url: unsupported scheme {parsed.scheme!r} (use file:// or s3://)")
+    """The backend for `file:///path`, a plain path, or `s3://bucket/prefix`, loaded on first use."""
+    parsed: ParseResult = urlparse(url)
+    module = BACKENDS.get(parsed.scheme)
+    if module is None:
+        raise ConfigError(f"storage.url: unsupported scheme {parsed.scheme!r} (use file:// or s3://)")
+    return importlib.import_module(module).from_url(url, parsed)

@@ -148,3 +148,8 @@ class LocalStorage:
 
     def location(self, key: str) -> str:
         return str(self._path(key))
+
+
+def from_url(url: str, parsed) -> LocalStorage:
+    """`file:///path` or a plain path (commands.storage.BACKENDS)."""
+    return LocalStorage(parsed.path if parsed.scheme == "file" else url)

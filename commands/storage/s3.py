@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as S3ConnectionError
 
-from commands.errors import StorageError
+from commands.errors import ConfigError, StorageError
 
 MiB = 1 << 20
 MAX_PARTS = 10_000
@@ -288,3 +288,10 @@ class S3Storage:
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def from_url(url: str, parsed) -> S3Storage:
+    """`s3://bucket/prefix` (commands.storage.BACKENDS)."""
+    if len(parsed.netloc) < 3:
+        raise ConfigError(f"storage.url: bucket name {parsed.netloc!r} is too short")
+    return S3Storage(bucket=parsed.netloc, prefix=parsed.path.strip("/"))
