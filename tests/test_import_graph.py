@@ -118,3 +118,90 @@ def imports_of_any(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
     return names
+
+
+# ---------------------------------------------------------------- every package: bot/, commands/, state/
+
+PACKAGES = ("bot", "commands", "state")
+# state/ is the one place that touches SQLite; it may use only commands' leaf kernel, so the core can import
+# it from any layer without a cycle. (Settings, signing and storage are passed in, never imported.)
+STATE_MAY_IMPORT = {"commands.errors", "commands.redact", "commands.units"}
+# bot/ adapts, in this order (each may import only those before it): leaves, then what wires them together.
+BOT_LAYERS = {
+    "bot": 0, "bot.logs": 0, "bot.blocks": 0, "bot.slack_messages": 0, "bot.usergroups": 0, "bot.init": 0,
+    "bot.recovery": 0, "bot.scheduler": 0,
+    "bot.slack_reply": 1, "bot.startup": 1,
+    "bot.app": 2,
+    "bot.server": 3,
+    "bot.preflight": 4,
+    "bot.console": 5,
+    "bot.cli": 6,  # the entry point: nothing imports it
+}
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+
+
+def whole_graph() -> dict[str, set[str]]:
+    mods = all_modules()
+    known = set(mods)
+    edges = {}
+    for name, path in mods.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for imported in names:
+                if imported.split(".")[0] in PACKAGES:
+                    while imported not in known and "." in imported:
+                        imported = imported.rsplit(".", 1)[0]
+                    if imported in known:
+                        found.add(imported)
+        edges[name] = found - {name}
+    return edges
+
+
+def test_state_depends_only_on_the_leaf_kernel():
+    wrong = [f"{m} imports {t}" for m, ts in whole_graph().items() if m.startswith("state")
+             for t in ts if t.startswith(("commands", "bot")) and t not in STATE_MAY_IMPORT]
+    assert not wrong, "state/ reaches above commands' leaf kernel:\n" + "\n".join(sorted(wrong))
+
+
+def test_nothing_below_the_adapters_imports_bot():
+    wrong = [f"{m} imports {t}" for m, ts in whole_graph().items() if not m.startswith("bot")
+             for t in ts if t.startswith("bot")]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_bot_modules_import_down_their_order():
+    edges = whole_graph()
+    unknown = sorted(m for m in edges if m.startswith("bot") and m not in BOT_LAYERS)
+    assert not unknown, f"bot modules outside BOT_LAYERS (add them where they sit): {unknown}"
+    wrong = [f"{m} ({BOT_LAYERS[m]}) imports {t} ({BOT_LAYERS[t]})" for m, ts in edges.items() if m.startswith("bot")
+             for t in ts if t.startswith("bot") and BOT_LAYERS[t] >= BOT_LAYERS[m] and t != "bot"]
+    assert not wrong, "bot/ imports against its order:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_cycle_across_all_packages():
+    edges = whole_graph()
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
