@@ -25,7 +25,7 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
     if event.emoji not in (access.approve_emoji, access.reject_emoji):
         return
     expire_requests(services, reply)
-    row = request_state.request_for_message(services.store, event.message_id)
+    row = request_state.request_for_message(services.store, event.channel, event.message_id)
     if row is None:
         return  # a reaction on some other message
     now = iso(services.clock())
