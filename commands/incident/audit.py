@@ -56,15 +56,17 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
                  detail: dict | None = None, reply=None) -> int | None:
     """Append to the audit log and to matching open incidents; return the audit row id (None on failure).
 
-    `actor` may be a user id or the command's Actor (whose channel is used when `channel` is not given).
+    `actor` may be a user id or the command's Actor (whose channel is used when `channel` is not given, and
+    whose source, and for the console OS user, go into the row's detail as `source` and `os_user`).
     `reply`, when given, is used to refresh the header of each incident whose checklist moved.
     """
     try:
+        detail = dict(detail or {})
         if isinstance(actor, Actor):
             channel = channel or actor.channel
+            detail.update(_source(actor))
             actor = actor.user
         when = _iso(at, services)
-        detail = dict(detail or {})
         text = redact(str(text), services.secrets())[:TEXT_LIMIT]
         recovery = _recovery_point(services, kind, detail)
         changed = []
@@ -82,6 +84,15 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
     except Exception:
         log.exception("could not record %s event %r", kind, str(text)[:200])
         return None
+
+
+def _source(actor: Actor) -> dict:
+    """Where the action came from: Slack, or the terminal console and the OS account that typed it (the
+    console's `user` may be a played Slack ID in the demo, so the OS account is what says who was there)."""
+    source = {"source": actor.source}
+    if actor.os_user:
+        source["os_user"] = actor.os_user
+    return source
 
 
 def _iso(at: datetime | str | None, services: Services) -> str:
