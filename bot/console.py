@@ -192,6 +192,8 @@ class Console:
         line = line.strip()
         if not line or line.startswith("#"):
             return ""
+        if not self.plays_slack_users:  # a real person at a shell on the bot's state: every line is on the record
+            record_event(self.services, "console.command", actor=self.actor(), text=f"{self.os_user} typed: {line}")
         try:
             if line.startswith(":"):
                 self._console_command(line)

@@ -19,6 +19,8 @@ Event kinds (`area.what`) and what they tick:
     health.* / db_health.* (alerts, checks) while an incident is open         -> monitor
     drill.succeeded / drill.failed
     incident.*  written by /incident itself
+    console.command / console.refused: each line typed at the console outside the demo, and what it
+        refused (:as, approving at the console); kept off incident timelines, which have the actions
 
 `detail["backup_id"]` on a restore event names the backup used: its created_at is the incident's
 recovery point. `restore.verified` with passed true sets the time of recovery.
@@ -72,7 +74,7 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
         changed = []
         with services.store.immediate() as db:
             audit_id = incident_state.append_audit(db, when, kind, text, database, channel, actor, detail)
-            if not kind.startswith("incident."):
+            if not kind.startswith(("incident.", "console.")):
                 for incident in incident_state.matching_open_incidents(db, database, channel):
                     incident_state.add_entry(db, incident.id, when, kind, actor, text, audit_id=audit_id, detail=detail)
                     if _apply_to_incident(db, incident.id, kind, when, actor, detail, recovery):
