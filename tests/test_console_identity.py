@@ -148,8 +148,10 @@ def test_slack_reaction_on_the_request_ts_in_another_channel_does_not_approve(tm
     bot.slack.reaction("U0APP1", "white_check_mark", f"C0OPS:{ts}")  # the request's own channel
     fake_slack.wait_for_text("<@U0APP1> approved (1/1)")
     fake_slack.wait_for_text("Restore request #1 restored backup #1", timeout=120)
-    approved = next(r for r in incident_state.audit_rows(bot.services.store, 1000) if r["kind"] == "restore.approved")
-    assert approved["actor"] == "U0APP1" and approved["detail"]["source"] == "slack" and "os_user" not in approved["detail"]
+    rows = {r["kind"]: r for r in incident_state.audit_rows(bot.services.store, 1000)}
+    for kind, who in (("backup.started", "U0OPS"), ("restore.requested", "U0OPS"), ("restore.approved", "U0APP1")):
+        assert rows[kind]["actor"] == who and rows[kind]["detail"]["source"] == "slack"
+        assert "os_user" not in rows[kind]["detail"]
 
 
 def test_two_console_sessions_on_one_state_never_share_a_message_id(tmp_path, sample_dsn):

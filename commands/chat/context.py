@@ -65,7 +65,7 @@ class Actor:
     user: str
     channel: str | None = None
     response_url: str | None = None
-    source: str = SLACK
+    source: str | None = None  # SLACK or CONSOLE, set by the adapter; None for the scheduler and direct calls
     os_user: str | None = None  # the console's OS account, for the audit log
     slack_identity: bool = True
 
@@ -83,7 +83,7 @@ class ReactionEvent:
     item_author: str | None = None
     item_text: str | None = None
     item_ts: str | None = None
-    source: str = SLACK
+    source: str | None = None
     os_user: str | None = None
     slack_identity: bool = True
 

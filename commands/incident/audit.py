@@ -91,7 +91,7 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
 def _source(actor: Actor) -> dict:
     """Where the action came from: Slack, or the terminal console and the OS account that typed it (the
     console's `user` may be a played Slack ID in the demo, so the OS account is what says who was there)."""
-    source = {"source": actor.source}
+    source = {"source": actor.source} if actor.source else {}
     if actor.os_user:
         source["os_user"] = actor.os_user
     return source

@@ -3,6 +3,8 @@
 The requester never counts, reactions from anyone who is not an approver are ignored (the thread
 says so once), skin tones count as the base emoji (dispatch strips them), removing a reaction
 withdraws the vote until the restore starts, and `required_approvals` distinct approvers start it.
+A reaction counts only on the request's own message in the request's own channel: message ids come
+from more than one adapter and console session, so an id alone could name someone else's request.
 """
 
 from __future__ import annotations
