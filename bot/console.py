@@ -223,7 +223,7 @@ class Console:
             return False
         self._refuse(f":{emoji}: on restore request #{row.id}",
                      f"Restore request #{row.id} is approved or rejected only by approvers' reactions in Slack: "
-                     f"the console cannot approve or reject it (that {DEMO_ONLY}).", message.channel)
+                     "the console cannot approve or reject it outside the demo.", message.channel)
         return True
 
     def _console_command(self, line: str) -> None:
