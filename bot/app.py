@@ -20,7 +20,7 @@ from bot.slack_reply import SlackReply, add_retry_handlers
 from bot.startup import start_services
 from bot.usergroups import UsergroupCache
 from commands import dispatch
-from commands.chat.context import Actor, Services
+from commands.chat.context import SLACK, Actor, Services
 from commands.incident.command import stopwatch_emoji
 from commands.settings import Settings
 
@@ -56,7 +56,8 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
     # last call /healthz reports (the token never changes, so sharing it across threads is safe).
     def make_command_runner(command: str):
         def run(body):
-            actor = Actor(user=body["user_id"], channel=body.get("channel_id"), response_url=body.get("response_url"))
+            actor = Actor(user=body["user_id"], channel=body.get("channel_id"), response_url=body.get("response_url"),
+                          source=SLACK)
             reply = SlackReply(client, user=actor.user, channel=actor.channel, response_url=actor.response_url)
             dispatch.run_command(services, command, body.get("text") or "", actor, reply)
 
@@ -83,7 +84,7 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
             event_id=body.get("event_id") or f"{event.get('event_ts')}:{event.get('user')}:{event.get('reaction')}",
             user=event["user"], emoji=event["reaction"], added=event["type"] == "reaction_added",
             channel=item["channel"], message_id=f"{item['channel']}:{item['ts']}",
-            item_author=event.get("item_user"), item_ts=item["ts"], item_text=item_text,
+            item_author=event.get("item_user"), item_ts=item["ts"], item_text=item_text, source=SLACK,
         )
         reply = SlackReply(client, user=reaction.user, channel=reaction.channel)
         dispatch.run_reaction(services, reaction, reply)

@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     console = sub.add_parser("console", help="a terminal chat that runs the same commands as Slack")
     console.add_argument("--demo", action="store_true",
                          help="start a throwaway PostgreSQL with sample data; keep backups in a temp folder")
-    console.add_argument("--as", dest="user", default="U_CONSOLE", help="the Slack user id to act as")
+    console.add_argument("--as", dest="user", default=None,
+                         help="with --demo: the Slack user id to act as (default U_CONSOLE); outside the demo the "
+                              "console acts as your OS user, whom [access] console_operators must name")
     console.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
     run = sub.add_parser("run", help="serve Slack (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)")
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", 3000)))
@@ -82,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_console(args) -> int:
-    from bot.console import Console, ConsoleReply, with_console_operator
+    """Only the demo plays Slack users: outside it the console is the OS account running it (bot/console.py)."""
+    from bot.console import CONSOLE_USER, Console, ConsoleReply, os_account, with_console_operator
     from bot.startup import report_interrupted_jobs, start_services
-    from commands.chat.context import Actor
     from commands.settings import load_settings
 
     if args.demo:
@@ -107,15 +109,20 @@ def run_console(args) -> int:
                  "access": {"approvers": ["U0APPROVER"]}},
                 env,
             )
-            settings = with_console_operator(settings, args.user)  # access fails closed: the demo's user operates
+            user = args.user or CONSOLE_USER
+            settings = with_console_operator(settings, user)  # access fails closed: the demo's user operates
             print(f"Backups go to {workdir / 'backups'}; the sample database is 'main'.", file=sys.stderr)
             services = start_services(settings)
-            Console(services, user=args.user, out=sys.stdout).loop()
+            Console(services, user=user, out=sys.stdout, plays_slack_users=True).loop()
         return 0
+    if args.user is not None:
+        raise BackupbotError(f"--as works only with --demo: outside the demo the console acts as you, OS user "
+                             f"{os_account()}, whom [access] console_operators must name (approvals come from "
+                             "approvers' reactions in Slack)")
     settings = load_settings(args.config)
     services = start_services(settings)
-    console = Console(services, user=args.user, out=sys.stdout)
-    report_interrupted_jobs(services, ConsoleReply(console, Actor(console.user, console.channel)))
+    console = Console(services, out=sys.stdout)
+    report_interrupted_jobs(services, ConsoleReply(console, console.actor()))
     console.loop()
     return 0
 

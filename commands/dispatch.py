@@ -83,7 +83,7 @@ def parse_command(services: Services, command: str, text: str):
 
 
 def authorize(services: Services, command: str, request, actor: Actor) -> None:
-    require(services, getattr(request, "permission", "operator"), actor.user, command)
+    require(services, getattr(request, "permission", "operator"), actor, command)
 
 
 def run_command(services: Services, command: str, text: str, actor: Actor, reply: Reply):

@@ -27,6 +27,7 @@ from commands.signing import KEY_ENV, Keyring, parse_signing
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 SLACK_ID_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+OS_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")  # a POSIX account name, as useradd takes it
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class AccessConfig:
     reject_emoji: str = "x"
     viewers: tuple[str, ...] = ()  # may run /db-health besides the operators
     approve_new_database_restores: bool = True  # `/restore --into NEW_DB` copies production data
+    console_operators: tuple[str, ...] = ()  # OS accounts whose `backupbot console` may operate (it never approves)
 
 
 @dataclass(frozen=True)
@@ -305,13 +307,14 @@ def _alerts(table: Mapping) -> AlertsConfig:
     return AlertsConfig(webhook_url=_http_url(table, "alerts.webhook_url", "webhook_url"))
 
 
-def _id_list(table: Mapping, key: str) -> tuple[str, ...]:
+def _id_list(table: Mapping, key: str, pattern: re.Pattern = SLACK_ID_RE,
+             kinds: tuple[str, str] = ("Slack user or usergroup IDs", "a Slack user (U…/W…) or usergroup (S…) ID")):
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"access.{key}: expected a list of Slack user or usergroup IDs")
+        raise ConfigError(f"access.{key}: expected a list of {kinds[0]}")
     for v in value:
-        if not SLACK_ID_RE.match(v):
-            raise ConfigError(f"access.{key}: {v!r} is not a Slack user (U…/W…) or usergroup (S…) ID")
+        if not pattern.match(v):
+            raise ConfigError(f"access.{key}: {v!r} is not {kinds[1]}")
     return tuple(value)
 
 
@@ -338,7 +341,7 @@ def _jobs(table: Mapping) -> JobsConfig:
 
 def _access(table: Mapping) -> AccessConfig:
     known = {"operators", "approvers", "required_approvals", "approval_ttl_minutes", "approve_emoji", "reject_emoji",
-             "viewers", "approve_new_database_restores"}
+             "viewers", "approve_new_database_restores", "console_operators"}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"access.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
@@ -359,6 +362,7 @@ def _access(table: Mapping) -> AccessConfig:
         viewers=_id_list(table, "viewers"),
         approve_new_database_restores=_bool(table, "access.approve_new_database_restores",
                                             "approve_new_database_restores", True),
+        console_operators=_id_list(table, "console_operators", OS_USER_RE, ("OS user names", "an OS user name")),
     )
 
 

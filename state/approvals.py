@@ -72,9 +72,12 @@ def get_request(store: Store, request_id: int) -> RestoreRequestRow | None:
     return _row(rows[0]) if rows else None
 
 
-def request_for_message(store: Store, message_id: str) -> RestoreRequestRow | None:
+def request_for_message(store: Store, channel: str, message_id: str) -> RestoreRequestRow | None:
+    """The request posted as `message_id` in `channel`: a message id alone is not trusted to name one
+    (ids from different adapters or console sessions could meet), so the request's channel must match too."""
     with store.db() as db:
-        rows = list(db.query("SELECT * FROM restore_requests WHERE message_id = ?", [message_id]))
+        rows = list(db.query("SELECT * FROM restore_requests WHERE channel = ? AND message_id = ? ORDER BY id DESC",
+                             [channel, message_id]))
     return _row(rows[0]) if rows else None
 
 

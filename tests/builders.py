@@ -50,9 +50,11 @@ def make_settings(tmp_path: Path, dsn: str | None, storage_url: str | None = Non
 
 
 def make_console(settings: Settings, user: str = "U0OPS", **overrides) -> Console:
+    """A console that plays Slack users, as the demo does, so a test can be an operator or an approver
+    (outside the demo the CLI's console is its OS user: tests/test_console_identity.py)."""
     services = start_services(settings, **overrides)
     files = Path(settings.state_path).parent / "files"
-    return Console(services, user=user, channel="C0OPS", files_dir=files)
+    return Console(services, user=user, channel="C0OPS", files_dir=files, plays_slack_users=True)
 
 
 def store_as_if_pg_dump_wrote(console: Console, backup_id: int, data: bytes) -> None:

@@ -10,6 +10,7 @@ import sys
 import psycopg
 import zstandard
 
+from bot.console import os_account
 from commands.pg.tools import pg_bin, pg_env
 from state.backups import list_backups
 from state.jobs import recent_jobs
@@ -130,9 +131,9 @@ def test_unreachable_database_fails_with_a_redacted_reason(tmp_path, pg_cluster)
 def test_backup_from_a_script_through_stdin(tmp_path, sample_dsn):
     config = tmp_path / "backupbot.toml"
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "backups"}"\n'
-                      '[access]\noperators = ["U0OPS"]\n')
+                      f'[access]\noperators = ["U0OPS"]\nconsole_operators = ["{os_account()}"]\n')
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "console", "--config", str(config), "--as", "U0OPS"],
+        [sys.executable, "-m", "bot.cli", "console", "--config", str(config)],
         input="/backup --format gzip\n/backup list\n", capture_output=True, text=True, timeout=120,
         env={"DATABASE_URL": sample_dsn, "PATH": "/usr/bin:/bin"},
     )

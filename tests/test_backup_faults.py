@@ -160,15 +160,16 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability)
     import subprocess
     import sys
 
+    from bot.console import os_account
     from bot.startup import start_services
 
     settings = make_settings(tmp_path, sample_dsn)
     config = tmp_path / "bot.toml"
     config.write_text(f'[state]\npath = "{settings.state_path}"\n[storage]\nurl = "{settings.storage_url}"\n'
-                      '[access]\noperators = ["U0OPS"]\n')
+                      f'[access]\noperators = ["U0OPS"]\nconsole_operators = ["{os_account()}"]\n')
     lock = psycopg.connect(sample_dsn)
     lock.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config), "--as", "U0OPS"],
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
     bot.stdin.write(b"/backup main\n")
@@ -195,7 +196,7 @@ def test_bot_killed_mid_backup_then_restarted(tmp_path, sample_dsn, reliability)
     assert leftovers == []
     from bot.console import Console
 
-    out = Console(services, user="U0OPS").run("/backup main")
+    out = Console(services, user="U0OPS", plays_slack_users=True).run("/backup main")
     assert "Backup #2 of main succeeded" in out
 
     reliability("faults", "bot killed with SIGKILL mid-backup, then restarted", 1,

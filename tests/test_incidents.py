@@ -271,7 +271,7 @@ def test_timeline_survives_a_restart(tmp_path):
     console = make_console(settings, user="U0ALICE")
     console.run("/incident open Survives --db main")
     console.run("/incident note before the restart")
-    console.add_message("C0OPS", "a marked message", author="U0BOB")
+    marked = console.add_message("C0OPS", "a marked message", author="U0BOB")
     console.run(":react M3 stopwatch")
     del console
 
@@ -281,7 +281,7 @@ def test_timeline_survives_a_restart(tmp_path):
     record_event(again.services, "backup.started", database="main", text="after the restart")
     # the reaction is taken back after the restart: the entry goes
     dispatch.run_reaction(again.services, dispatch.ReactionEvent(
-        event_id="after-restart-1", user="U0ALICE", emoji="stopwatch", added=False, channel="C0OPS", message_id="M3"),
+        event_id="after-restart-1", user="U0ALICE", emoji="stopwatch", added=False, channel="C0OPS", message_id=marked),
         RecordingReply())
     timeline = again.run("/incident timeline")
     assert "a marked message" not in timeline and "after the restart" in timeline

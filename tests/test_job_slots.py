@@ -108,7 +108,7 @@ def test_second_backup_waits_for_the_one_slot_and_says_its_place(tmp_path, sampl
     settings = make_settings(tmp_path, sample_dsn, env={"OTHER_URL": sample_dsn}, jobs={"max_running": 1},
                              databases={"main": {"url_env": "DATABASE_URL"}, "other": {"url_env": "OTHER_URL"}})
     alice = make_console(settings, user="U0ALICE")
-    bob = Console(alice.services, user="U0BOB", channel="C0OPS")  # another person, the same bot
+    bob = Console(alice.services, user="U0BOB", channel="C0OPS", plays_slack_users=True)  # another person, the same bot
     slots = alice.services.job_slots
     said: dict[str, str] = {}
     blocker = psycopg.connect(sample_dsn)  # keeps the first backup running until the test lets go

@@ -302,7 +302,7 @@ def test_duplicated_event_and_racing_approvals_start_one_restore(tmp_path, sampl
 
     def react(user, event_id):
         event = dispatch.ReactionEvent(event_id=event_id, user=user, emoji="white_check_mark", added=True,
-                                       channel="C0OPS", message_id=request)
+                                       channel="C0OPS", message_id=console.messages[request].stored_id)
         dispatch.run_reaction(console.services, event, ConsoleReply(console, Actor(user, "C0OPS")))
 
     threads = [threading.Thread(target=react, args=(user, f"Ev-{user}")) for user in ("U0APP2", "U0APP3")]
@@ -372,7 +372,11 @@ def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability
     config.write_text(f'[state]\npath = "{settings.state_path}"\n[storage]\nurl = "{settings.storage_url}"\n'
                       '[access]\noperators = ["U0OPS"]\napprovers = ["U0APP1"]\n')
     before = content_of(sample_dsn), schema_of(sample_dsn)
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config), "--as", "U0OPS"],
+    # a console that plays Slack users (the CLI's plays them only in the demo), so this process can approve
+    player = ("import sys; from bot.console import Console; from bot.startup import start_services; "
+              "from commands.settings import load_settings; Console(start_services(load_settings(sys.argv[1])), "
+              "user='U0OPS', out=sys.stdout, plays_slack_users=True).loop()")
+    bot = subprocess.Popen([sys.executable, "-c", player, str(config)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
     bot.stdin.write(b"/backup\n/restore 1\n")

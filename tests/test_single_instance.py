@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bot.console import os_account
 from bot.startup import start_services
 from commands.errors import InstanceLockedError
 from state import Store
@@ -30,7 +31,7 @@ def write_config(tmp_path: Path) -> Path:
     config = tmp_path / "bot.toml"
     config.write_text(f'[state]\npath = "{tmp_path / "state.db"}"\n'
                       f'[storage]\nurl = "file://{tmp_path / "backups"}"\n'
-                      '[access]\noperators = ["U0OPS"]\n')
+                      f'[access]\noperators = ["U0OPS"]\nconsole_operators = ["{os_account()}"]\n')
     return config
 
 
@@ -54,7 +55,7 @@ def test_second_bot_on_the_same_state_is_refused_and_touches_nothing(tmp_path, s
     state_path = str(tmp_path / "state.db")
     table_lock = psycopg.connect(sample_dsn)
     table_lock.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
-    console = [sys.executable, "-m", "bot.cli", "console", "--as", "U0OPS", "--config", str(config)]
+    console = [sys.executable, "-m", "bot.cli", "console", "--config", str(config)]
     first = subprocess.Popen(console, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=bot_env(sample_dsn))
     try:

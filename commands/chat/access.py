@@ -2,16 +2,21 @@
 
 Access fails closed: with no `[access] operators` configured nobody may run an operator command,
 and `/db-health` (it shows pids, users and query shapes) is for operators and `[access] viewers`.
+
+The terminal console outside the demo is not a Slack user: it is the OS account that runs it,
+which may operate only when `[access] console_operators` names it, and which is never an approver,
+so nobody with a shell can approve a restore by claiming an approver's Slack ID.
 """
 
 from __future__ import annotations
 
-from commands.chat.context import Services
+from commands.chat.context import Actor, Services
 from commands.errors import NotAllowedError
 from commands.settings import Settings
 
 ANYONE, VIEWER, OPERATOR = "anyone", "viewer", "operator"
 
+HOW_TO_CONFIGURE_CONSOLE = 'Add OS user names to the config, for example `[access] console_operators = ["alice"]`.'
 HOW_TO_CONFIGURE = ('Add Slack user (U…) or usergroup (S…) IDs to the config, for example '
                     '`[access] operators = ["U0123", "S0456"]`, and restart the bot.')
 
@@ -27,18 +32,21 @@ def expand_members(services: Services, ids: tuple[str, ...]) -> set[str]:
     return users
 
 
-def is_operator(services: Services, user: str) -> bool:
-    return user in expand_members(services, services.settings.access.operators)
+def is_operator(services: Services, actor: Actor) -> bool:
+    if not actor.slack_identity:
+        return actor.os_user is not None and actor.os_user in services.settings.access.console_operators
+    return actor.user in expand_members(services, services.settings.access.operators)
 
 
-def is_viewer(services: Services, user: str) -> bool:
-    """Operators and `[access] viewers` may look at /db-health."""
+def is_viewer(services: Services, actor: Actor) -> bool:
+    """Operators and `[access] viewers` may look at /db-health (viewers are Slack users)."""
     access = services.settings.access
-    return is_operator(services, user) or user in expand_members(services, access.viewers)
+    return is_operator(services, actor) or (actor.slack_identity and actor.user in expand_members(services, access.viewers))
 
 
-def is_approver(services: Services, user: str) -> bool:
-    return user in expand_members(services, services.settings.access.approvers)
+def is_approver(services: Services, actor: Actor) -> bool:
+    """Approvals come from approvers' reactions in Slack (or a demo's played users), never from an OS account."""
+    return actor.slack_identity and actor.user in expand_members(services, services.settings.access.approvers)
 
 
 def access_problems(settings: Settings) -> list[str]:
@@ -49,15 +57,22 @@ def access_problems(settings: Settings) -> list[str]:
     return []
 
 
-def require(services: Services, permission: str, user: str, command: str) -> None:
+def require(services: Services, permission: str, actor: Actor, command: str) -> None:
+    user = actor.user
     if permission == ANYONE:
         return
-    if permission == VIEWER and is_viewer(services, user):
+    if permission == VIEWER and is_viewer(services, actor):
         return
     if permission not in (OPERATOR, VIEWER):
         raise NotAllowedError(f"{command} needs an unknown permission {permission!r}; nobody may run it")
-    if permission == OPERATOR and is_operator(services, user):
+    if permission == OPERATOR and is_operator(services, actor):
         return
+    if not actor.slack_identity:
+        if not services.settings.access.console_operators:
+            raise NotAllowedError(f"{command} is refused: no console operators are configured, so nobody may run it "
+                                  f"from the console. {HOW_TO_CONFIGURE_CONSOLE}")
+        raise NotAllowedError(f"OS user {actor.os_user} is not allowed to run {command} from the console: only the OS "
+                              "users [access] console_operators names may. Ask an admin to add you there.")
     if not services.settings.access.operators:
         who = "operators or viewers" if permission == VIEWER else "operators"
         raise NotAllowedError(f"{command} is refused: no operators are configured, so nobody may run it "

@@ -50,13 +50,24 @@ def build_services(settings: Settings, **overrides) -> Services:
     )
 
 
+SLACK, CONSOLE = "slack", "console"  # where an action came from, as the audit log records it
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who typed the command, and where."""
+    """Who typed the command, and where.
+
+    `slack_identity` is False for the terminal console outside the demo: its `user` is then the OS
+    account that typed the line, which only `[access] console_operators` can let operate and which
+    never counts as an approver (commands/chat/access.py). The demo, and tests, play Slack users.
+    """
 
     user: str
     channel: str | None = None
     response_url: str | None = None
+    source: str | None = None  # SLACK or CONSOLE, set by the adapter; None for the scheduler and direct calls
+    os_user: str | None = None  # the console's OS account, for the audit log
+    slack_identity: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,3 +83,11 @@ class ReactionEvent:
     item_author: str | None = None
     item_text: str | None = None
     item_ts: str | None = None
+    source: str | None = None
+    os_user: str | None = None
+    slack_identity: bool = True
+
+    def actor(self) -> Actor:
+        """The reactor as access checks and the audit log see them."""
+        return Actor(user=self.user, channel=self.channel, source=self.source, os_user=self.os_user,
+                     slack_identity=self.slack_identity)

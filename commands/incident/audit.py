@@ -19,6 +19,8 @@ Event kinds (`area.what`) and what they tick:
     health.* / db_health.* (alerts, checks) while an incident is open         -> monitor
     drill.succeeded / drill.failed
     incident.*  written by /incident itself
+    console.command / console.refused: each line typed at the console outside the demo, and what it
+        refused (:as, approving at the console); kept off incident timelines, which have the actions
 
 `detail["backup_id"]` on a restore event names the backup used: its created_at is the incident's
 recovery point. `restore.verified` with passed true sets the time of recovery.
@@ -56,21 +58,23 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
                  detail: dict | None = None, reply=None) -> int | None:
     """Append to the audit log and to matching open incidents; return the audit row id (None on failure).
 
-    `actor` may be a user id or the command's Actor (whose channel is used when `channel` is not given).
+    `actor` may be a user id or the command's Actor (whose channel is used when `channel` is not given, and
+    whose source, and for the console OS user, go into the row's detail as `source` and `os_user`).
     `reply`, when given, is used to refresh the header of each incident whose checklist moved.
     """
     try:
+        detail = dict(detail or {})
         if isinstance(actor, Actor):
             channel = channel or actor.channel
+            detail.update(_source(actor))
             actor = actor.user
         when = _iso(at, services)
-        detail = dict(detail or {})
         text = redact(str(text), services.secrets())[:TEXT_LIMIT]
         recovery = _recovery_point(services, kind, detail)
         changed = []
         with services.store.immediate() as db:
             audit_id = incident_state.append_audit(db, when, kind, text, database, channel, actor, detail)
-            if not kind.startswith("incident."):
+            if not kind.startswith(("incident.", "console.")):
                 for incident in incident_state.matching_open_incidents(db, database, channel):
                     incident_state.add_entry(db, incident.id, when, kind, actor, text, audit_id=audit_id, detail=detail)
                     if _apply_to_incident(db, incident.id, kind, when, actor, detail, recovery):
@@ -82,6 +86,15 @@ def record_event(services: Services, kind: str, *, database: str | None = None, 
     except Exception:
         log.exception("could not record %s event %r", kind, str(text)[:200])
         return None
+
+
+def _source(actor: Actor) -> dict:
+    """Where the action came from: Slack, or the terminal console and the OS account that typed it (the
+    console's `user` may be a played Slack ID in the demo, so the OS account is what says who was there)."""
+    source = {"source": actor.source} if actor.source else {}
+    if actor.os_user:
+        source["os_user"] = actor.os_user
+    return source
 
 
 def _iso(at: datetime | str | None, services: Services) -> str:

@@ -3,6 +3,8 @@
 The requester never counts, reactions from anyone who is not an approver are ignored (the thread
 says so once), skin tones count as the base emoji (dispatch strips them), removing a reaction
 withdraws the vote until the restore starts, and `required_approvals` distinct approvers start it.
+A reaction counts only on the request's own message in the request's own channel: message ids come
+from more than one adapter and console session, so an id alone could name someone else's request.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
     if event.emoji not in (access.approve_emoji, access.reject_emoji):
         return
     expire_requests(services, reply)
-    row = request_state.request_for_message(services.store, event.message_id)
+    row = request_state.request_for_message(services.store, event.channel, event.message_id)
     if row is None:
         return  # a reaction on some other message
     now = iso(services.clock())
@@ -39,7 +41,7 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
             reply.thread(row.message_id, Notice(f"<@{event.user}> asked for this restore, so their own reaction "
                                                 "does not count: another approver must decide."))
         return
-    if not is_approver(services, event.user):
+    if not is_approver(services, event.actor()):
         if event.added and request_state.first_notice(services.store, row.id, event.user, "not-approver"):
             reply.thread(row.message_id, Notice(f"<@{event.user}> is not an approver; their reaction is ignored."))
         return
@@ -47,7 +49,7 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
         if event.added and request_state.transition(services.store, row.id, request_state.PENDING, request_state.REJECTED, now):
             _refresh(services, row.id, reply)
             reply.thread(row.message_id, Notice(f"<@{event.user}> rejected restore request #{row.id}. Nothing was restored."))
-            record_event(services, "restore.rejected", database=row.database, actor=event.user, channel=event.channel,
+            record_event(services, "restore.rejected", database=row.database, actor=event.actor(),
                          text=f"Restore request #{row.id} rejected by <@{event.user}>", reply=reply)
         return
     voters = request_state.cast_vote(services.store, row.id, event.user, "approve", event.added, now)
@@ -56,7 +58,7 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
     verb = "approved" if event.added else "withdrew their approval"
     reply.thread(row.message_id, Notice(f"<@{event.user}> {verb} ({len(voters)}/{row.required_approvals})"))
     record_event(services, "restore.approved" if event.added else "restore.approval_withdrawn", database=row.database,
-                 actor=event.user, channel=event.channel,
+                 actor=event.actor(),
                  text=f"<@{event.user}> {verb} restore request #{row.id} ({len(voters)}/{row.required_approvals})")
     _refresh(services, row.id, reply)
     if event.added and approvals_needed(row, voters) == 0:

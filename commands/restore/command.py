@@ -108,7 +108,7 @@ def execute_cancel(services: Services, request: CancelRequest, actor: Actor, rep
     row = request_state.get_request(services.store, request.request_id)
     if row is None:
         raise NotFoundError(f"there is no restore request #{request.request_id}")
-    if actor.user != row.requester and not is_operator(services, actor.user):
+    if actor.user != row.requester and not is_operator(services, actor):
         raise NotAllowedError(f"only <@{row.requester}> or an operator can cancel request #{row.id}")
     if not request_state.transition(services.store, row.id, request_state.PENDING, request_state.CANCELLED):
         raise UsageError(f"restore request #{row.id} is {row.status}; only a pending request can be cancelled")
