@@ -65,7 +65,8 @@ def check_access(settings: Settings) -> tuple[bool, str]:
     access = settings.access
     return True, (f"access: {len(access.operators)} operator entr{'y' if len(access.operators) == 1 else 'ies'}, "
                   f"{len(access.approvers)} approver entr{'y' if len(access.approvers) == 1 else 'ies'}, "
-                  f"{len(access.viewers)} viewer entr{'y' if len(access.viewers) == 1 else 'ies'}")
+                  f"{len(access.viewers)} viewer entr{'y' if len(access.viewers) == 1 else 'ies'}, "
+                  f"{len(access.console_operators)} console operator(s) (OS users; never approvers)")
 
 
 def check_signing(settings: Settings) -> tuple[bool, str]:

@@ -13,9 +13,10 @@ import re
 import pytest
 
 from bot.cli import main
-from bot.console import Console, os_account
+from bot.console import Console, ConsoleReply, os_account
 from bot.startup import start_services
 from commands import dispatch
+from commands.chat.context import Actor
 from commands.errors import ConfigError
 from commands.settings import parse_settings
 from state import approvals as request_state
@@ -68,7 +69,16 @@ def test_the_cli_refuses_as_outside_the_demo(tmp_path, sample_dsn, capsys, monke
 def test_react_cannot_approve_or_reject_a_restore_outside_the_demo(tmp_path, sample_dsn):
     console = os_console(tmp_path, sample_dsn)
     console.run("/backup")
-    request = shown_id(console.run("/restore latest"), "Restore request #1")
+    # asked at the console, a restore that needs approval is refused before it is posted: nobody could approve it
+    out = console.run("/restore latest")
+    assert "this restore needs approvers' reactions, which only reach a request posted in Slack" in out
+    assert request_state.get_request(console.services.store, 1) is None
+    assert "Dry run: nothing was requested" in console.run("/restore latest --dry-run")
+    # an operator asks in Slack, in the channel this console shows: the console still cannot approve it
+    in_slack = Actor("U0OPS", console.channel, source="slack")
+    console._buffer = []
+    dispatch.run_command(console.services, "/restore", "latest", in_slack, ConsoleReply(console, in_slack))
+    request = shown_id("\n".join(console._buffer), "Restore request #1")
     for line in (":as U0APPROVER", f":react {request} white_check_mark", f":react {request} white_check_mark::skin-tone-2",
                  f":react {request} x", f":unreact {request} white_check_mark"):
         out = console.run(line)

@@ -49,6 +49,14 @@ def is_approver(services: Services, actor: Actor) -> bool:
     return actor.slack_identity and actor.user in expand_members(services, services.settings.access.approvers)
 
 
+def require_approvable_where_asked(actor: Actor, what: str) -> None:
+    """A request that needs approval is approved by reactions in Slack: asked from a console outside the
+    demo, where no approver can react, it would only wait until it expired. Refused before it is posted."""
+    if not actor.slack_identity:
+        raise NotAllowedError(f"{what} needs approvers' reactions, which only reach a request posted in Slack: ask "
+                              "for it there (a --dry-run plan works here)")
+
+
 def access_problems(settings: Settings) -> list[str]:
     """What `backupbot check` fails on and start-up warns about."""
     if not settings.access.operators:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from commands.chat.access import require_approvable_where_asked
 from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, check_can_collect_reactions
 from commands.errors import BackupbotError
@@ -29,6 +30,8 @@ def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Repl
     check_can_collect_reactions(reply)  # a request nobody can approve (bot not in the channel) is never posted
     # a new database holds a copy of production data: approved too, unless the config says otherwise
     needs_approval = plan.needs_approval or access.approve_new_database_restores
+    if needs_approval:
+        require_approvable_where_asked(actor, "this restore")
     row = request_state.create_request(
         services.store, plan.to_dict(), plan.database, actor.user, actor.channel, needs_approval,
         access.required_approvals if needs_approval else 0, iso(now),
