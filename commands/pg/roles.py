@@ -195,7 +195,7 @@ def privileges(definitions: Sequence[RoleDefinition],
                 if m.role in PRIVILEGED_PREDEFINED or m.role == d.name:
                     continue
                 through = reasons.get(m.role) or list(on_server.get(m.role, ()))
-                text = f"member of {show_name(m.role)} ({'; '.join(through)})" if through else None
+                text = f"member of {show_name(m.role)} ({', '.join(through)})" if through else None
                 if text and not any(r.startswith(f"member of {show_name(m.role)} (") for r in reasons[d.name]):
                     reasons[d.name].append(text)
                     changed = True
