@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import psycopg
 import pytest
@@ -17,6 +18,7 @@ from commands.pg.roles import PrivilegedRoleError
 from state import approvals as request_state
 from state import incidents as incident_state
 from tests.builders import make_console, make_settings
+from tests.fix_pgbackrest import server_now
 from tests.test_restore import approve, message_id
 
 ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"], "required_approvals": 1}
@@ -240,3 +242,50 @@ def test_a_forged_globals_file_is_parsed_not_replayed(dr_cluster):
             create_roles_from_globals(dr_cluster.dsn(), f'CREATE ROLE "other {t}" WITH SYSID 5;', only=[f"other {t}"])
     finally:
         clean_dr(dr_cluster, "none", [app, plain])
+
+
+def test_a_point_in_time_copy_lists_the_roles_it_creates_and_obeys_the_flag(tmp_path, pgbackrest_setup, dr_cluster):
+    t = tag()
+    boss, clerk = f"pitr boss {t}", f"pitr clerk {t}"
+    dsn = pgbackrest_setup.create_database(f"pitr_roles_{t}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} SUPERUSER NOLOGIN").format(sql.Identifier(boss)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 2").format(sql.Identifier(clerk)))
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO ledger SELECT generate_series(1, 30)")
+        conn.execute(sql.SQL("ALTER TABLE ledger OWNER TO {}").format(sql.Identifier(boss)))
+        conn.execute(sql.SQL("GRANT SELECT ON ledger TO {}").format(sql.Identifier(clerk)))
+    databases = {"main": {"url_env": "DATABASE_URL", "pgbackrest": {"config": str(pgbackrest_setup.cfg.config_path),
+                                                                    "stanza": pgbackrest_setup.cfg.stanza}}}
+    console = make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS,
+                                         env={"DR_URL": dr_cluster.dsn("postgres")}, targets={"dr": {"url_env": "DR_URL"}}))
+    into = f"ledger_copy_{t}"
+    try:
+        assert "succeeded" in console.run("/backup physical --type incr")
+        time.sleep(1.2)
+        stamp = server_now(dsn).strftime("%Y-%m-%d %H:%M:%S.%f%z")
+        out = console.run(f'/restore --time "{stamp}" --to dr --into {into}')
+        assert f"role {boss} would have SUPERUSER" in out and "--allow-privileged-roles" in out, out
+        assert "create those roles on the server yourself first" in out and "Restore request" not in out
+        assert "needs --into" in console.run(f'/restore --time "{stamp}" --allow-privileged-roles')
+
+        out = console.run(f'/restore --time "{stamp}" --to dr --into {into} --allow-privileged-roles')
+        lines = out.splitlines()
+        assert f"  • {boss}: NOLOGIN SUPERUSER; no memberships · :warning: PRIVILEGED: SUPERUSER" in lines, out
+        assert f"  • {clerk}: LOGIN CONNECTION LIMIT 2; no memberships" in lines, out
+        assert dr_roles(dr_cluster, [boss, clerk]) == {}  # nothing before approval
+        out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
+        assert "into the new database" in out and "and verified" in out, out
+        assert dr_roles(dr_cluster, [boss, clerk]) == {boss: (True, []), clerk: (False, [])}
+        with psycopg.connect(dr_cluster.dsn(into)) as conn:
+            assert conn.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'ledger'").fetchone()[0] == boss
+        audit = incident_state.audit_rows(console.services.store)
+        assert any(r["kind"] == "restore.privileged_roles" and boss in r["text"] for r in audit)
+    finally:
+        clean_dr(dr_cluster, into, [boss, clerk])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS ledger")
+        pgbackrest_setup.cluster.drop_database(f"pitr_roles_{t}")
+        with pgbackrest_setup.cluster.admin() as conn:
+            for name in (boss, clerk):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
