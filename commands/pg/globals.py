@@ -36,8 +36,6 @@ from commands.pg.roles import (
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env
 from commands.redact import redact
 
-__all__ = ["RoleDefinition", "RolesCreated", "create_roles", "existing_roles"]  # where callers have found them
-
 # Every catalog column that names the owner of something pg_dump dumps, restricted to user schemas.
 _USER_NS = "nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND nspname NOT LIKE 'pg\\_temp\\_%' " \
            "AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'"

@@ -343,7 +343,7 @@ class RestorePlanMessage(RequestMessage):
     def role_lines(self) -> list[str]:
         p = self.plan
         if p.create_roles and not p.roles:  # a plan stored before roles were listed with their attributes
-            return [f"Creates role(s) first: {', '.join(p.create_roles)} (from the backup's role definitions; "
+            return [f"Creates role(s) first: {', '.join(map(show_name, p.create_roles))} (from the backup's role definitions; "
                     "they stay even if the restore fails)"]
         return role_lines(planned_roles(p.roles), p.allow_privileged_roles, "the backup's role definitions")
 
