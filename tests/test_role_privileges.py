@@ -289,3 +289,32 @@ def test_a_point_in_time_copy_lists_the_roles_it_creates_and_obeys_the_flag(tmp_
         with pgbackrest_setup.cluster.admin() as conn:
             for name in (boss, clerk):
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_a_server_role_made_privileged_after_the_plan_is_checked_again_when_roles_are_created(
+        tmp_path, sample_dsn, dr_cluster):
+    t = tag()
+    ops, helper = f"ops {t}", f"helper {t}"
+    with dr_cluster.admin() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ops)))
+    console = dr_console(tmp_path, sample_dsn, dr_cluster)
+    assert "succeeded" in console.run("/backup")
+    forge_roles(console, [definition(helper, member_of=[{"role": ops, "admin": False}])])
+    dbname = sample_dsn.rsplit("/", 1)[1]
+    try:
+        out = console.run("/restore latest main --to dr")
+        assert f"  • {helper}: NOLOGIN; member of {ops}" in out.splitlines() and "PRIVILEGED" not in out, out
+        with dr_cluster.admin() as conn:  # between the plan and its approval, the server's role changes
+            conn.execute(sql.SQL("ALTER ROLE {} SUPERUSER").format(sql.Identifier(ops)))
+        out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
+        assert f"role {helper} would have member of {ops} (SUPERUSER)" in out and "failed" in out, out
+        assert dr_roles(dr_cluster, [helper]) == {} and not dr_cluster.database_exists(dbname)
+    finally:
+        clean_dr(dr_cluster, dbname, [helper, ops])
+
+
+def test_the_flag_is_in_the_help_and_makes_no_sense_with_no_owner(tmp_path, pg_dsn):
+    console = make_console(make_settings(tmp_path, pg_dsn, access=ACCESS))
+    assert "[--allow-privileged-roles]" in console.run("/restore help")
+    out = console.run("/restore latest --no-owner --allow-privileged-roles")
+    assert "--no-owner creates no roles, so there is nothing to allow" in out and "Traceback" not in out
