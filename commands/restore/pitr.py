@@ -153,7 +153,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         record = find_physical_backup(services, request.database, request.backup or "latest")
         label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
         reason = f"backup set {label} to its consistent point (end of the backup)"
-    into_target = None
+    into_target, roles = None, ()
     if request.to and not request.into:
         raise UsageError("--to with --time needs --into NEW_DB: the database at that moment is copied into a new "
                          "database on that server")
@@ -172,7 +172,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         lock_key=f"{request.database}:pitr", requested_by=actor.user, requested_at=iso(services.clock()),
         backup_id=record.id if record else None, latest_archived=latest, port=free_port(),
         into=request.into, server=request.to, into_target=into_target,
-        roles=roles if request.into else (),
+        roles=roles,
         allow_privileged_roles=request.allow_privileged_roles,
     )
 
