@@ -54,7 +54,8 @@ def parse_backup_command(text: str, services: Services):
 USAGE_HINTS = {
     "/backup": ("[DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT] "
                 "| physical [DB] [--type full|diff|incr] | list | prune [--dry-run] | verify [physical] ID|latest | help"),
-    "/restore": ("BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into DB] [--to SERVER] [--no-owner] [--dry-run] "
+    "/restore": ("BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into DB] [--to SERVER] [--no-owner] "
+                 "[--allow-privileged-roles] [--dry-run] "
                  "| --time \"2026-11-29 14:04:00+00\" [DB] [--into NEW_DB] | physical ID|latest | cancel ID | help"),
     "/db-health": "[DB|all]",
     "/incident": ("open TITLE [--db DB] [--sev 1-4] | note TEXT | status | check STEP | close ROOT_CAUSE | timeline "

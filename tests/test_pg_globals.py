@@ -21,6 +21,7 @@ from commands.pg.globals import (
     roles_in_database,
     split_statements,
 )
+from commands.pg.roles import parse_definitions
 from commands.pg.tools import pg_bin, pg_env
 
 _tags = itertools.count(1)
@@ -135,7 +136,7 @@ def test_hostile_role_names_are_recreated_on_a_new_cluster_and_the_dump_loads_wi
 
     ours = [name for name in needed if name != "postgres"]
     assert missing_roles(target, needed) == sorted(ours)
-    created = create_roles(target, definitions)
+    created = create_roles(target, parse_definitions(definitions, "the manifest"))
     assert sorted(created.created) == sorted(ours)
     assert created.already_there == ["postgres"]
     assert (roles["unicode"], roles["parent"]) in created.memberships
@@ -147,7 +148,7 @@ def test_hostile_role_names_are_recreated_on_a_new_cluster_and_the_dump_loads_wi
     assert after.returncode == 0, after.stderr.decode()
     assert owners_and_grants(target) == owners_and_grants(pg_dsn)
 
-    again = create_roles(target, definitions)  # idempotent: nothing changes the second time
+    again = create_roles(target, parse_definitions(definitions, "the manifest"))  # idempotent: nothing changes the second time
     assert again.created == [] and sorted(again.already_there) == sorted(needed)
 
 

@@ -5,24 +5,34 @@ Two records are taken at backup time:
 - `dump_globals`: `pg_dumpall --globals-only`, the human path (read it, run it with psql).
 - `roles_in_database` + `role_definitions`: the roles the database's objects are owned by or granted
   to, read from the catalog, and their attributes and memberships as JSON for the manifest. A restore
-  compares them with the target (`missing_roles`) and creates the missing ones (`create_roles`) with
-  every name passed as a psycopg.sql.Identifier, so no role name is ever parsed out of SQL text.
+  compares them with the target (`missing_roles`) and creates the missing ones (commands.pg.roles).
 
-`create_roles_from_globals` runs the globals file's CREATE ROLE / ALTER ROLE / GRANT statements for
-chosen roles, for when only the globals file is at hand.
+`create_roles_from_globals`, for when only the globals file is at hand, parses the file's CREATE
+ROLE / ALTER ROLE / GRANT statements into the same typed definitions and creates them the same way:
+the file's text is never run, since whoever can write to the backup store can write that text.
 """
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
-from psycopg import sql
 
-from commands.errors import DatabaseUnavailableError, DumpError
+from commands.errors import DumpError, IntegrityError
 from commands.pg.names import read_quoted
+from commands.pg.roles import (
+    ATTRIBUTES,
+    Membership,
+    RoleDefinition,
+    RolesCreated,
+    check_name,
+    connect,
+    create_roles,
+    existing_roles,
+    show_name,
+)
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_env
 from commands.redact import redact
 
@@ -95,24 +105,6 @@ SELECT DISTINCT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.ro
 JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = ANY(%s) AND g.rolname NOT LIKE 'pg\\_%%'
 """
 
-_FLAGS = [  # (pg_roles column, keyword when true, keyword when false)
-    ("rolsuper", "SUPERUSER", "NOSUPERUSER"),
-    ("rolinherit", "INHERIT", "NOINHERIT"),
-    ("rolcreaterole", "CREATEROLE", "NOCREATEROLE"),
-    ("rolcreatedb", "CREATEDB", "NOCREATEDB"),
-    ("rolcanlogin", "LOGIN", "NOLOGIN"),
-    ("rolreplication", "REPLICATION", "NOREPLICATION"),
-    ("rolbypassrls", "BYPASSRLS", "NOBYPASSRLS"),
-]
-
-
-def _connect(dsn: str, **kwargs) -> psycopg.Connection:
-    try:
-        return psycopg.connect(dsn, connect_timeout=10, application_name="backupbot", **kwargs)
-    except psycopg.Error as exc:
-        raise DatabaseUnavailableError(f"cannot connect: {redact(str(exc).strip(), [dsn])}") from None
-
-
 # ---------------------------------------------------------------- pg_dumpall
 
 
@@ -176,7 +168,7 @@ def role_definitions(conn: psycopg.Connection, roles: Iterable[str], include_par
     for row in conn.execute(ROLE_DEFINITIONS_SQL, [wanted]).fetchall():
         name, *flags, connlimit, valid_until, member_of = row
         definition = {"name": name}
-        definition.update({column: bool(value) for (column, _, _), value in zip(_FLAGS, flags, strict=True)})
+        definition.update({column: bool(value) for (_, column, _, _), value in zip(ATTRIBUTES, flags, strict=True)})
         definition["rolconnlimit"] = int(connlimit)
         definition["rolvaliduntil"] = valid_until
         definition["member_of"] = [{"role": m["role"], "admin": bool(m["admin"])} for m in member_of]
@@ -187,78 +179,11 @@ def role_definitions(conn: psycopg.Connection, roles: Iterable[str], include_par
 # ---------------------------------------------------------------- at restore time
 
 
-def existing_roles(conn: psycopg.Connection, roles: Iterable[str]) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(roles)])}
-
-
 def missing_roles(target_dsn: str, roles: Iterable[str]) -> list[str]:
     """The roles of `roles` that the target server does not have, sorted."""
     roles = sorted(set(roles))
-    with _connect(target_dsn, autocommit=True) as conn:
+    with connect(target_dsn, autocommit=True) as conn:
         return sorted(set(roles) - existing_roles(conn, roles))
-
-
-@dataclass
-class RolesCreated:
-    created: list[str] = field(default_factory=list)
-    already_there: list[str] = field(default_factory=list)
-    memberships: list[tuple[str, str]] = field(default_factory=list)  # (member, role) granted
-    skipped: list[str] = field(default_factory=list)  # statements not run, and why
-
-    def summary(self) -> str:
-        parts = []
-        if self.created:
-            parts.append(f"created role(s) {', '.join(self.created)}")
-        if self.memberships:
-            parts.append(f"granted {len(self.memberships)} membership(s)")
-        if self.already_there:
-            parts.append(f"left existing role(s) {', '.join(self.already_there)} unchanged")
-        return "; ".join(parts) or "no roles to create"
-
-
-def _role_options(definition: dict) -> sql.Composable:
-    options = [sql.SQL(on if definition.get(column) else off) for column, on, off in _FLAGS]
-    connlimit = int(definition.get("rolconnlimit", -1))
-    options.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(connlimit)))
-    if definition.get("rolvaliduntil"):
-        options.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(str(definition["rolvaliduntil"]))))
-    return sql.SQL(" ").join(options)
-
-
-def create_roles(target_dsn: str, definitions: list[dict]) -> RolesCreated:
-    """Create the roles of `definitions` (from `role_definitions`) that the target lacks, then grant
-    their memberships; one transaction, so a failure leaves the target's roles as they were.
-
-    Roles that already exist are left unchanged. Created LOGIN roles have no password: set one, or
-    run the globals file, before the application connects.
-    """
-    result = RolesCreated()
-    names = [d["name"] for d in definitions]
-    with _connect(target_dsn) as conn:
-        with conn.transaction():
-            present = existing_roles(conn, names)
-            for definition in definitions:
-                name = definition["name"]
-                if name in present:
-                    result.already_there.append(name)
-                    continue
-                conn.execute(sql.SQL("CREATE ROLE {} WITH {}").format(sql.Identifier(name), _role_options(definition)))
-                result.created.append(name)
-            all_present = existing_roles(conn, names + [m["role"] for d in definitions for m in d.get("member_of", [])])
-            for definition in definitions:
-                if definition["name"] not in result.created:
-                    continue
-                for membership in definition.get("member_of", []):
-                    role = membership["role"]
-                    if role not in all_present:
-                        result.skipped.append(f"GRANT {role} TO {definition['name']}: role {role} does not exist")
-                        continue
-                    query = sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(definition["name"]))
-                    if membership.get("admin"):
-                        query += sql.SQL(" WITH ADMIN OPTION")
-                    conn.execute(query)
-                    result.memberships.append((definition["name"], role))
-    return result
 
 
 # ---------------------------------------------------------------- the globals file
@@ -280,6 +205,9 @@ def split_statements(text: str) -> list[str]:
                 end += 1
             current.append(text[i:end + 1])
             i = end + 1
+        elif ch == "\\" and (i == 0 or text[i - 1] == "\n"):  # a psql meta-command (\\restrict KEY): not SQL
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
         elif ch == "-" and text.startswith("--", i):
             end = text.find("\n", i)
             i = n if end < 0 else end + 1
@@ -300,7 +228,7 @@ def split_statements(text: str) -> list[str]:
 
 
 def _words(statement: str) -> list[str]:
-    """Tokens of a statement: unquoted words (upper-cased) and quoted identifiers (unquoted, exact)."""
+    """Tokens of a statement: unquoted words, quoted identifiers (unquoted, exact) and string literals (unquoted)."""
     tokens, i, n = [], 0, len(statement)
     while i < n:
         ch = statement[i]
@@ -318,7 +246,7 @@ def _words(statement: str) -> list[str]:
                         continue
                     break
                 end += 1
-            tokens.append(("literal", statement[i:end + 1]))
+            tokens.append(("literal", statement[i + 1:end].replace("''", "'")))
             i = end + 1
         else:
             end = i
@@ -338,45 +266,131 @@ def _keyword(token: tuple[str, str], word: str) -> bool:
     return token[0] == "word" and token[1].upper() == word
 
 
-def create_roles_from_globals(target_dsn: str, globals_sql: str | bytes, only: Iterable[str]) -> RolesCreated:
-    """Run the globals file's statements for the roles in `only` that the target lacks.
 
-    CREATE ROLE and ALTER ROLE statements of those roles, and GRANT role TO member where the member is
-    one of them and every role named exists by then. Everything else in the file (tablespaces,
-    settings of other roles) is left for a person to read. One transaction.
+
+_WORD_OPTIONS = {keyword: (attr, value) for attr, _, on, off in ATTRIBUTES for keyword, value in ((on, True), (off, False))}
+
+
+@dataclass
+class GlobalsRoles:
+    """What the globals file says about roles, parsed; passwords (hashes) kept apart from definitions."""
+
+    definitions: dict[str, RoleDefinition] = field(default_factory=dict)
+    passwords: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # statements about roles that are not applied, and why
+
+
+def _options(definition: RoleDefinition, tokens: list[tuple[str, str]], where: str,
+             passwords: dict[str, str]) -> RoleDefinition:
+    """CREATE/ALTER ROLE options into the definition's fields; anything else is refused, never run."""
+    changes: dict = {}
+    member_of = list(definition.member_of)
+    i = 1 if tokens and _keyword(tokens[0], "WITH") else 0
+    while i < len(tokens):
+        token = tokens[i]
+        word = token[1].upper() if token[0] == "word" else None
+        following = tokens[i + 1] if i + 1 < len(tokens) else ("", "")
+        if word in _WORD_OPTIONS:
+            attr, value = _WORD_OPTIONS[word]
+            changes[attr] = value
+            i += 1
+        elif word == "CONNECTION" and _keyword(following, "LIMIT") and i + 2 < len(tokens) \
+                and tokens[i + 2][0] == "word" and tokens[i + 2][1].lstrip("-").isdigit():
+            changes["connlimit"] = int(tokens[i + 2][1])
+            i += 3
+        elif word == "ENCRYPTED" and _keyword(following, "PASSWORD"):
+            i += 1
+        elif word == "PASSWORD" and (following[0] == "literal" or _keyword(following, "NULL")):
+            if following[0] == "literal":
+                passwords[definition.name] = following[1]
+            i += 2
+        elif word == "VALID" and _keyword(following, "UNTIL") and i + 2 < len(tokens) and tokens[i + 2][0] == "literal":
+            changes["valid_until"] = tokens[i + 2][1]
+            i += 3
+        elif word == "IN" and _keyword(following, "ROLE"):
+            i += 2
+            while i < len(tokens) and (tokens[i][0] == "ident" or tokens[i][1].upper() not in _STOP_WORDS):
+                member_of.append(Membership(check_name(_name(tokens[i]), where)))
+                i += 1
+        else:
+            raise IntegrityError(f"{where}: the bot does not read {show_name(token[1])[:40]!r} in a role's options; "
+                                 "create this role by hand after reading the globals file")
+    values = {**definition.to_dict(), "member_of": [{"role": m.role, "admin": m.admin} for m in member_of]}
+    for attr, column, _, _ in ATTRIBUTES:
+        if attr in changes:
+            values[column] = changes[attr]
+    values["rolconnlimit"] = changes.get("connlimit", definition.connlimit)
+    values["rolvaliduntil"] = changes.get("valid_until", definition.valid_until)
+    return RoleDefinition.from_dict(values, where)
+
+
+_STOP_WORDS = {keyword for keyword in _WORD_OPTIONS} | {"CONNECTION", "ENCRYPTED", "PASSWORD", "VALID", "IN", "ROLE",
+                                                        "ADMIN", "USER", "SYSID", "WITH"}
+
+
+def parse_globals(globals_sql: str | bytes) -> GlobalsRoles:
+    """The roles, attributes, passwords and memberships of a `pg_dumpall --globals-only` file.
+
+    Raises IntegrityError on a role statement it cannot read exactly; settings (ALTER ROLE ... SET),
+    comments and tablespaces are not read, and role settings are listed in `skipped`.
     """
     if isinstance(globals_sql, bytes):
         globals_sql = globals_sql.decode("utf-8")
-    wanted = set(only)
-    result = RolesCreated()
-    statements = split_statements(globals_sql)
-    with _connect(target_dsn) as conn:
-        with conn.transaction():
-            present = existing_roles(conn, wanted)
-            result.already_there = sorted(present)
-            todo = wanted - present
-            grants = []
-            for statement in statements:
-                tokens = _words(statement)
-                if len(tokens) < 3:
-                    continue
-                if _keyword(tokens[0], "CREATE") and _keyword(tokens[1], "ROLE") and _name(tokens[2]) in todo:
-                    conn.execute(statement)
-                    result.created.append(_name(tokens[2]))
-                elif _keyword(tokens[0], "ALTER") and _keyword(tokens[1], "ROLE") and _name(tokens[2]) in todo:
-                    conn.execute(statement)
-                elif _keyword(tokens[0], "GRANT"):
-                    grants.append((statement, tokens))
-            for statement, tokens in grants:
-                to = next((i for i, t in enumerate(tokens) if _keyword(t, "TO")), None)
-                if to is None or to + 1 >= len(tokens) or _name(tokens[to + 1]) not in todo:
-                    continue
-                named = [_name(t) for t in tokens[1:] if t[0] == "ident" or (t[0] == "word" and t[1].upper() not in (
-                    "TO", "WITH", "ADMIN", "INHERIT", "SET", "OPTION", "GRANTED", "BY", "TRUE", "FALSE"))]
-                missing = set(named) - existing_roles(conn, named)
-                if missing:
-                    result.skipped.append(f"membership of {_name(tokens[to + 1])}: {', '.join(sorted(missing))} missing")
-                    continue
-                conn.execute(statement)
-                result.memberships.append((_name(tokens[to + 1]), _name(tokens[1])))
+    parsed = GlobalsRoles()
+    grants = []
+    for statement in split_statements(globals_sql):
+        tokens = _words(statement)
+        if len(tokens) < 3:
+            continue
+        if _keyword(tokens[0], "GRANT"):
+            grants.append(tokens)
+            continue
+        if not ((_keyword(tokens[0], "CREATE") or _keyword(tokens[0], "ALTER")) and _keyword(tokens[1], "ROLE")):
+            continue
+        name = check_name(_name(tokens[2]), "the globals file")
+        where = f"the globals file, role {show_name(name)}"
+        rest = tokens[3:]
+        if _keyword(tokens[0], "CREATE"):
+            parsed.definitions[name] = _options(RoleDefinition(name=name), rest, where, parsed.passwords)
+        elif rest and rest[0][0] == "word" and rest[0][1].upper() in ("SET", "RESET", "IN", "RENAME"):
+            parsed.skipped.append(f"{' '.join(t[1].upper() for t in tokens[:2])} {show_name(name)} "
+                                  f"{rest[0][1].upper()} ...: not applied, read it in the globals file")
+        elif name in parsed.definitions:
+            parsed.definitions[name] = _options(parsed.definitions[name], rest, where, parsed.passwords)
+    for tokens in grants:
+        _membership(parsed, tokens)
+    return parsed
+
+
+def _membership(parsed: GlobalsRoles, tokens: list[tuple[str, str]]) -> None:
+    """GRANT role[, ...] TO member[, ...] [WITH ADMIN OPTION | WITH ADMIN TRUE, ...] [GRANTED BY x]."""
+    to = next((i for i, t in enumerate(tokens) if _keyword(t, "TO")), None)
+    if to is None or any(_keyword(t, "ON") for t in tokens[:to]):
+        return  # not a role membership (a privilege on an object)
+    roles = [check_name(_name(t), "the globals file's GRANT") for t in tokens[1:to]]
+    end = next((i for i in range(to + 1, len(tokens)) if _keyword(tokens[i], "WITH") or _keyword(tokens[i], "GRANTED")),
+               len(tokens))
+    members = [check_name(_name(t), "the globals file's GRANT") for t in tokens[to + 1:end]]
+    options = [t[1].upper() for t in tokens[end:] if t[0] == "word"]
+    admin = "ADMIN" in options and (options[options.index("ADMIN") + 1:][:1] in (["OPTION"], ["TRUE"]))
+    for member in members:
+        if member in parsed.definitions:
+            definition = parsed.definitions[member]
+            added = tuple(Membership(role, admin) for role in roles)
+            parsed.definitions[member] = replace(definition, member_of=definition.member_of + added)
+
+
+def create_roles_from_globals(target_dsn: str, globals_sql: str | bytes, only: Iterable[str],
+                              allow_privileged: bool = False) -> RolesCreated:
+    """Create the roles in `only` that the target lacks, as the globals file defines them (with their
+    password hashes and memberships), through `create_roles`; privileged ones only with `allow_privileged`.
+    """
+    parsed = parse_globals(globals_sql)
+    wanted = sorted(set(only))
+    undefined = [name for name in wanted if name not in parsed.definitions]
+    result = create_roles(target_dsn, [parsed.definitions[name] for name in wanted if name in parsed.definitions],
+                          allow_privileged=allow_privileged,
+                          passwords={name: parsed.passwords[name] for name in wanted if name in parsed.passwords})
+    result.skipped += [f"{show_name(name)}: the globals file has no CREATE ROLE for it" for name in undefined]
+    result.skipped += [note for note in parsed.skipped if any(show_name(name) in note for name in wanted)]
     return result

@@ -23,15 +23,23 @@ from commands.restore.plan import RestorePlanMessage, RestoreRequest, build_plan
 from commands.restore.requests import submit_plan
 from state import approvals as request_state
 
-USAGE = """Usage:
-`/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--to SERVER] [--no-owner] [--dry-run]`
-`/restore --time "2026-11-29 14:04:00+00" [DB] [--into NEW_DB [--to SERVER]] [--dry-run]`  (point in time, pgBackRest)
-`/restore physical BACKUP_ID|LABEL|latest [DB] [--dry-run]`
-`/restore cancel REQUEST_ID`
-`/restore help`"""
+USAGE = (
+    "Usage:\n"
+    "`/restore BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into TARGET_DB] [--to SERVER] [--no-owner] "
+    "[--allow-privileged-roles] [--dry-run]`\n"
+    "`/restore --time \"2026-11-29 14:04:00+00\" [DB] [--into NEW_DB [--to SERVER] [--allow-privileged-roles]] [--dry-run]`"
+    "  (point in time, pgBackRest)\n"
+    "`/restore physical BACKUP_ID|LABEL|latest [DB] [--dry-run]`\n"
+    "`/restore cancel REQUEST_ID`\n"
+    "`/restore help`\n"
+    "Roles a restore creates are never given SUPERUSER, CREATEROLE, REPLICATION, BYPASSRLS or membership in "
+    "pg_execute_server_program, pg_read_server_files, pg_write_server_files, pg_read_all_data or pg_write_all_data "
+    "unless the request says `--allow-privileged-roles`."
+)
 
 FLAGS = {"--time": "str", "--tables": "str", "--jobs": "int", "--into": "str", "--to": "str", "--no-owner": "bool",
-         "--dry-run": "bool"}
+         "--dry-run": "bool", "--allow-privileged-roles": "bool"}
+ALLOW = "--allow-privileged-roles"
 
 
 @dataclass(frozen=True)
@@ -60,16 +68,20 @@ def parse_restore(text: str, services: Services):
                                   dry_run=bool(args.flags.get("--dry-run")))
     args = parse_args(text, FLAGS, USAGE)
     if "--time" in args.flags:
-        other = sorted(set(args.flags) - {"--time", "--dry-run", "--into", "--to"})
+        other = sorted(set(args.flags) - {"--time", "--dry-run", "--into", "--to", ALLOW})
         if other or len(args.words) > 1:
             raise UsageError(f"--time restores a whole cluster into a new data directory; it takes a database, "
-                             f"--into NEW_DB, --to SERVER and --dry-run, not "
+                             f"--into NEW_DB, --to SERVER, {ALLOW} and --dry-run, not "
                              f"{', '.join(other) or repr(' '.join(args.words))}\n{USAGE}")
+        if ALLOW in args.flags and "--into" not in args.flags:
+            raise UsageError(f"{ALLOW} with --time needs --into NEW_DB: roles are created only when the database "
+                             f"is copied into a new database\n{USAGE}")
         database = services.settings.database(args.words[0] if args.words else services.settings.default_database).name
         into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
         to = services.settings.target(str(args.flags["--to"])).name if "--to" in args.flags else None
         return PointInTimeRequest(database=database, target_time=parse_time(str(args.flags["--time"])), into=into,
-                                  to=to, dry_run=bool(args.flags.get("--dry-run")))
+                                  to=to, dry_run=bool(args.flags.get("--dry-run")),
+                                  allow_privileged_roles=bool(args.flags.get(ALLOW)))
     if len(args.words) > 2:
         raise UsageError(f"too many words: {' '.join(args.words[2:])!r}\n{USAGE}")
     backup = args.words[0].lstrip("#").lower()
@@ -80,8 +92,12 @@ def parse_restore(text: str, services: Services):
     jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", 1, 16, USAGE)
     into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
     to = services.settings.target(str(args.flags["--to"])).name if "--to" in args.flags else None
+    if ALLOW in args.flags and "--no-owner" in args.flags:
+        raise UsageError(f"{ALLOW} and --no-owner: --no-owner creates no roles, so there is nothing to allow; "
+                         f"drop one of the two\n{USAGE}")
     return RestoreRequest(backup=backup, database=database, tables=tables, jobs=jobs, into=into, to=to,
-                          no_owner=bool(args.flags.get("--no-owner")), dry_run=bool(args.flags.get("--dry-run")))
+                          no_owner=bool(args.flags.get("--no-owner")), dry_run=bool(args.flags.get("--dry-run")),
+                          allow_privileged_roles=bool(args.flags.get(ALLOW)))
 
 
 # ---------------------------------------------------------------- executing the command

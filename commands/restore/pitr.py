@@ -34,10 +34,10 @@ from commands.incident.audit import record_event
 from commands.pg import pgbackrest
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.cluster import free_port
-from commands.pg.globals import create_roles, missing_roles
 from commands.pg.restore import create_database, database_exists, drop_database, fetch_artifact, run_restore, scratch_dir
 from commands.pg.tools import pg_bin, with_dbname
 from commands.redact import describe_dsn, redact
+from commands.restore.roles import create_copy_roles, plan_copy_roles, planned_roles, role_lines
 from commands.restore.status import RequestMessage, request_message
 from commands.restore.verify import checks_text, verify_restored
 from commands.units import human_bytes, human_duration
@@ -75,6 +75,7 @@ class PointInTimeRequest:
     into: str | None = None  # a new database the restored data is copied into (then the copy goes)
     to: str | None = None  # the [targets.NAME] server of `into`
     dry_run: bool = False
+    allow_privileged_roles: bool = False  # roles created for `into` may be privileged (commands.restore.roles)
     permission = OPERATOR
 
 
@@ -113,6 +114,8 @@ class PointInTimePlan:
     into_target: str | None = None  # host:port/dbname of `into`, never credentials
     latest_archived: str | None = None
     kind: str = PITR
+    roles: tuple[dict, ...] = ()  # roles `into`'s server lacks, as approved (PlannedRole dicts)
+    allow_privileged_roles: bool = False
 
     needs_approval = True  # a copy of production data, restored from the archive: always approved
 
@@ -150,7 +153,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         record = find_physical_backup(services, request.database, request.backup or "latest")
         label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
         reason = f"backup set {label} to its consistent point (end of the backup)"
-    into_target = None
+    into_target, roles = None, ()
     if request.to and not request.into:
         raise UsageError("--to with --time needs --into NEW_DB: the database at that moment is copied into a new "
                          "database on that server")
@@ -160,6 +163,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
             raise UsageError(f"{request.into} already exists: --into with --time copies the database at that moment "
                              "into a NEW database, so nothing is replaced")
         into_target = describe_dsn(with_dbname(server_dsn, request.into))
+        roles = plan_copy_roles(dsn, server_dsn, request)
     datadir = RESTORE_ROOT / f"{request.database}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     return PointInTimePlan(
         database=request.database, stanza=cfg.stanza,
@@ -168,6 +172,8 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         lock_key=f"{request.database}:pitr", requested_by=actor.user, requested_at=iso(services.clock()),
         backup_id=record.id if record else None, latest_archived=latest, port=free_port(),
         into=request.into, server=request.to, into_target=into_target,
+        roles=roles,
+        allow_privileged_roles=request.allow_privileged_roles,
     )
 
 
@@ -189,8 +195,10 @@ class PointInTimeMessage(RequestMessage):
             f"Reachable: yes, {p.reachable}" + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
             f"Restores into: {p.target} (127.0.0.1), promoted when recovery reaches the target",
             *([f"Then copies {p.database}'s database from it into the new database {p.into_target}"
-               + (f" (target {p.server}; roles it lacks are created first)" if p.server else "")
+               + (f" (target {p.server})" if p.server else "")
                + ", verifies it, and stops and removes the copy"] if p.into else []),
+            *(role_lines(planned_roles(p.roles), p.allow_privileged_roles, f"{p.database}'s roles as they are now; "
+                         "the copy may need no others") if p.into else []),
             f"The running cluster of {p.database} is not touched: nothing is replaced. Replacing it is a "
             "separate step the bot does not take.",
             status, *self.steps,
@@ -308,10 +316,7 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
     try:
         with scratch_dir() as workdir:
             artifact = fetch_artifact(services.storage, record, Path(workdir))
-            missing = [d for d in record.role_definitions
-                       if d["name"] in set(missing_roles(server_dsn, record.roles))] if record.roles else []
-            if missing:
-                create_roles(server_dsn, missing)
+            create_copy_roles(services, plan, record, server_dsn, actor, row.id, step)
             create_database(server_dsn, plan.into)
             created = True
             run_restore(server_dsn, plan.into, record, artifact, Path(workdir),

@@ -18,9 +18,11 @@ from commands.pg.dump import FORMATS
 from commands.pg.globals import missing_roles
 from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
 from commands.pg.restore import artifact_decompressor, database_exists, verify_artifact
+from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
 from commands.restore.pitr import PITR, pitr_message
+from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
 from commands.restore.status import RequestMessage, request_message
 from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
@@ -42,6 +44,7 @@ class RestoreRequest:
     to: str | None = None  # a [targets.NAME] server instead of the database's own
     no_owner: bool = False
     dry_run: bool = False
+    allow_privileged_roles: bool = False  # create roles with SUPERUSER, pg_execute_server_program, ... (roles.py)
     permission = "operator"
 
 
@@ -155,6 +158,8 @@ class RestorePlan:
     no_owner: bool = False
     warnings: tuple[str, ...] = ()
     create_roles: tuple[str, ...] = ()  # roles the dump needs that the receiving server lacks
+    roles: tuple[dict, ...] = ()  # those roles as approved: PlannedRole dicts (attributes, memberships, flags)
+    allow_privileged_roles: bool = False
     provenance: str = ""  # how the bot knows the backup is its own (commands/backup/manifest.py)
 
     @property
@@ -218,7 +223,10 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
     target_dsn = with_dbname(dsn, target_dbname)
     server_version = check_server_versions(dsn, record)
     exists = database_exists(dsn, target_dbname)
-    create_roles = () if request.no_owner else roles_to_create(dsn, record)
+    planned = () if request.no_owner else roles_to_create(dsn, record)
+    refuse_privileged(planned, request.allow_privileged_roles, f"backup #{record.id}",
+                      f"target {request.to}" if request.to else f"{database}'s server",
+                      "restore with --no-owner, which creates no roles")
     if exists and not (tables or record.tables) and not request.jobs > 1:
         refuse_what_a_transaction_cannot_replace(target_dsn, target_dbname)
     if not exists:
@@ -245,23 +253,25 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
         safety_snapshot=exists, expected_seconds=expected_seconds(services, database, record.size),
         requested_by=actor.user, requested_at=iso(services.clock()),
         server=request.to, server_version=server_version, no_owner=request.no_owner, warnings=tuple(warnings),
-        create_roles=create_roles, provenance=provenance.text(),
+        create_roles=tuple(p.definition.name for p in planned), roles=tuple(p.to_dict() for p in planned),
+        allow_privileged_roles=request.allow_privileged_roles, provenance=provenance.text(),
     )
 
 
-def roles_to_create(dsn: str, record: BackupRecord) -> tuple[str, ...]:
-    """The roles the backup's objects are owned by or granted to that this server lacks: found before
-    anyone is asked, so a restore never fails half-way for a missing role."""
+def roles_to_create(dsn: str, record: BackupRecord) -> tuple[PlannedRole, ...]:
+    """The roles the backup's objects are owned by or granted to that this server lacks, from the
+    backup's definitions (checked field by field: the store may have been forged), each flagged with
+    what makes it privileged: found before anyone is asked, so a restore never fails half-way for one."""
     if not record.roles:
         return ()
     missing = missing_roles(dsn, record.roles)
-    defined = {d["name"] for d in record.role_definitions}
+    defined = {d.name: d for d in parse_definitions(record.role_definitions, f"backup #{record.id}")}
     undefined = [name for name in missing if name not in defined]
     if undefined:
-        raise UsageError(f"the target server lacks role(s) {', '.join(undefined)} and backup #{record.id} has no "
+        raise UsageError(f"the target server lacks role(s) {', '.join(map(show_name, undefined))} and backup #{record.id} has no "
                          "definition of them: create them first (the backup's globals file has them), or restore "
                          "with --no-owner")
-    return tuple(missing)
+    return tuple(plan_missing_roles(dsn, [defined[name] for name in missing]))
 
 
 def refuse_what_a_transaction_cannot_replace(target_dsn: str, target_dbname: str) -> None:
@@ -334,6 +344,13 @@ class RestorePlanMessage(RequestMessage):
         lines = [f"Server: target {p.server} (PostgreSQL {p.server_version})"] if p.server else []
         return lines + list(p.warnings)
 
+    def role_lines(self) -> list[str]:
+        p = self.plan
+        if p.create_roles and not p.roles:  # a plan stored before roles were listed with their attributes
+            return [f"Creates role(s) first: {', '.join(map(show_name, p.create_roles))} (from the backup's role definitions; "
+                    "they stay even if the restore fails)"]
+        return role_lines(planned_roles(p.roles), p.allow_privileged_roles, "the backup's role definitions")
+
     def safety_snapshot_text(self) -> str:
         return ("yes (custom format, catalogued as pre-restore)" if self.plan.safety_snapshot
                 else "no (the target is new)")
@@ -348,8 +365,7 @@ class RestorePlanMessage(RequestMessage):
             self.backup_line(),
             *([self.plan.provenance] if self.plan.provenance else []),
             *self.server_lines(),
-            *([f"Creates role(s) first: {', '.join(self.plan.create_roles)} (from the backup's role definitions; "
-               "they stay even if the restore fails)"] if self.plan.create_roles else []),
+            *self.role_lines(),
             f"Replaces: {self.plan.replaces}",
             f"How: {self.plan.method_text}" + (" · --no-owner: owners and privileges are not restored"
                                                 if self.plan.no_owner else ""),

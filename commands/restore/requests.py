@@ -41,9 +41,10 @@ def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Repl
     message_id = reply.post(message)
     request_state.set_message(services.store, row.id, message_id)
     record_event(services, "restore.requested", database=plan.database, actor=actor,
-                 text=f"Restore request #{row.id}: backup #{plan.backup_id or '?'} into {plan.target}",
+                 text=f"Restore request #{row.id}: backup #{plan.backup_id or '?'} into {plan.target}"
+                      + (" with --allow-privileged-roles" if plan.allow_privileged_roles else ""),
                  detail={"backup_id" if plan.kind == "logical" else "physical_backup_id": plan.backup_id,
-                         "request_id": row.id}, reply=reply)
+                         "request_id": row.id, "allow_privileged_roles": plan.allow_privileged_roles}, reply=reply)
     if needs_approval:
         if message_id:
             reply.react(message_id, access.approve_emoji)

@@ -19,7 +19,6 @@ from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
-from commands.pg.globals import create_roles
 from commands.pg.restore import (
     create_database,
     drop_database,
@@ -28,10 +27,12 @@ from commands.pg.restore import (
     scratch_dir,
     swap_databases,
 )
+from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
 from commands.restore.pitr import PITR, run_pitr_request
 from commands.restore.plan import NEW_DATABASE, SIDE_DATABASE, RestorePlan, plan_message
+from commands.restore.roles import planned_roles, record_privileged
 from commands.restore.verify import Check, check_health_url, checks_text, verify_restored
 from commands.units import human_duration
 from state import approvals as request_state
@@ -177,11 +178,16 @@ class RestoreRun:
         return checks
 
     def create_roles(self) -> None:
+        """From the approved plan's definitions; privileges are checked again against the server as it is."""
         started = time.monotonic()
-        wanted = set(self.plan.create_roles)
-        definitions = [d for d in self.record.role_definitions if d["name"] in wanted]
-        created = create_roles(self.dsn, definitions)
+        definitions = [p.definition for p in planned_roles(self.plan.roles)]
+        if not definitions:  # a plan stored before it held the definitions: the backup's, for the names it lists
+            wanted = set(self.plan.create_roles)
+            definitions = [d for d in parse_definitions(self.record.role_definitions, f"backup #{self.record.id}")
+                           if d.name in wanted]
+        created = create_roles(self.dsn, definitions, allow_privileged=self.plan.allow_privileged_roles)
         self.step("roles", time.monotonic() - started, created.summary())
+        record_privileged(self.services, self.plan.database, self.actor, self.row.id, created)
 
     def verify_and_swap(self, health_url: str | None) -> list[Check] | None:
         """Rows and constraints are checked on the side database, before anything is replaced; the app's
