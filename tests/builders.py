@@ -57,6 +57,15 @@ def make_console(settings: Settings, user: str = "U0OPS", **overrides) -> Consol
     return Console(services, user=user, channel="C0OPS", files_dir=files, plays_slack_users=True)
 
 
+def resign_manifest(console: Console, backup_id: int) -> None:
+    """Write the backup's manifest again from its catalog row, signed with the suite's key: for tests that change a
+    catalog row to model what the bot itself would have recorded (a local store)."""
+    store, settings = console.services.store, console.services.settings
+    record = get_backup(store, backup_id)
+    root = Path(settings.storage_url.removeprefix("file://"))
+    (root / record.manifest_key).write_bytes(manifest_bytes(record, settings.signing))
+
+
 def store_as_if_pg_dump_wrote(console: Console, backup_id: int, data: bytes) -> None:
     """Replace a local backup's artifact with `data` as if pg_dump had produced it: the catalog's sha256
     and the signed manifest describe the new bytes, so only what happens at restore time can fail."""
@@ -66,7 +75,7 @@ def store_as_if_pg_dump_wrote(console: Console, backup_id: int, data: bytes) -> 
     (root / record.key).write_bytes(data)
     with store.db() as db:
         db.execute("UPDATE backups SET sha256 = ? WHERE id = ?", [hashlib.sha256(data).hexdigest(), backup_id])
-    (root / record.manifest_key).write_bytes(manifest_bytes(get_backup(store, backup_id), settings.signing))
+    resign_manifest(console, backup_id)
 
 
 class FakeClock:

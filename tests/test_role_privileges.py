@@ -17,7 +17,7 @@ from commands.pg.globals import create_roles_from_globals
 from commands.pg.roles import PrivilegedRoleError
 from state import approvals as request_state
 from state import incidents as incident_state
-from tests.builders import make_console, make_settings
+from tests.builders import make_console, make_settings, resign_manifest
 from tests.fix_pgbackrest import server_now
 from tests.test_restore import approve, message_id
 
@@ -154,13 +154,15 @@ def test_the_plan_lists_each_role_with_its_attributes_and_memberships(tmp_path, 
 
 
 def forge_roles(console, definitions: list[dict]) -> None:
-    """What someone who can write the backup store could make the catalog say (a rebuilt catalog
-    reads the manifests there): extra roles the backup 'needs', with definitions of their choosing."""
+    """Role definitions the bot itself signed, of its choosing: the catalog and the signed manifest agree, as they
+    would for a production database whose roles have such names or attributes (or a leaked signing key). The
+    signature is not what stops them: the role rules are, which these tests are about."""
     with console.services.store.db() as db:
         row = next(iter(db.query("SELECT roles, role_definitions FROM backups WHERE id = 1")))
         roles = json.loads(row["roles"]) + [d["name"] for d in definitions]
         db.execute("UPDATE backups SET roles = ?, role_definitions = ? WHERE id = 1",
                    [json.dumps(roles), json.dumps(json.loads(row["role_definitions"]) + definitions)])
+    resign_manifest(console, 1)
 
 
 def definition(name: str, **values) -> dict:
