@@ -96,6 +96,7 @@ class AlertsConfig:
 @dataclass(frozen=True)
 class Settings:
     state_path: str = "backupbot.db"
+    scratch_dir: str | None = None  # [state] private folder for restore files; None: `scratch` beside state_path
     storage_url: str = "file://./backups"
     encrypt_to: tuple[str, ...] = ()  # [storage] age public keys (age1…) every artifact is encrypted to
     identity_file: str | None = None  # [storage] the age private key file, read only to restore or drill
@@ -178,6 +179,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
     databases = _databases(raw, env)
     return Settings(
         state_path=_str(state, "state.path", "path", "backupbot.db"),
+        scratch_dir=_str(state, "state.scratch_dir", "scratch_dir", None),
         storage_url=_str(storage, "storage.url", "url", "file://./backups"),
         encrypt_to=_age_recipients(storage),
         identity_file=_str(storage, "storage.identity_file", "identity_file", None),

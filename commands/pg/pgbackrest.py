@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from commands.errors import BackupbotError, ConfigError
-from commands.pg.cluster import conf_quote, free_port
+from commands.pg.cluster import free_port
 from commands.pg.tools import last_lines, pg_bin
 from commands.redact import redact
 
@@ -503,7 +502,6 @@ class RestoredCluster:
     host: str
     user: str
     password: str | None = field(repr=False)
-    socket_dir: Path
     log_path: Path
     run_as: str | None
     target_time: datetime | None
@@ -532,7 +530,6 @@ class RestoredCluster:
     def stop_and_remove(self) -> None:
         self.stop()
         shutil.rmtree(self.datadir, ignore_errors=True)
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
         self.log_path.unlink(missing_ok=True)
 
 
@@ -557,7 +554,7 @@ def restore_args(cfg: PgBackRestConfig, datadir: Path, target_time: datetime | N
     return args
 
 
-def _write_local_settings(datadir: Path, port: int, socket_dir: Path, owner: str | None) -> None:
+def _write_local_settings(datadir: Path, port: int, owner: str | None) -> None:
     auto = datadir / "postgresql.auto.conf"
     text = auto.read_text() if auto.exists() else ""
     text = text.split(_MARK, 1)[0].rstrip("\n")
@@ -566,7 +563,7 @@ def _write_local_settings(datadir: Path, port: int, socket_dir: Path, owner: str
         _MARK,
         "listen_addresses = '127.0.0.1'",
         f"port = {port}",
-        f"unix_socket_directories = {conf_quote(str(socket_dir))}",
+        "unix_socket_directories = ''",  # TCP on 127.0.0.1 only: no socket file in a shared folder
         "archive_mode = off",
         "archive_command = ''",
         "hot_standby = on",
@@ -628,16 +625,14 @@ def restore_to_new_datadir(cfg: PgBackRestConfig, target_time: datetime | None, 
     datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
     datadir.chmod(0o700)
     _chown(datadir, owner)
-    socket_dir = Path(tempfile.mkdtemp(prefix="backupbot-rs-", dir="/tmp"))
-    _chown(socket_dir, owner)
     log_path = datadir / "backupbot-restore.log"
     restored = RestoredCluster(datadir=datadir, port=port or free_port(), host="127.0.0.1", user=cfg.pg_user,
-                               password=cfg.password, socket_dir=socket_dir, log_path=log_path, run_as=owner,
+                               password=cfg.password, log_path=log_path, run_as=owner,
                                target_time=target_time, set_label=set_label)
     try:
         run_pgbackrest(cfg, restore_args(cfg, datadir, target_time, set_label), timeout=timeout)
         for attempt in range(_START_ATTEMPTS):
-            _write_local_settings(datadir, restored.port, socket_dir, owner)
+            _write_local_settings(datadir, restored.port, owner)
             logged = log_path.stat().st_size if log_path.exists() else 0
             result = _run_as([_pg_ctl(), "-D", str(datadir), "-l", str(log_path), "-w", "-t", str(int(start_timeout)),
                               "start"], owner, start_timeout + 30)

@@ -10,7 +10,6 @@ is reachable (after the end of some backup, and archived: WAL is switched on the
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -31,7 +30,7 @@ from commands.chat.job_slots import queued_text
 from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
 from commands.errors import AlreadyRunningError, BackupbotError, NotFoundError, UsageError
 from commands.incident.audit import record_event
-from commands.pg import pgbackrest
+from commands.pg import pgbackrest, scratch
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.cluster import free_port
 from commands.pg.globals import create_roles, missing_roles
@@ -53,7 +52,6 @@ from state.physical_backups import (
 from state.store import iso
 
 PITR = "pitr"
-RESTORE_ROOT = Path("/var/tmp/backupbot-restores")  # reachable by the postgres user (the cluster's owner)
 
 
 def parse_time(text: str) -> datetime:
@@ -160,7 +158,8 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
             raise UsageError(f"{request.into} already exists: --into with --time copies the database at that moment "
                              "into a NEW database, so nothing is replaced")
         into_target = describe_dsn(with_dbname(server_dsn, request.into))
-    datadir = RESTORE_ROOT / f"{request.database}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    scratch.check_reachable(services.settings, cfg.run_as())  # the restored cluster's owner must reach its folder
+    datadir = scratch.job_path(services.settings, "pitr", request.database)
     return PointInTimePlan(
         database=request.database, stanza=cfg.stanza,
         target_time=request.target_time.isoformat() if request.target_time else None,
@@ -253,6 +252,8 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         if plan.into:
             copy_into_new_database(services, plan, restored, row, actor, thread, step)
             restored.stop_and_remove()
+        else:  # the copy stays up for the user: kept by clean_scratch at start
+            scratch.keep(restored.datadir)
         # the incident's data-loss window is measured from the recovery target, not from a dump's time
         record_event(services, "restore.verified", database=plan.database, actor=actor,
                      text=f"Restore request #{row.id} verification passed (point in time)",
@@ -306,7 +307,7 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
     record = status.record
     created = False
     try:
-        with scratch_dir() as workdir:
+        with scratch_dir(services.settings) as workdir:
             artifact = fetch_artifact(services.storage, record, Path(workdir))
             missing = [d for d in record.role_definitions
                        if d["name"] in set(missing_roles(server_dsn, record.roles))] if record.roles else []
@@ -341,26 +342,18 @@ def _fail(services, row, plan, thread, job, result, reason, update, actor) -> di
     return result
 
 
-def remove_restored_copy(plan: PointInTimePlan) -> list[str]:
+def remove_restored_copy(services: Services, plan: PointInTimePlan) -> list[str]:
     """Stop and remove the copy an interrupted point-in-time restore had started (never the live cluster:
-    only the request's own new data directory under RESTORE_ROOT)."""
-    datadir = Path(plan.datadir)
-    if not datadir.exists() or RESTORE_ROOT not in datadir.parents:
+    only the request's own job folder in this instance's scratch root)."""
+    if not scratch.remove_job(services.settings, Path(plan.datadir)):
         return []
-    argv = [pg_bin("pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
-    if (datadir / "postmaster.pid").exists():
-        subprocess.run(argv, capture_output=True, timeout=120)
-    shutil.rmtree(datadir, ignore_errors=True)
-    return [f"stopped and removed the half-restored copy in {datadir}"]
+    return [f"stopped and removed the half-restored copy in {plan.datadir}"]
 
 
 def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) -> pgbackrest.RestoredCluster:
     cfg = engine_config(services.settings, plan.database)
     target = datetime.fromisoformat(plan.target_time) if plan.target_time else None
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    datadir.parent.chmod(0o711)  # the cluster's owner (postgres) must pass through, nobody may list it
+    scratch.make_job_dir(services.settings, datadir, owner=cfg.run_as())  # 0700, the cluster owner's
     port = plan.port if plan.port and port_is_free(plan.port) else None  # None: pgBackRest's restore picks one
     return pgbackrest.restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir, port)
 
@@ -434,7 +427,7 @@ def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor:
                                        actor.channel, detail={"physical_backup_id": record.id})
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(f"a drill of {request.database} is already running (#{busy.job.id})") from None
-    datadir = RESTORE_ROOT / f"drill-{request.database}-{record.id}-{secrets.token_hex(3)}"
+    datadir = scratch.job_path(services.settings, "drill", request.database, str(record.id))
     plan = PointInTimePlan(database=request.database, stanza=record.stanza, target_time=None, backup_label=record.label,
                            backup_stopped=record.stopped_at or record.created_at, wal_range=record.wal_range,
                            reachable="drill", lock_key="", requested_by=actor.user, requested_at=iso(services.clock()),
