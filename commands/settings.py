@@ -144,6 +144,7 @@ class Settings:
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
         values += [db.url for db in self.databases.values()] + [t.url for t in self.targets.values()]
         values += [self.alerts.webhook_url] + [db.heartbeat_url for db in self.databases.values()]  # URLs carry tokens
+        values.append(self.health.metrics_token)
         return [v for v in values if v]
 
 
@@ -194,7 +195,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
         jobs=_jobs(_table(raw, "jobs")),
         schedules=parse_schedules(_table(raw, "schedules"), databases),
         retention=parse_retention(_table(raw, "retention"), databases),
-        health=parse_health(_table(raw, "health")),
+        health=parse_health(_table(raw, "health"), env),
         incidents=parse_incidents(_table(raw, "incidents")),
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
