@@ -435,6 +435,7 @@ class Reachability:
     reason: str
     backup: PhysicalBackup | None = None       # the backup set a restore would start from
     latest: datetime | None = None             # the newest archived point
+    known: bool = True                         # False: it hangs on WAL not archived yet (checked without a switch)
 
     def __bool__(self) -> bool:
         return self.reachable
@@ -450,7 +451,9 @@ def time_reachable(cfg: PgBackRestConfig, t: datetime, dsn: str | None = None, *
                    timeout: float = 60) -> Reachability:
     """Whether a restore can reach time `t`: at or after the end of some backup, and no later than
     the newest archived point. With `dsn` (the live server) WAL is switched first (`switch`) and
-    pg_stat_archiver gives that point; without it, the newest backup's end is the only known point."""
+    pg_stat_archiver gives that point; without it, the newest backup's end is the only known point.
+    Without `switch` (a dry run, which writes nothing to the server) a time after the last archived
+    segment but not in the future is reachable only if the live segment gets archived: `known` is False."""
     t = _aware(t)
     backups = [b for b in info(cfg) if not b.error]
     if not backups:
@@ -464,6 +467,11 @@ def time_reachable(cfg: PgBackRestConfig, t: datetime, dsn: str | None = None, *
     if dsn is not None:
         status = force_archive(dsn, timeout=timeout) if switch else archiver_status(dsn)
         latest = status.last_archived_time
+        if not switch and (latest is None or t > latest) and t <= status.server_now and status.archiving:
+            shown = latest.isoformat() if latest else "nothing yet"
+            return Reachability(True, f"from backup {chosen.label}, WAL {chosen.wal_start} onwards, once the WAL after "
+                                f"the last archived segment (archived at {shown}) is archived: it is still in the live "
+                                "server's current segment, and a dry run does not switch WAL", chosen, latest, known=False)
     else:
         latest = max(b.stopped for b in backups)
     if latest is None or t > latest:

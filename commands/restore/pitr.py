@@ -111,6 +111,7 @@ class PointInTimePlan:
     into_target: str | None = None  # host:port/dbname of `into`, never credentials
     latest_archived: str | None = None
     kind: str = PITR
+    reach_known: bool = True  # False: a dry run, which switches no WAL, could not know
 
     needs_approval = True  # a copy of production data, restored from the archive: always approved
 
@@ -137,17 +138,18 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
     dsn = services.settings.database(request.database).require_url()
     latest = None
     if request.target_time is not None:
-        reach = pgbackrest.time_reachable(cfg, request.target_time, dsn=dsn)
+        # a dry run only reads (pg_stat_archiver, pgbackrest info): no marker commit, no WAL switch
+        reach = pgbackrest.time_reachable(cfg, request.target_time, dsn=dsn, switch=not request.dry_run)
         if not reach.reachable:
             raise UsageError(f"{request.database} cannot be restored to {request.target_time.isoformat()}: {reach.reason}")
-        chosen, reason = reach.backup, reach.reason
+        chosen, reason, known = reach.backup, reach.reason, reach.known
         latest = reach.latest.isoformat() if reach.latest else None
         record = get_physical_backup_by_label(services.store, request.database, chosen.label)
         label, stopped, wal = chosen.label, chosen.stopped.isoformat(), chosen.wal_range
     else:
         record = find_physical_backup(services, request.database, request.backup or "latest")
         label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
-        reason = f"backup set {label} to its consistent point (end of the backup)"
+        reason, known = f"backup set {label} to its consistent point (end of the backup)", True
     into_target = None
     if request.to and not request.into:
         raise UsageError("--to with --time needs --into NEW_DB: the database at that moment is copied into a new "
@@ -166,7 +168,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         backup_label=label, backup_stopped=stopped, wal_range=wal, reachable=reason, datadir=str(datadir),
         lock_key=f"{request.database}:pitr", requested_by=actor.user, requested_at=iso(services.clock()),
         backup_id=record.id if record else None, latest_archived=latest, port=free_port(),
-        into=request.into, server=request.to, into_target=into_target,
+        into=request.into, server=request.to, into_target=into_target, reach_known=known,
     )
 
 
@@ -185,7 +187,8 @@ class PointInTimeMessage(RequestMessage):
         lines = [
             f"*{self.title}* by <@{p.requested_by}>: point-in-time restore of {p.database} {to}",
             f"Backup set: {p.backup_label} (pgBackRest stanza {p.stanza}, ended {p.backup_stopped}) · WAL {p.wal_range}",
-            f"Reachable: yes, {p.reachable}" + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
+            f"Reachable: {'yes' if p.reach_known else 'not known yet'}, {p.reachable}"
+            + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
             f"Restores into: {p.target} (127.0.0.1), promoted when recovery reaches the target",
             *([f"Then copies {p.database}'s database from it into the new database {p.into_target}"
                + (f" (target {p.server}; roles it lacks are created first)" if p.server else "")
