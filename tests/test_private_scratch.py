@@ -109,6 +109,10 @@ def test_a_scratch_folder_others_could_tamper_with_stops_the_bot_at_start(tmp_pa
         assert result.returncode == 2, result
         assert f"backupbot: the scratch folder {scratch} ([state] scratch_dir) {why}" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+        check = subprocess.run([sys.executable, "-m", "bot.cli", "check", "--config", str(tmp_path / "bot.toml")],
+                               capture_output=True, text=True, timeout=60,
+                               env={"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+        assert check.returncode == 1 and f"FAIL scratch: the scratch folder {scratch}" in check.stdout, check.stdout
     assert list(elsewhere.iterdir()) == [] and list(theirs.iterdir()) == []
     private = tmp_path / "private"
     assert start_with_scratch(tmp_path, private).returncode == 0

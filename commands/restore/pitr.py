@@ -276,7 +276,7 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         result.update(ok=True, restore_seconds=round(seconds, 3), port=restored.port, datadir=str(restored.datadir))
         where = f"on 127.0.0.1:{restored.port}"
         note = (f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); connect with the "
-                "database's own credentials. Stop it with `pg_ctl -D DATADIR stop` when done.")
+                "database's own credentials. When done, stop it (`pg_ctl -D DATADIR stop`) and remove DATADIR and DATADIR.keep.")
     request_state.set_result(services.store, row.id, request_state.SUCCEEDED, result)
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
     update(note=note)
