@@ -4,13 +4,15 @@ An operator restores an encrypted backup; while the restore runs, the decrypted,
 archive sits in a 0700 folder under `scratch` beside the state database, 0600, and nowhere in the
 shared /tmp. The bot is killed mid-restore; at the next start the leftover is gone. A scratch folder
 that is a symlink, someone else's or writable by others stops the bot at start with a clear message.
-A point-in-time copy runs from a folder of its own there, the cluster owner's, and outlives a restart.
+A point-in-time copy runs from a folder of its own there, the cluster owner's, and outlives a restart;
+a copy a killed drill left running is stopped and removed at the next start.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import socket
 import stat
 import subprocess
 import sys
@@ -142,3 +144,25 @@ def test_a_point_in_time_copy_runs_from_its_own_private_folder_and_outlives_a_re
             assert conn.execute("SHOW unix_socket_directories").fetchone()[0] == ""  # no socket in a shared /tmp
     finally:
         stop_restored(datadir)
+
+
+def test_a_copy_left_running_by_a_killed_drill_is_stopped_and_removed_at_start(tmp_path, pgbackrest_setup):
+    from commands.pg import pgbackrest, scratch
+
+    dsn = pgbackrest_setup.create_database("scratch_killed")
+    console = pitr_console(tmp_path, pgbackrest_setup, dsn)
+    settings = console.services.settings
+    label = pgbackrest_setup.first_backup.label
+    console.services.close()
+    # what a drill killed half-way leaves: its restored cluster running from a job folder
+    job = scratch.make_job_dir(settings, scratch.job_path(settings, "drill", "main", "1"), owner=pgbackrest_setup.cfg.run_as())
+    leftover = pgbackrest.restore_to_new_datadir(pgbackrest_setup.cfg, None, label, job)
+    try:
+        with psycopg.connect(leftover.dsn(), connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        pitr_console(tmp_path, pgbackrest_setup, dsn)  # the next start
+        assert not job.exists() and list(job.parent.iterdir()) == []
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", leftover.port)) != 0  # the server is gone, not orphaned
+    finally:
+        leftover.stop_and_remove()
