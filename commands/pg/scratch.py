@@ -77,7 +77,10 @@ def job_path(settings, kind: str, *names: str) -> Path:
 def _user_ids(user: str | None) -> tuple[int, int] | None:
     if not user:
         return None
-    entry = pwd.getpwnam(user)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"there is no OS user {user!r} to run restored clusters as") from None
     return (entry.pw_uid, entry.pw_gid) if entry.pw_uid != os.geteuid() else None
 
 
@@ -90,7 +93,10 @@ def check_reachable(settings, user: str | None) -> None:
     groups = set(os.getgrouplist(user, ids[1]))
     root = scratch_root(settings)
     for folder in reversed(root.parents):
-        info = os.stat(folder)
+        try:
+            info = os.stat(folder)
+        except FileNotFoundError:  # created 0700 by ensure_root, and checked again once it exists
+            break
         bit = stat.S_IXUSR if info.st_uid == ids[0] else stat.S_IXGRP if info.st_gid in groups else stat.S_IXOTH
         if not info.st_mode & bit:
             raise ConfigError(f"the {user} user, which runs restored clusters, cannot pass through {folder} "
