@@ -4,7 +4,9 @@ pgBackRest does the physical work; the bot plans, asks, runs, verifies and recor
 into a NEW data directory on a free port, so nothing is destroyed and approvers agree to a copy:
 the running cluster is never touched. Replacing the live cluster is not something the bot does.
 Before anyone is asked, the plan names the backup set and WAL range, and says whether the time
-is reachable (after the end of some backup, and archived: WAL is switched on the live server).
+is reachable (after the end of some backup, and archived: WAL is switched on the live server; a
+dry run writes nothing there, so it reads pg_stat_archiver and says what it could not know). The new
+data directory is a job folder in the instance's private scratch (commands.pg.scratch).
 """
 
 from __future__ import annotations
