@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
     run.add_argument("--health-port", type=int, default=None,
                      help="also serve /healthz and /metrics on this port (for Socket Mode, which has no HTTP server)")
+    run.add_argument("--health-host", default="127.0.0.1",
+                     help="the address the health port binds (default 127.0.0.1: /metrics is not for the world)")
     run.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("BACKUPBOT_LOG_FORMAT", "text"),
                      help="json: one JSON object per line, redacted like the text logs")
     check = sub.add_parser("check", help="preflight: config, databases, pg_dump, storage, Slack")

@@ -34,6 +34,7 @@ def run_preflight(config_path: str | None = None, out=None) -> int:
     results.extend(check_databases(settings))
     results.extend(check_pgbackrest(settings))
     results.append(check_storage(settings))
+    results.append(check_scratch(settings))
     if settings.slack_bot_token:
         results.append(check_slack(settings))
         results.extend(check_channels(settings))
@@ -160,6 +161,25 @@ def check_storage(settings: Settings) -> tuple[bool, str]:
         return True, f"storage {storage.url}: writable (write, read back, delete)"
     except BackupbotError as exc:
         return False, f"storage {settings.storage_url}: {exc}"
+
+
+def check_scratch(settings: Settings) -> tuple[bool, str]:
+    """Restore inputs in the clear and point-in-time copies go to the private scratch folder: said now,
+    not during an incident, when it is someone else's, a symlink, open to others, or out of reach of
+    the OS user restored clusters run as."""
+    import os
+
+    from commands.pg.scratch import check_reachable, ensure_root
+
+    try:
+        root = ensure_root(settings)
+        for db in settings.databases.values():
+            if db.pgbackrest is not None:
+                check_reachable(settings, engine_config(settings, db.name, write=False).run_as())
+        mode = os.stat(root).st_mode & 0o777
+    except (BackupbotError, OSError) as exc:
+        return False, f"scratch: {redact(str(exc), settings.secrets())}"
+    return True, f"scratch {root}: private to this bot (mode {mode:04o})"
 
 
 def check_slack(settings: Settings) -> tuple[bool, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import sqlite3
 import stat
@@ -183,11 +185,25 @@ def metrics_registry(health: BotHealth):
     return registry
 
 
-def make_ops_app(health: BotHealth, fallback=None):
-    """/healthz and /metrics; anything else goes to `fallback` (or 404)."""
+def metrics_refusal(environ, token: str | None, public: bool) -> tuple[str, bytes] | None:
+    """Why this /metrics request gets nothing (status line, body), or None to serve it. On the public
+    Slack port /metrics does not exist without a configured token; with one, every port asks for it."""
+    if token is None:
+        return ("404 Not Found", b"not found\n") if public else None
+    scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return None
+    log.info("refused /metrics without the right bearer token")
+    return "401 Unauthorized", b"/metrics needs Authorization: Bearer TOKEN ([health] metrics_token_env)\n"
+
+
+def make_ops_app(health: BotHealth, fallback=None, public: bool = False):
+    """/healthz and /metrics; anything else goes to `fallback` (or 404). `public`: the port Slack
+    reaches from the internet, where /metrics answers only to the configured bearer token."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     registry = metrics_registry(health)
+    token = health.services.settings.health.metrics_token
 
     def ops(environ, start_response):
         path = environ.get("PATH_INFO")
@@ -203,6 +219,11 @@ def make_ops_app(health: BotHealth, fallback=None):
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
         if path == "/metrics":
+            refused = metrics_refusal(environ, token, public)
+            if refused is not None:
+                extra = [("WWW-Authenticate", 'Bearer realm="metrics"')] if refused[0].startswith("401") else []
+                start_response(refused[0], [("Content-Type", "text/plain"), *extra])
+                return [refused[1]]
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
             return [generate_latest(registry)]
         if fallback is not None:
@@ -214,8 +235,13 @@ def make_ops_app(health: BotHealth, fallback=None):
 
 
 def serve_health_port(health: BotHealth, host: str, port: int):
-    """A small HTTP listener with /healthz and /metrics (Socket Mode has no HTTP server of its own)."""
+    """A small HTTP listener with /healthz and /metrics (Socket Mode has no HTTP server of its own).
+    `backupbot run` binds it to 127.0.0.1 unless --health-host says otherwise."""
     import waitress.server
+
+    if health.services.settings.health.metrics_token is None and not _loopback(host):
+        log.warning("the health port on %s serves /metrics to anyone who reaches it: set [health] "
+                    "metrics_token_env, or keep it on 127.0.0.1", host)
 
     server = waitress.server.create_server(make_ops_app(health), host=host, port=port, threads=2,
                                            max_request_body_size=MAX_BODY + 1, ident="backupbot")
@@ -223,6 +249,13 @@ def serve_health_port(health: BotHealth, host: str, port: int):
     thread.start()
     log.info("serving /healthz and /metrics on %s:%s", host, server.effective_port)
     return server
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _run_quietly(server) -> None:
@@ -233,8 +266,8 @@ def _run_quietly(server) -> None:
 
 
 def make_wsgi_app(bolt_app, health: BotHealth | None = None):
-    """Bolt's WSGI adapter at /slack/events, plus /healthz and /metrics. `wsgi.health` is the check
-    (tests and `serve` attach the scheduler to it)."""
+    """Bolt's WSGI adapter at /slack/events, plus /healthz, and /metrics for the bearer token only
+    (this port faces the internet). `wsgi.health` is the check (tests and `serve` attach the scheduler to it)."""
     handler = SlackRequestHandler(bolt_app, path=SLACK_PATH)
     if health is None:
         health = BotHealth(bolt_app.services, getattr(bolt_app.client, "call_status", None))
@@ -259,7 +292,7 @@ def make_wsgi_app(bolt_app, health: BotHealth | None = None):
             start_response("400 Bad Request", [("Content-Type", "text/plain")])
             return [b"malformed request\n"]
 
-    wsgi = make_ops_app(health, fallback=slack)
+    wsgi = make_ops_app(health, fallback=slack, public=True)
     wsgi.health = health
     return wsgi
 
@@ -286,7 +319,7 @@ def serve(args) -> int:
     health = BotHealth(app.services, client.call_status, scheduler, require_scheduler=True)
     health_server = None
     if getattr(args, "health_port", None) is not None:
-        health_server = serve_health_port(health, args.host, args.health_port)
+        health_server = serve_health_port(health, getattr(args, "health_host", "127.0.0.1"), args.health_port)
     try:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler

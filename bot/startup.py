@@ -1,4 +1,5 @@
-"""What happens once when the bot (or the console) starts: the instance lock, state, storage, interrupted jobs."""
+"""What happens once when the bot (or the console) starts: the instance lock, state, storage, interrupted jobs,
+and what killed jobs left in the private scratch folder."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from bot.logs import register_secrets
 from commands.chat.context import Services, build_services
 from commands.chat.reply import Notice, Reply
+from commands.pg.scratch import clean_scratch
 from commands.restore.requests import clean_up_interrupted
 from commands.settings import Settings
 from state.approvals import mark_interrupted_requests
@@ -18,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def start_services(settings: Settings, **overrides) -> Services:
     """Take the state database's instance lock, open state and storage; every job left `running` by a
-    previous process becomes `interrupted` and its partial files go.
+    previous process becomes `interrupted`, and its partial files and scratch files go.
 
     Raises InstanceLockedError while another backupbot (or another Services in this process) holds
     the same state database: its jobs are alive, not interrupted. `services.close()` lets go.
@@ -36,6 +38,8 @@ def start_services(settings: Settings, **overrides) -> Services:
     services.instance_lock = lock
     services.interrupted_jobs = mark_interrupted_jobs(services.store)
     for line in clean_up_interrupted(services, mark_interrupted_requests(services.store)):
+        log.warning("after a restart: %s", line)
+    for line in clean_scratch(settings):  # after the interrupted restores stopped the clusters they started
         log.warning("after a restart: %s", line)
     for job in services.interrupted_jobs:
         log.warning("%s #%s of %s was interrupted by a restart", job.kind, job.id, job.database)

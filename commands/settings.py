@@ -99,6 +99,7 @@ class AlertsConfig:
 @dataclass(frozen=True)
 class Settings:
     state_path: str = "backupbot.db"
+    scratch_dir: str | None = None  # [state] private folder for restore files; None: `scratch` beside state_path
     storage_url: str = "file://./backups"
     encrypt_to: tuple[str, ...] = ()  # [storage] age public keys (age1…) every artifact is encrypted to
     identity_file: str | None = None  # [storage] the age private key file, read only to restore or drill
@@ -148,6 +149,7 @@ class Settings:
         values += [db.url for db in self.databases.values()] + [t.url for t in self.targets.values()]
         values += [self.alerts.webhook_url] + [db.heartbeat_url for db in self.databases.values()]  # URLs carry tokens
         values += [key.text for key in self.signing.keys]
+        values.append(self.health.metrics_token)
         return [v for v in values if v]
 
 
@@ -183,6 +185,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
     databases = _databases(raw, env)
     return Settings(
         state_path=_str(state, "state.path", "path", "backupbot.db"),
+        scratch_dir=_str(state, "state.scratch_dir", "scratch_dir", None),
         storage_url=_str(storage, "storage.url", "url", "file://./backups"),
         encrypt_to=_age_recipients(storage),
         identity_file=_str(storage, "storage.identity_file", "identity_file", None),
@@ -198,7 +201,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
         jobs=_jobs(_table(raw, "jobs")),
         schedules=parse_schedules(_table(raw, "schedules"), databases),
         retention=parse_retention(_table(raw, "retention"), databases),
-        health=parse_health(_table(raw, "health")),
+        health=parse_health(_table(raw, "health"), env),
         incidents=parse_incidents(_table(raw, "incidents")),
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,

@@ -1,19 +1,24 @@
-"""[health]: the /db-health thresholds and timeouts, parsed once when the config loads.
+"""[health]: the /db-health thresholds and timeouts, and who may read /metrics, parsed once when the config loads.
 
 ```toml
 [health]
 rpo_hours = 24
 connect_timeout_seconds = 5
 statement_timeout_ms = 5000
+metrics_token_env = "BACKUPBOT_METRICS_TOKEN"   # /metrics on the Slack port needs `Authorization: Bearer TOKEN`
 ```
 
-Every key is a number >= 0; an unknown key or a bad value is a ConfigError naming the key.
+/metrics names every database, its backups' sizes and times, and failures: an attacker's map. So the
+public Slack port serves it only to a scraper that presents the bearer token, and the token, a
+secret, comes from the environment variable the file names, never from the file itself. Every other
+key is a number >= 0; an unknown key or a bad value is a ConfigError naming the key.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from commands.errors import ConfigError
 
@@ -34,6 +39,8 @@ class HealthSettings:
     growth_warn_pct: float = 20
     drill_warn_days: float = 8
     archive_rpo_minutes: float = 15  # an archived database breaches its RPO when no WAL was archived for this long
+    metrics_token_env: str | None = None  # names the variable holding the bearer token /metrics asks for
+    metrics_token: str | None = field(default=None, repr=False, compare=False)  # its value, from the environment
 
     def connect_options(self) -> dict:
         """psycopg.connect keywords that bound how long a health query can take."""
@@ -41,14 +48,28 @@ class HealthSettings:
                 "options": f"-c statement_timeout={int(self.statement_timeout_ms)} -c lock_timeout=1000"}
 
 
-HEALTH_KEYS = tuple(sorted(f.name for f in fields(HealthSettings)))
+HEALTH_KEYS = tuple(sorted(f.name for f in fields(HealthSettings) if f.name != "metrics_token"))
+MIN_TOKEN_LENGTH = 16  # a guessable token would be no better than none
 
 
-def parse_health(table: Mapping) -> HealthSettings:
+def parse_health(table: Mapping, env: Mapping[str, str] | None = None) -> HealthSettings:
     unknown = sorted(set(table) - set(HEALTH_KEYS))
     if unknown:
         raise ConfigError(f"health.{unknown[0]}: unknown key (known: {', '.join(HEALTH_KEYS)})")
-    for key, value in table.items():
+    numbers = {key: value for key, value in table.items() if key != "metrics_token_env"}
+    for key, value in numbers.items():
         if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"health.{key}: expected a number >= 0, got {value!r}")
-    return HealthSettings(**table)
+    name = table.get("metrics_token_env")
+    if name is None:
+        return HealthSettings(**numbers)
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        raise ConfigError(f"health.metrics_token_env: expected the name of an environment variable, got {name!r}")
+    token = (env or {}).get(name) or ""
+    if not token.strip():
+        raise ConfigError(f"health.metrics_token_env: environment variable {name} is not set (the bearer token "
+                          "/metrics asks for)")
+    if len(token.strip()) < MIN_TOKEN_LENGTH or token != token.strip():
+        raise ConfigError(f"health.metrics_token_env: the token in {name} must be at least {MIN_TOKEN_LENGTH} "
+                          "characters, without surrounding spaces (e.g. `openssl rand -hex 32`)")
+    return HealthSettings(**numbers, metrics_token_env=name, metrics_token=token)

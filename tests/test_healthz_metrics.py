@@ -18,11 +18,13 @@ from tests.builders import make_settings
 from tests.fix_slack import BOT_TOKEN, SIGNING_SECRET
 
 ACCESS = {"operators": ["U0ALICE"], "approvers": ["U0CAROL"]}
+METRICS_TOKEN = "scrape-token-0123456789abcdef"
 
 
-def get(url: str) -> tuple[int, str]:
+def get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -34,7 +36,9 @@ def bot(tmp_path, sample_dsn, slack_env, start_bot):
     from bot.scheduler import build_scheduler
     from bot.slack_reply import SlackReply
 
-    server = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env, access=ACCESS))
+    # /metrics on the Slack port answers only to the configured bearer token (test_metrics_exposure.py)
+    server = start_bot(make_settings(tmp_path, sample_dsn, env={**slack_env, "METRICS_TOKEN": METRICS_TOKEN},
+                                     access=ACCESS, health={"metrics_token_env": "METRICS_TOKEN"}))
     scheduler = build_scheduler(server.services, lambda: SlackReply(server.client))
     scheduler.start()
     server.health.scheduler, server.health.require_scheduler = scheduler, True
@@ -90,13 +94,13 @@ def test_healthz_is_503_while_slack_refuses_the_bot(bot, fake_slack):
 
 
 def test_metrics_show_the_last_backup_after_a_backup(bot, fake_slack):
-    status, before = get(bot.base + "/metrics")
+    status, before = get(bot.base + "/metrics", METRICS_TOKEN)
     assert status == 200 and 'backupbot_last_backup_timestamp_seconds{database="main"}' not in before
     assert "backupbot_pending_approvals 0.0" in before and 'backupbot_jobs{state="running"} 0.0' in before
     started = time.time()
     bot.slack.command("/backup", "main", user="U0ALICE")
     fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update")
-    status, text = get(bot.base + "/metrics")
+    status, text = get(bot.base + "/metrics", METRICS_TOKEN)
     assert status == 200
     values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
               if line and not line.startswith("#")}
@@ -112,7 +116,7 @@ def test_metrics_count_failures_by_kind(bot, fake_slack, pg_cluster):
 
     job = claim_database(bot.services.store, "backup", "main", "U0ALICE")
     finish_job(bot.services.store, job.id, FAILED, "pg_dump exited 1")
-    _, text = get(bot.base + "/metrics")
+    _, text = get(bot.base + "/metrics", METRICS_TOKEN)
     assert 'backupbot_failures_total{kind="backup"} 1.0' in text
 
 
@@ -123,7 +127,7 @@ def test_the_health_port_serves_healthz_and_metrics_for_socket_mode(bot):
     try:
         base = f"http://127.0.0.1:{server.effective_port}"
         assert get(base + "/healthz") == (200, "ok\n")
-        assert "backupbot_pending_approvals" in get(base + "/metrics")[1]
+        assert "backupbot_pending_approvals" in get(base + "/metrics", METRICS_TOKEN)[1]
         assert get(base + "/slack/events")[0] == 404
         bot.health.scheduler.shutdown(wait=False)
         assert get(base + "/healthz")[0] == 503

@@ -186,14 +186,16 @@ def run_check(config, env):
 def test_backupbot_check_reports_the_stanza_and_its_archiving(tmp_path, pgbackrest_setup, archived_dsn, sample_dsn):
     setup = pgbackrest_setup
     config = tmp_path / "backupbot.toml"
+    scratch = setup.workdir / f"scratch-{tmp_path.name}"  # as root, postgres must reach it (pytest's tmp_path is 0700)
     config.write_text(
-        f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
+        f'[state]\npath = "{tmp_path / "s.db"}"\nscratch_dir = "{scratch}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
         '[access]\noperators = ["U0ALICE"]\n'
         f'[databases.main]\nurl_env = "DATABASE_URL"\n'
         f'pgbackrest = {{ config = "{setup.cfg.config_path}", stanza = "{setup.cfg.stanza}" }}\n')
     result = run_check(config, {"DATABASE_URL": archived_dsn})
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
+    assert any(line.startswith(f"ok   scratch {scratch}: private to this bot") for line in lines), lines
     assert "ok   pgbackrest main (stanza main): archive_mode on, archive_command pushes to this stanza" in lines
     archived = next(line for line in lines if "last archived WAL" in line)
     assert re.match(r"^ok   pgbackrest main \(stanza main\): last archived WAL [0-9A-F]{24}(\.[0-9A-F]{8}\.backup)? "

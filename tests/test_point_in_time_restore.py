@@ -23,10 +23,16 @@ from tests.test_restore import approve, message_id
 ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"], "required_approvals": 1}
 
 
+def pitr_state(tmp_path, setup) -> dict:
+    """[state] with a scratch folder the cluster's owner can reach (as root, postgres cannot pass
+    through pytest's 0700 tmp_path to a scratch folder beside the state database)."""
+    return {"path": str(tmp_path / "state.db"), "scratch_dir": str(setup.workdir / f"scratch-{tmp_path.name}")}
+
+
 def pitr_console(tmp_path, setup, dsn):
     databases = {"main": {"url_env": "DATABASE_URL",
                           "pgbackrest": {"config": str(setup.cfg.config_path), "stanza": setup.cfg.stanza}}}
-    return make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS))
+    return make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS, state=pitr_state(tmp_path, setup)))
 
 
 def stop_restored(datadir: str) -> None:
@@ -144,7 +150,8 @@ def test_restore_to_a_time_into_a_new_database_on_a_dr_server(tmp_path, pgbackre
     databases = {"main": {"url_env": "DATABASE_URL", "pgbackrest": {"config": str(pgbackrest_setup.cfg.config_path),
                                                                     "stanza": pgbackrest_setup.cfg.stanza}}}
     console = make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS,
-                                         env={"DR_URL": dr_cluster.dsn("postgres")}, targets={"dr": {"url_env": "DR_URL"}}))
+                                         env={"DR_URL": dr_cluster.dsn("postgres")}, targets={"dr": {"url_env": "DR_URL"}},
+                                         state=pitr_state(tmp_path, pgbackrest_setup)))
     assert "succeeded" in console.run("/backup physical --type incr")
     time.sleep(1.2)
     moment = server_now(dsn)

@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from commands.errors import BackupbotError, ConfigError
-from commands.pg.cluster import conf_quote, free_port
+from commands.pg.cluster import free_port
 from commands.pg.tools import last_lines, pg_bin
 from commands.redact import redact
 
@@ -436,6 +435,7 @@ class Reachability:
     reason: str
     backup: PhysicalBackup | None = None       # the backup set a restore would start from
     latest: datetime | None = None             # the newest archived point
+    known: bool = True                         # False: it hangs on WAL not archived yet (checked without a switch)
 
     def __bool__(self) -> bool:
         return self.reachable
@@ -451,7 +451,9 @@ def time_reachable(cfg: PgBackRestConfig, t: datetime, dsn: str | None = None, *
                    timeout: float = 60) -> Reachability:
     """Whether a restore can reach time `t`: at or after the end of some backup, and no later than
     the newest archived point. With `dsn` (the live server) WAL is switched first (`switch`) and
-    pg_stat_archiver gives that point; without it, the newest backup's end is the only known point."""
+    pg_stat_archiver gives that point; without it, the newest backup's end is the only known point.
+    Without `switch` (a dry run, which writes nothing to the server) a time after the last archived
+    segment but not in the future is reachable only if the live segment gets archived: `known` is False."""
     t = _aware(t)
     backups = [b for b in info(cfg) if not b.error]
     if not backups:
@@ -465,6 +467,11 @@ def time_reachable(cfg: PgBackRestConfig, t: datetime, dsn: str | None = None, *
     if dsn is not None:
         status = force_archive(dsn, timeout=timeout) if switch else archiver_status(dsn)
         latest = status.last_archived_time
+        if not switch and (latest is None or t > latest) and t <= status.server_now and status.archiving:
+            shown = latest.isoformat() if latest else "nothing yet"
+            return Reachability(True, f"from backup {chosen.label}, WAL {chosen.wal_start} onwards, once the WAL after "
+                                f"the last archived segment (archived at {shown}) is archived: it is still in the live "
+                                "server's current segment, and a dry run does not switch WAL", chosen, latest, known=False)
     else:
         latest = max(b.stopped for b in backups)
     if latest is None or t > latest:
@@ -503,7 +510,6 @@ class RestoredCluster:
     host: str
     user: str
     password: str | None = field(repr=False)
-    socket_dir: Path
     log_path: Path
     run_as: str | None
     target_time: datetime | None
@@ -532,7 +538,6 @@ class RestoredCluster:
     def stop_and_remove(self) -> None:
         self.stop()
         shutil.rmtree(self.datadir, ignore_errors=True)
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
         self.log_path.unlink(missing_ok=True)
 
 
@@ -557,7 +562,7 @@ def restore_args(cfg: PgBackRestConfig, datadir: Path, target_time: datetime | N
     return args
 
 
-def _write_local_settings(datadir: Path, port: int, socket_dir: Path, owner: str | None) -> None:
+def _write_local_settings(datadir: Path, port: int, owner: str | None) -> None:
     auto = datadir / "postgresql.auto.conf"
     text = auto.read_text() if auto.exists() else ""
     text = text.split(_MARK, 1)[0].rstrip("\n")
@@ -566,7 +571,7 @@ def _write_local_settings(datadir: Path, port: int, socket_dir: Path, owner: str
         _MARK,
         "listen_addresses = '127.0.0.1'",
         f"port = {port}",
-        f"unix_socket_directories = {conf_quote(str(socket_dir))}",
+        "unix_socket_directories = ''",  # TCP on 127.0.0.1 only: no socket file in a shared folder
         "archive_mode = off",
         "archive_command = ''",
         "hot_standby = on",
@@ -628,16 +633,14 @@ def restore_to_new_datadir(cfg: PgBackRestConfig, target_time: datetime | None, 
     datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
     datadir.chmod(0o700)
     _chown(datadir, owner)
-    socket_dir = Path(tempfile.mkdtemp(prefix="backupbot-rs-", dir="/tmp"))
-    _chown(socket_dir, owner)
     log_path = datadir / "backupbot-restore.log"
     restored = RestoredCluster(datadir=datadir, port=port or free_port(), host="127.0.0.1", user=cfg.pg_user,
-                               password=cfg.password, socket_dir=socket_dir, log_path=log_path, run_as=owner,
+                               password=cfg.password, log_path=log_path, run_as=owner,
                                target_time=target_time, set_label=set_label)
     try:
         run_pgbackrest(cfg, restore_args(cfg, datadir, target_time, set_label), timeout=timeout)
         for attempt in range(_START_ATTEMPTS):
-            _write_local_settings(datadir, restored.port, socket_dir, owner)
+            _write_local_settings(datadir, restored.port, owner)
             logged = log_path.stat().st_size if log_path.exists() else 0
             result = _run_as([_pg_ctl(), "-D", str(datadir), "-l", str(log_path), "-w", "-t", str(int(start_timeout)),
                               "start"], owner, start_timeout + 30)

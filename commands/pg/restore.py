@@ -19,7 +19,6 @@ import hashlib
 import re
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from commands.errors import DumpError, EncryptionError, IntegrityError, UsageErr
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS, make_decompressor
 from commands.pg.names import QualifiedName, parse_key, read_quoted
+from commands.pg.scratch import job_dir, private_file
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_bin_for, pg_env, with_dbname
 from commands.redact import redact
 from commands.storage import Storage
@@ -89,7 +89,7 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
     decompressor = artifact_decompressor(record, getattr(storage, "identity_file", None))
     raw_size = 0
     broken: Exception | None = None
-    with open(target, "wb") as out:
+    with private_file(target) as out:
         for chunk in storage.read_chunks(record.key):
             digest.update(chunk)
             if broken is None:
@@ -448,7 +448,8 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     if tables or record.tables:
         wanted = [_key_name(t) for t in (tables or record.tables)]
         listing = workdir / "restore.list"
-        listing.write_text(select_toc_entries(artifact.toc or "", objects, wanted, record.id))
+        with private_file(listing) as out:
+            out.write(select_toc_entries(artifact.toc or "", objects, wanted, record.id).encode())
         source = [*pg_restore, "--file=-", "--clean", "--if-exists", f"--use-list={listing}", str(artifact.path)]
         run_in_transaction(env, sql.SQL(""), None, source, verify, secrets, client("psql"))
         return
@@ -537,5 +538,6 @@ def _run_children(pipeline: list[list[str]], env: dict[str, str], secrets: list[
         raise DumpError(f"{Path(argv[0]).name} exited with status {code}" + (f"\n{detail}" if detail else ""))
 
 
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="backupbot-restore-")
+def scratch_dir(settings):
+    """A private job folder in the instance's scratch root (commands.pg.scratch), removed after."""
+    return job_dir(settings, "restore")

@@ -110,7 +110,7 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
 def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str, job, provenance: str) -> DrillResult:
     seconds = None
     try:
-        with scratch_dir() as workdir:
+        with scratch_dir(services.settings) as workdir:
             artifact = fetch_artifact(services.storage, record, Path(workdir))
             started = time.monotonic()
             create_database(dsn, scratch)

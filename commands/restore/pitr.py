@@ -4,13 +4,14 @@ pgBackRest does the physical work; the bot plans, asks, runs, verifies and recor
 into a NEW data directory on a free port, so nothing is destroyed and approvers agree to a copy:
 the running cluster is never touched. Replacing the live cluster is not something the bot does.
 Before anyone is asked, the plan names the backup set and WAL range, and says whether the time
-is reachable (after the end of some backup, and archived: WAL is switched on the live server).
+is reachable (after the end of some backup, and archived: WAL is switched on the live server; a
+dry run writes nothing there, so it reads pg_stat_archiver and says what it could not know). The new
+data directory is a job folder in the instance's private scratch (commands.pg.scratch).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from commands.chat.job_slots import queued_text
 from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
 from commands.errors import AlreadyRunningError, BackupbotError, NotFoundError, UsageError
 from commands.incident.audit import record_event
-from commands.pg import pgbackrest
+from commands.pg import pgbackrest, scratch
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.cluster import free_port
 from commands.pg.restore import create_database, database_exists, drop_database, fetch_artifact, run_restore, scratch_dir
@@ -53,7 +54,6 @@ from state.physical_backups import (
 from state.store import iso
 
 PITR = "pitr"
-RESTORE_ROOT = Path("/var/tmp/backupbot-restores")  # reachable by the postgres user (the cluster's owner)
 
 
 def parse_time(text: str) -> datetime:
@@ -116,6 +116,7 @@ class PointInTimePlan:
     kind: str = PITR
     roles: tuple[dict, ...] = ()  # roles `into`'s server lacks, as approved (PlannedRole dicts)
     allow_privileged_roles: bool = False
+    reach_known: bool = True  # False: a dry run, which switches no WAL, could not know
 
     needs_approval = True  # a copy of production data, restored from the archive: always approved
 
@@ -142,17 +143,18 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
     dsn = services.settings.database(request.database).require_url()
     latest = None
     if request.target_time is not None:
-        reach = pgbackrest.time_reachable(cfg, request.target_time, dsn=dsn)
+        # a dry run only reads (pg_stat_archiver, pgbackrest info): no marker commit, no WAL switch
+        reach = pgbackrest.time_reachable(cfg, request.target_time, dsn=dsn, switch=not request.dry_run)
         if not reach.reachable:
             raise UsageError(f"{request.database} cannot be restored to {request.target_time.isoformat()}: {reach.reason}")
-        chosen, reason = reach.backup, reach.reason
+        chosen, reason, known = reach.backup, reach.reason, reach.known
         latest = reach.latest.isoformat() if reach.latest else None
         record = get_physical_backup_by_label(services.store, request.database, chosen.label)
         label, stopped, wal = chosen.label, chosen.stopped.isoformat(), chosen.wal_range
     else:
         record = find_physical_backup(services, request.database, request.backup or "latest")
         label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
-        reason = f"backup set {label} to its consistent point (end of the backup)"
+        reason, known = f"backup set {label} to its consistent point (end of the backup)", True
     into_target, roles = None, ()
     if request.to and not request.into:
         raise UsageError("--to with --time needs --into NEW_DB: the database at that moment is copied into a new "
@@ -164,16 +166,16 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
                              "into a NEW database, so nothing is replaced")
         into_target = describe_dsn(with_dbname(server_dsn, request.into))
         roles = plan_copy_roles(dsn, server_dsn, request)
-    datadir = RESTORE_ROOT / f"{request.database}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    scratch.check_reachable(services.settings, cfg.run_as())  # the restored cluster's owner must reach its folder
+    datadir = scratch.job_path(services.settings, "pitr", request.database)
     return PointInTimePlan(
         database=request.database, stanza=cfg.stanza,
         target_time=request.target_time.isoformat() if request.target_time else None,
         backup_label=label, backup_stopped=stopped, wal_range=wal, reachable=reason, datadir=str(datadir),
         lock_key=f"{request.database}:pitr", requested_by=actor.user, requested_at=iso(services.clock()),
         backup_id=record.id if record else None, latest_archived=latest, port=free_port(),
-        into=request.into, server=request.to, into_target=into_target,
-        roles=roles,
-        allow_privileged_roles=request.allow_privileged_roles,
+        into=request.into, server=request.to, into_target=into_target, reach_known=known,
+        roles=roles, allow_privileged_roles=request.allow_privileged_roles,
     )
 
 
@@ -192,7 +194,8 @@ class PointInTimeMessage(RequestMessage):
         lines = [
             f"*{self.title}* by <@{p.requested_by}>: point-in-time restore of {p.database} {to}",
             f"Backup set: {p.backup_label} (pgBackRest stanza {p.stanza}, ended {p.backup_stopped}) · WAL {p.wal_range}",
-            f"Reachable: yes, {p.reachable}" + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
+            f"Reachable: {'yes' if p.reach_known else 'not known yet'}, {p.reachable}"
+            + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
             f"Restores into: {p.target} (127.0.0.1), promoted when recovery reaches the target",
             *([f"Then copies {p.database}'s database from it into the new database {p.into_target}"
                + (f" (target {p.server})" if p.server else "")
@@ -261,6 +264,8 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         if plan.into:
             copy_into_new_database(services, plan, restored, row, actor, thread, step)
             restored.stop_and_remove()
+        else:  # the copy stays up for the user: kept by clean_scratch at start
+            scratch.keep(restored.datadir)
         # the incident's data-loss window is measured from the recovery target, not from a dump's time
         record_event(services, "restore.verified", database=plan.database, actor=actor,
                      text=f"Restore request #{row.id} verification passed (point in time)",
@@ -280,7 +285,7 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         result.update(ok=True, restore_seconds=round(seconds, 3), port=restored.port, datadir=str(restored.datadir))
         where = f"on 127.0.0.1:{restored.port}"
         note = (f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); connect with the "
-                "database's own credentials. Stop it with `pg_ctl -D DATADIR stop` when done.")
+                "database's own credentials. When done, stop it (`pg_ctl -D DATADIR stop`) and remove DATADIR and DATADIR.keep.")
     request_state.set_result(services.store, row.id, request_state.SUCCEEDED, result)
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
     update(note=note)
@@ -314,7 +319,7 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
     record = status.record
     created = False
     try:
-        with scratch_dir() as workdir:
+        with scratch_dir(services.settings) as workdir:
             artifact = fetch_artifact(services.storage, record, Path(workdir))
             create_copy_roles(services, plan, record, server_dsn, actor, row.id, step)
             create_database(server_dsn, plan.into)
@@ -346,26 +351,18 @@ def _fail(services, row, plan, thread, job, result, reason, update, actor) -> di
     return result
 
 
-def remove_restored_copy(plan: PointInTimePlan) -> list[str]:
+def remove_restored_copy(services: Services, plan: PointInTimePlan) -> list[str]:
     """Stop and remove the copy an interrupted point-in-time restore had started (never the live cluster:
-    only the request's own new data directory under RESTORE_ROOT)."""
-    datadir = Path(plan.datadir)
-    if not datadir.exists() or RESTORE_ROOT not in datadir.parents:
+    only the request's own job folder in this instance's scratch root)."""
+    if not scratch.remove_job(services.settings, Path(plan.datadir)):
         return []
-    argv = [pg_bin("pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
-    if (datadir / "postmaster.pid").exists():
-        subprocess.run(argv, capture_output=True, timeout=120)
-    shutil.rmtree(datadir, ignore_errors=True)
-    return [f"stopped and removed the half-restored copy in {datadir}"]
+    return [f"stopped and removed the half-restored copy in {plan.datadir}"]
 
 
 def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) -> pgbackrest.RestoredCluster:
     cfg = engine_config(services.settings, plan.database)
     target = datetime.fromisoformat(plan.target_time) if plan.target_time else None
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    datadir.parent.chmod(0o711)  # the cluster's owner (postgres) must pass through, nobody may list it
+    scratch.make_job_dir(services.settings, datadir, owner=cfg.run_as())  # 0700, the cluster owner's
     port = plan.port if plan.port and port_is_free(plan.port) else None  # None: pgBackRest's restore picks one
     return pgbackrest.restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir, port)
 
@@ -439,7 +436,7 @@ def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor:
                                        actor.channel, detail={"physical_backup_id": record.id})
     except job_state.DatabaseBusy as busy:
         raise AlreadyRunningError(f"a drill of {request.database} is already running (#{busy.job.id})") from None
-    datadir = RESTORE_ROOT / f"drill-{request.database}-{record.id}-{secrets.token_hex(3)}"
+    datadir = scratch.job_path(services.settings, "drill", request.database, str(record.id))
     plan = PointInTimePlan(database=request.database, stanza=record.stanza, target_time=None, backup_label=record.label,
                            backup_stopped=record.stopped_at or record.created_at, wal_range=record.wal_range,
                            reachable="drill", lock_key="", requested_by=actor.user, requested_at=iso(services.clock()),

@@ -113,7 +113,7 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
         try:
             if row.plan.get("kind") == PITR:
                 pitr = PointInTimePlan.from_dict(row.plan)
-                removed = remove_restored_copy(pitr)
+                removed = remove_restored_copy(services, pitr)
                 if pitr.into:  # a new database it had begun to fill
                     dsn = (services.settings.target(pitr.server).require_url() if pitr.server
                            else services.settings.database(pitr.database).require_url())

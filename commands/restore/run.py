@@ -142,7 +142,7 @@ class RestoreRun:
         """Fetch, restore and verify; the checks, or None when the run already failed."""
         plan, record, secrets_ = self.plan, self.record, self.services.secrets() + [self.dsn]
         started = time.monotonic()
-        with scratch_dir() as workdir:
+        with scratch_dir(self.services.settings) as workdir:
             artifact = fetch_artifact(self.services.storage, record, Path(workdir))
             self.step("fetch and check", time.monotonic() - started, f"sha256 {record.sha256[:12]} matches")
             started = time.monotonic()

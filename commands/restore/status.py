@@ -14,7 +14,7 @@ from commands.chat.context import Services
 from state import approvals as request_state
 
 STATUS_LINES = {
-    "dry-run": "Dry run: nothing was requested.",
+    "dry-run": "Dry run: nothing was requested, and nothing was written to any server.",
     "running": ":hourglass_flowing_sand: RUNNING",
     "succeeded": ":white_check_mark: RESTORED and verified",
     "failed": ":x: FAILED",
