@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,6 +79,19 @@ def store_as_if_pg_dump_wrote(console: Console, backup_id: int, data: bytes) -> 
     with store.db() as db:
         db.execute("UPDATE backups SET sha256 = ? WHERE id = ?", [hashlib.sha256(data).hexdigest(), backup_id])
     resign_manifest(console, backup_id)
+
+
+SLACK_PLAYER = ("import sys; from bot.console import Console; from bot.startup import start_services; "
+                "from commands.settings import load_settings; Console(start_services(load_settings(sys.argv[1])), "
+                "user='U0OPS', out=sys.stdout, plays_slack_users=True).loop()")
+
+
+def slack_console_process(config: Path, dsn: str) -> subprocess.Popen:
+    """A bot process whose console plays Slack users (the CLI's plays them only in the demo), so a test can approve
+    from inside the process it kills or watches; stdin, stdout and stderr are pipes."""
+    env = {"DATABASE_URL": dsn, "PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", SLACK_PLAYER, str(config)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 class FakeClock:

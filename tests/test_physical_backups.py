@@ -25,7 +25,7 @@ from state import health as health_state
 from state.backups import latest_backup
 from state.physical_backups import list_physical_backups
 from state.store import iso
-from tests.builders import FakeClock, Recorder, make_console, make_settings
+from tests.builders import FakeClock, Recorder, make_console, make_settings, suite_signing_key
 
 WAL_RANGE = re.compile(r"WAL range: ([0-9A-F]{24})\.\.([0-9A-F]{24})")
 CHANNELS = {"alerts": "C0ALERTS", "digest": "C0DIGEST"}
@@ -189,6 +189,7 @@ def test_backupbot_check_reports_the_stanza_and_its_archiving(tmp_path, pgbackre
     scratch = setup.workdir / f"scratch-{tmp_path.name}"  # as root, postgres must reach it (pytest's tmp_path is 0700)
     config.write_text(
         f'[state]\npath = "{tmp_path / "s.db"}"\nscratch_dir = "{scratch}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
+        f'signing_key_files = ["{suite_signing_key()}"]\n'
         '[access]\noperators = ["U0ALICE"]\n'
         f'[databases.main]\nurl_env = "DATABASE_URL"\n'
         f'pgbackrest = {{ config = "{setup.cfg.config_path}", stanza = "{setup.cfg.stanza}" }}\n')

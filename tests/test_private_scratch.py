@@ -22,7 +22,7 @@ import psycopg
 
 from state import Store
 from state import approvals as request_state
-from tests.builders import make_console, make_settings
+from tests.builders import make_console, make_settings, slack_console_process
 from tests.test_encrypted_backups import keygen
 from tests.test_point_in_time_restore import pitr_console, stop_restored
 from tests.test_restore import approve, message_id
@@ -41,10 +41,7 @@ def test_an_encrypted_restore_keeps_its_plain_files_private_and_a_killed_ones_go
                       f'[storage]\nurl = "file://{tmp_path / "backups"}"\nencrypt_to = ["{public}"]\n'
                       f'identity_file = "{tmp_path / "key.txt"}"\n'
                       '[access]\noperators = ["U0OPS"]\napprovers = ["U0APP1"]\n')
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(config), "--as", "U0OPS"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"],
-                                "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    bot = slack_console_process(config, sample_dsn)  # it approves from inside the process this test kills
     lock = psycopg.connect(sample_dsn)
     try:
         bot.stdin.write(b"/backup\n/restore 1\n")

@@ -16,7 +16,7 @@ from commands.pg.tools import pg_bin, pg_env, with_dbname
 from state import approvals as request_state
 from state.backups import get_backup, list_backups
 from state.jobs import recent_jobs
-from tests.builders import FakeClock, make_console, make_settings, store_as_if_pg_dump_wrote
+from tests.builders import FakeClock, make_console, make_settings, slack_console_process, store_as_if_pg_dump_wrote
 
 # restores into new databases start at once here; tests/test_restore_safety.py checks the default (approval)
 ACCESS = {"operators": ["U0OPS", "U0APP1"], "approvers": ["U0APP1", "U0APP2", "U0APP3"], "required_approvals": 1,
@@ -362,9 +362,6 @@ def test_pending_request_survives_a_restart(tmp_path, sample_dsn, clock):
 
 
 def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability):
-    import os
-    import subprocess
-    import sys
     import time
 
     settings = make_settings(tmp_path, sample_dsn, access=ACCESS)
@@ -372,13 +369,7 @@ def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability
     config.write_text(f'[state]\npath = "{settings.state_path}"\n[storage]\nurl = "{settings.storage_url}"\n'
                       '[access]\noperators = ["U0OPS"]\napprovers = ["U0APP1"]\n')
     before = content_of(sample_dsn), schema_of(sample_dsn)
-    # a console that plays Slack users (the CLI's plays them only in the demo), so this process can approve
-    player = ("import sys; from bot.console import Console; from bot.startup import start_services; "
-              "from commands.settings import load_settings; Console(start_services(load_settings(sys.argv[1])), "
-              "user='U0OPS', out=sys.stdout, plays_slack_users=True).loop()")
-    bot = subprocess.Popen([sys.executable, "-c", player, str(config)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env={"DATABASE_URL": sample_dsn, "PATH": os.environ["PATH"]})
+    bot = slack_console_process(config, sample_dsn)  # it approves from inside the process this test kills
     bot.stdin.write(b"/backup\n/restore 1\n")
     bot.stdin.flush()
     lock = psycopg.connect(sample_dsn)

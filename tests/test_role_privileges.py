@@ -19,6 +19,7 @@ from state import approvals as request_state
 from state import incidents as incident_state
 from tests.builders import make_console, make_settings, resign_manifest
 from tests.fix_pgbackrest import server_now
+from tests.test_point_in_time_restore import pitr_state
 from tests.test_restore import approve, message_id
 
 ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"], "required_approvals": 1}
@@ -260,7 +261,8 @@ def test_a_point_in_time_copy_lists_the_roles_it_creates_and_obeys_the_flag(tmp_
     databases = {"main": {"url_env": "DATABASE_URL", "pgbackrest": {"config": str(pgbackrest_setup.cfg.config_path),
                                                                     "stanza": pgbackrest_setup.cfg.stanza}}}
     console = make_console(make_settings(tmp_path, dsn, databases=databases, access=ACCESS,
-                                         env={"DR_URL": dr_cluster.dsn("postgres")}, targets={"dr": {"url_env": "DR_URL"}}))
+                                         env={"DR_URL": dr_cluster.dsn("postgres")}, targets={"dr": {"url_env": "DR_URL"}},
+                                         state=pitr_state(tmp_path, pgbackrest_setup)))
     into = f"ledger_copy_{t}"
     try:
         assert "succeeded" in console.run("/backup physical --type incr")
