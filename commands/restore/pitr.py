@@ -35,7 +35,9 @@ from commands.pg import pgbackrest
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.cluster import free_port
 from commands.pg.globals import create_roles, missing_roles
-from commands.pg.restore import create_database, database_exists, drop_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg.restore.artifact import fetch_artifact, scratch_dir
+from commands.pg.restore.databases import create_database, database_exists, drop_database
+from commands.pg.restore.runner import run_restore
 from commands.pg.tools import pg_bin, with_dbname
 from commands.redact import describe_dsn, redact
 from commands.restore.status import RequestMessage, request_message

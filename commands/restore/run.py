@@ -20,14 +20,9 @@ from commands.errors import BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.globals import create_roles
-from commands.pg.restore import (
-    create_database,
-    drop_database,
-    fetch_artifact,
-    run_restore,
-    scratch_dir,
-    swap_databases,
-)
+from commands.pg.restore.artifact import fetch_artifact, scratch_dir
+from commands.pg.restore.databases import create_database, drop_database, swap_databases
+from commands.pg.restore.runner import run_restore
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
 from commands.restore.pitr import PITR, run_pitr_request
