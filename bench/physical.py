@@ -29,7 +29,11 @@ import psycopg  # noqa: E402
 
 from bench.run import TABLES, generate, median_of, timed  # noqa: E402
 from bench.sections import quote_in_readme, write_results  # noqa: E402
-from commands.pg import pgbackrest  # noqa: E402
+from commands.pg.pgbackrest.archiver import force_archive  # noqa: E402
+from commands.pg.pgbackrest.backups import PhysicalBackup, backup  # noqa: E402
+from commands.pg.pgbackrest.config import write_config  # noqa: E402
+from commands.pg.pgbackrest.restored_cluster import restore_to_new_datadir  # noqa: E402
+from commands.pg.pgbackrest.runner import version  # noqa: E402
 from commands.pg.tools import pg_bin, pg_env, tool_version  # noqa: E402
 from tests.fix_pgbackrest import _private_dir, start_archiving_cluster  # noqa: E402
 
@@ -47,9 +51,9 @@ def _append_rows(dsn: str, fraction: float = 0.01) -> None:
                      "FROM generate_series(1, %s) g", [int(total * fraction)])
 
 
-def _timed_backup(cfg, kind: str) -> tuple[float, pgbackrest.PhysicalBackup]:
+def _timed_backup(cfg, kind: str) -> tuple[float, PhysicalBackup]:
     started = time.monotonic()
-    made = pgbackrest.backup(cfg, kind)
+    made = backup(cfg, kind)
     return time.monotonic() - started, made
 
 
@@ -66,13 +70,13 @@ def main() -> int:
         cluster, cfg = start_archiving_cluster(workdir, retention_full=args.runs + 1)
         if args.process_max != 1:
             cfg = dataclasses.replace(cfg, process_max=args.process_max)
-            cfg = cfg.with_config(pgbackrest.write_config(cfg, Path(cfg.config_path).parent))
+            cfg = cfg.with_config(write_config(cfg, Path(cfg.config_path).parent))
         dsn = cluster.create_database("bench_physical")
         print(f"generating a {args.size} MB database…", flush=True)
         actual = generate(dsn, args.size)
         with psycopg.connect(cluster.dsn()) as conn:
             cluster_size = conn.execute("SELECT sum(pg_database_size(datname)) FROM pg_database").fetchone()[0]
-        pgbackrest.force_archive(cluster.dsn())
+        force_archive(cluster.dsn())
 
         print("pg_dump -Fc…", flush=True)
         with tempfile.TemporaryDirectory(prefix="backupbot-bench-") as tmp:
@@ -90,7 +94,7 @@ def main() -> int:
 
         print("restore into a new data directory…", flush=True)
         started = time.monotonic()
-        restored = pgbackrest.restore_to_new_datadir(cfg, None, None, workdir / "restored", None)
+        restored = restore_to_new_datadir(cfg, None, None, workdir / "restored", None)
         restore_s = time.monotonic() - started
         restored.stop_and_remove()
     finally:
@@ -107,7 +111,7 @@ def main() -> int:
     ]
     lines = [
         f"## Physical (pgBackRest) next to logical — {os.cpu_count()} cores, PostgreSQL {tool_version('pg_dump')}, "
-        f"pgBackRest {pgbackrest.version()}, Python {platform.python_version()}",
+        f"pgBackRest {version()}, Python {platform.python_version()}",
         "",
         f"Database {_mb(actual)} (cluster {_mb(cluster_size)}); median of {args.runs} runs; "
         f"pgBackRest process-max {cfg.process_max}.",

@@ -109,7 +109,9 @@ def bot_backup(dsn: str, fmt: str, workdir: str) -> dict:
 
 
 def bot_restore(dsn: str, workdir: str, backup_id: int, jobs: int, target: str) -> float:
-    from commands.pg.restore import create_database, fetch_artifact, run_restore
+    from commands.pg.restore.artifact import fetch_artifact
+    from commands.pg.restore.databases import create_database
+    from commands.pg.restore.runner import run_restore
     from commands.storage.local import LocalStorage
     from state import Store
     from state.backups import get_backup

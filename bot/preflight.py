@@ -8,7 +8,8 @@ import uuid
 
 from commands.backup.physical import engine_config
 from commands.errors import BackupbotError
-from commands.pg import pgbackrest
+from commands.pg.pgbackrest.archiver import archiver_status
+from commands.pg.pgbackrest.runner import check as pgbackrest_check
 from commands.pg.snapshot import connect
 from commands.pg.tools import major, tool_version
 from commands.redact import redact
@@ -123,7 +124,7 @@ def check_pgbackrest(settings: Settings) -> list[tuple[bool, str]]:
         name = f"pgbackrest {db.name} (stanza {db.pgbackrest.stanza})"
         try:
             cfg = engine_config(settings, db.name)
-            status = pgbackrest.archiver_status(db.require_url())
+            status = archiver_status(db.require_url())
         except BackupbotError as exc:
             results.append((False, f"{name}: {redact(str(exc), settings.secrets())}"))
             continue
@@ -143,7 +144,7 @@ def check_pgbackrest(settings: Settings) -> list[tuple[bool, str]]:
         results.append((not status.failing, f"{name}: {last}; {failures}"
                         + ("; the latest attempt FAILED" if status.failing else "")))
         try:
-            pgbackrest.check(cfg)
+            pgbackrest_check(cfg)
             results.append((True, f"{name}: pgbackrest check ok (a WAL switch reached the repository)"))
         except BackupbotError as exc:
             results.append((False, f"{name}: {redact(str(exc), settings.secrets())}"))

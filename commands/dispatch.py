@@ -19,6 +19,7 @@ from commands.chat.reply import Notice, Reply
 from commands.errors import BackupbotError
 from commands.health import command as health
 from commands.incident import command as incident
+from commands.incident.parse import parse_incident
 from commands.redact import redact
 from commands.restore import approvals, drill
 from commands.restore import command as restore
@@ -69,7 +70,7 @@ COMMANDS: dict[str, CommandSpec] = {
                     {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS, **physical.EXECUTORS}),
         CommandSpec("/restore", "Approved restores", USAGE_HINTS["/restore"], restore.parse_restore, restore.EXECUTORS),
         CommandSpec("/db-health", "Database health", USAGE_HINTS["/db-health"], health.parse_health, health.EXECUTORS),
-        CommandSpec("/incident", "Incident timelines", USAGE_HINTS["/incident"], incident.parse_incident,
+        CommandSpec("/incident", "Incident timelines", USAGE_HINTS["/incident"], parse_incident,
                     incident.EXECUTORS),
     ]
 }

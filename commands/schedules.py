@@ -21,7 +21,7 @@ from commands.chat.reply import Notice, Reply, ping_heartbeat
 from commands.errors import BackupbotError
 from commands.health.command import check_database, copies_lines, production_copies
 from commands.incident.audit import record_event
-from commands.pg import pgbackrest
+from commands.pg.pgbackrest.archiver import archiver_status
 from commands.redact import redact
 from commands.restore.drill import run_drill
 from commands.settings_schedules import ScheduledJob, cron_trigger
@@ -185,7 +185,7 @@ def check_archiving(services: Services, reply: Reply, database: str, now: dateti
     archiving stops or fails (the dumps may be fine), once when it is back."""
     limit = services.settings.health.archive_rpo_minutes * 60
     try:
-        status = pgbackrest.archiver_status(services.settings.database(database).require_url(), connect_timeout=10)
+        status = archiver_status(services.settings.database(database).require_url(), connect_timeout=10)
         problem = ("WAL archiving is off" if not status.archiving else
                    "WAL archiving is failing (the newest attempt failed)" if status.failing else
                    f"no WAL segment archived for {human_duration(status.rpo_seconds)}"
@@ -259,7 +259,7 @@ def build_digest(services: Services) -> Digest:
 
 def archiving_text(services: Services, database: str) -> str:
     try:
-        status = pgbackrest.archiver_status(services.settings.database(database).require_url(), connect_timeout=10)
+        status = archiver_status(services.settings.database(database).require_url(), connect_timeout=10)
     except BackupbotError as exc:
         return f"cannot be checked ({redact(str(exc), services.secrets())[:200]})"
     if not status.archiving:

@@ -21,8 +21,10 @@ import pytest
 from psycopg import sql
 
 from commands.errors import BackupbotError
-from commands.pg import pgbackrest
 from commands.pg.cluster import TemporaryCluster
+from commands.pg.pgbackrest.backups import PhysicalBackup, backup
+from commands.pg.pgbackrest.config import PgBackRestConfig, archive_command, write_config
+from commands.pg.pgbackrest.runner import stanza_create
 from commands.pg.tools import pg_bin
 
 
@@ -41,19 +43,19 @@ def _private_dir(prefix: str) -> Path:
 
 
 def start_archiving_cluster(workdir: Path, stanza: str = "main",
-                            retention_full: int = 2) -> tuple[TemporaryCluster, pgbackrest.PgBackRestConfig]:
+                            retention_full: int = 2) -> tuple[TemporaryCluster, PgBackRestConfig]:
     """A TemporaryCluster restarted with archive_mode=on and archive_command pushing into a new
     stanza under `workdir` (created with stanza-create). The caller stops the cluster."""
     cluster = TemporaryCluster().start()
     try:
-        cfg = pgbackrest.PgBackRestConfig(
+        cfg = PgBackRestConfig(
             stanza=stanza, repo_path=workdir / "repo", pg_path=cluster.dir / "data", pg_port=cluster.port,
             pg_socket_path=cluster.dir, pg_user=cluster.user, retention_full=retention_full,
             password=cluster.password)
-        cfg = cfg.with_config(pgbackrest.write_config(cfg, workdir / "conf"))
+        cfg = cfg.with_config(write_config(cfg, workdir / "conf"))
         with cluster.admin() as conn:
             conn.execute("ALTER SYSTEM SET archive_mode = 'on'")
-            conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(pgbackrest.archive_command(cfg))))
+            conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(archive_command(cfg))))
             conn.execute("ALTER SYSTEM SET archive_timeout = '60s'")
         data = cluster.dir / "data"
         argv = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(cluster.dir / "server.log"), "-w", "-t", "60", "restart"]
@@ -63,7 +65,7 @@ def start_archiving_cluster(workdir: Path, stanza: str = "main",
         result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", timeout=120)
         if result.returncode != 0:
             raise BackupbotError(f"pg_ctl restart failed: {result.stderr.strip()[-800:]}")
-        pgbackrest.stanza_create(cfg)
+        stanza_create(cfg)
         return cluster, cfg
     except BaseException:
         cluster.stop()
@@ -73,10 +75,10 @@ def start_archiving_cluster(workdir: Path, stanza: str = "main",
 @dataclass
 class PgBackRestSetup:
     cluster: TemporaryCluster
-    cfg: pgbackrest.PgBackRestConfig
+    cfg: PgBackRestConfig
     workdir: Path
     before_first_backup: datetime       # server time before any backup existed
-    first_backup: pgbackrest.PhysicalBackup
+    first_backup: PhysicalBackup
 
     def create_database(self, name: str) -> str:
         self.cluster.drop_database(name)
@@ -108,7 +110,7 @@ def pgbackrest_setup():
         cluster, cfg = start_archiving_cluster(workdir)
         before = server_now(cluster.dsn())
         time.sleep(1.1)  # info's backup times are whole seconds
-        first = pgbackrest.backup(cfg, "full")
+        first = backup(cfg, "full")
         time.sleep(1.1)  # so any time a test notes is reachable from this backup (ended a whole second ago)
         yield PgBackRestSetup(cluster, cfg, workdir, before, first)
     finally:

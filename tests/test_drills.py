@@ -63,7 +63,7 @@ def test_drill_whose_scratch_database_cannot_be_dropped_says_so_and_verifies_not
                                                                                      monkeypatch):
     import commands.restore.drill
     import state.jobs
-    from commands.pg.restore import drop_database
+    from commands.pg.restore.databases import drop_database
     from state.jobs import recent_jobs
 
     console = make_console(make_settings(tmp_path, sample_dsn, access=OPERATOR))
@@ -96,7 +96,7 @@ def test_drill_whose_scratch_database_cannot_be_dropped_says_so_and_verifies_not
 
 def test_drill_that_fails_and_cannot_drop_reports_both(tmp_path, sample_dsn, pg_cluster, monkeypatch):
     import commands.restore.drill
-    from commands.pg.restore import drop_database
+    from commands.pg.restore.databases import drop_database
 
     console = make_console(make_settings(tmp_path, sample_dsn, access=OPERATOR))
     console.run("/backup")

@@ -13,7 +13,7 @@ import psycopg
 
 from commands.health import checks
 from commands.health.checks import CRITICAL, OK, WARN
-from commands.pg import pgbackrest
+from commands.pg.pgbackrest.archiver import archiver_status, force_archive
 from commands.settings_health import HealthSettings
 from commands.storage.local import LocalStorage
 from tests.fix_pgbackrest import _private_dir, start_archiving_cluster
@@ -137,7 +137,7 @@ def test_no_archiver_section_on_a_server_that_never_archived(sample_dsn):
 
 def test_archiver_section_shows_the_last_archived_wal(pgbackrest_setup):
     dsn = pgbackrest_setup.cluster.dsn()
-    pgbackrest.force_archive(dsn)
+    force_archive(dsn)
     section = checks.archiver_section(dsn, CFG)
     assert section.name == "WAL archiving" and section.status == OK, section
     assert section.lines[0].startswith("last archived 0000") and "ago (RPO 24h00m)" in section.lines[0]
@@ -152,7 +152,7 @@ def test_archiver_section_is_critical_while_archiving_fails():
     try:
         cluster, _ = start_archiving_cluster(workdir)
         dsn = cluster.dsn()
-        pgbackrest.force_archive(dsn)
+        force_archive(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("ALTER SYSTEM SET archive_command = 'false'")
             conn.execute("SELECT pg_reload_conf()")
@@ -160,7 +160,7 @@ def test_archiver_section_is_critical_while_archiving_fails():
                 conn.execute("SELECT pg_current_xact_id()")  # some WAL, so there is a segment to switch
             conn.execute("SELECT pg_switch_wal()")
         deadline = time.monotonic() + 30
-        while not pgbackrest.archiver_status(dsn).failing and time.monotonic() < deadline:
+        while not archiver_status(dsn).failing and time.monotonic() < deadline:
             time.sleep(0.2)
         failing = checks.archiver_section(dsn, CFG)
     finally:

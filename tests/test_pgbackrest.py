@@ -12,8 +12,11 @@ import psycopg
 import pytest
 
 from commands.errors import ConfigError
-from commands.pg import pgbackrest
-from commands.pg.pgbackrest import PgBackRestError
+from commands.pg.pgbackrest.archiver import archiver_status, force_archive, time_reachable
+from commands.pg.pgbackrest.backups import archive_range, backup, info
+from commands.pg.pgbackrest.config import PgBackRestConfig
+from commands.pg.pgbackrest.restored_cluster import restore_args, restore_to_new_datadir
+from commands.pg.pgbackrest.runner import PgBackRestError, check, verify_repo
 from tests.fix_pgbackrest import server_now
 
 WAL = re.compile(r"^[0-9A-F]{24}$")
@@ -37,12 +40,12 @@ def test_restore_to_a_time_brings_back_rows_deleted_after_it(pgbackrest_setup):
         conn.execute("INSERT INTO orders VALUES (1000, 'late')")  # and a write that must not come back
     assert _count(dsn) == 61
 
-    reach = pgbackrest.time_reachable(setup.cfg, target, setup.cluster.dsn())
+    reach = time_reachable(setup.cfg, target, setup.cluster.dsn())
     assert reach, reach.reason
-    assert reach.backup.label == pgbackrest.info(setup.cfg)[-1].label or reach.backup.stopped < target
+    assert reach.backup.label == info(setup.cfg)[-1].label or reach.backup.stopped < target
     assert reach.latest > target
 
-    restored = pgbackrest.restore_to_new_datadir(setup.cfg, target, None, setup.restore_dir(), None)
+    restored = restore_to_new_datadir(setup.cfg, target, None, setup.restore_dir(), None)
     try:
         assert restored.port != setup.cluster.port
         restored_dsn = restored.dsn("pitr_orders")
@@ -57,10 +60,10 @@ def test_restore_to_a_time_brings_back_rows_deleted_after_it(pgbackrest_setup):
             conn.commit()
         # the live cluster is as it was: the delete stays, archiving still on
         assert _count(dsn) == 61
-        live = pgbackrest.archiver_status(setup.cluster.dsn())
+        live = archiver_status(setup.cluster.dsn())
         assert live.archiving and live.pushes_to(setup.cfg)
         # the copy does not archive: its WAL never reaches the live stanza
-        copy = pgbackrest.archiver_status(restored.dsn())
+        copy = archiver_status(restored.dsn())
         assert not copy.archiving and copy.archived_count == 0 and copy.failed_count == 0
     finally:
         restored.stop_and_remove()
@@ -71,7 +74,7 @@ def test_restore_to_a_time_brings_back_rows_deleted_after_it(pgbackrest_setup):
 
 def test_info_lists_the_full_backup_with_its_wal_range(pgbackrest_setup):
     setup = pgbackrest_setup
-    backups = pgbackrest.info(setup.cfg)
+    backups = info(setup.cfg)
     first = next(b for b in backups if b.label == setup.first_backup.label)
     assert first.type == "full" and first.label.endswith("F")
     assert WAL.match(first.wal_start) and WAL.match(first.wal_stop) and first.wal_start <= first.wal_stop
@@ -81,7 +84,7 @@ def test_info_lists_the_full_backup_with_its_wal_range(pgbackrest_setup):
     assert setup.before_first_backup < first.started + timedelta(seconds=1)
     assert first.size > 1_000_000 and 0 < first.repo_size < first.size  # compressed in the repository
     assert first.delta == first.size and first.prior is None and not first.error
-    archived = pgbackrest.archive_range(setup.cfg)
+    archived = archive_range(setup.cfg)
     assert archived.database_id.startswith("15-")
     assert archived.min_wal <= first.wal_start <= first.wal_stop <= archived.max_wal
 
@@ -92,8 +95,8 @@ def test_incremental_backup_after_more_writes_copies_less_and_restores(pgbackres
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL)")
         conn.execute("INSERT INTO orders SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g")
-    incr = pgbackrest.backup(setup.cfg, "incr")
-    labels = [b.label for b in pgbackrest.info(setup.cfg)]
+    incr = backup(setup.cfg, "incr")
+    labels = [b.label for b in info(setup.cfg)]
     assert incr.type == "incr" and incr.label in labels and incr.label.endswith("I")
     assert incr.prior in labels and incr.label.startswith(incr.prior.split("_")[0])
     assert 0 < incr.delta < incr.size
@@ -101,7 +104,7 @@ def test_incremental_backup_after_more_writes_copies_less_and_restores(pgbackres
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM orders")
-    restored = pgbackrest.restore_to_new_datadir(setup.cfg, None, incr.label, setup.restore_dir(), None)
+    restored = restore_to_new_datadir(setup.cfg, None, incr.label, setup.restore_dir(), None)
     try:
         assert _count(restored.dsn("incr_orders")) == 5000
     finally:
@@ -111,35 +114,35 @@ def test_incremental_backup_after_more_writes_copies_less_and_restores(pgbackres
 
 def test_time_reachability(pgbackrest_setup):
     setup = pgbackrest_setup
-    before = pgbackrest.time_reachable(setup.cfg, setup.before_first_backup)
+    before = time_reachable(setup.cfg, setup.before_first_backup)
     assert not before and "before the first backup ended" in before.reason
-    future = pgbackrest.time_reachable(setup.cfg, server_now(setup.cluster.dsn()) + timedelta(hours=1),
-                                       setup.cluster.dsn())
+    future = time_reachable(setup.cfg, server_now(setup.cluster.dsn()) + timedelta(hours=1),
+                            setup.cluster.dsn())
     assert not future and "after the newest archived point" in future.reason
     assert future.backup is not None  # the set is known; the archive just does not reach that far
     with pytest.raises(ConfigError, match="time zone"):
-        pgbackrest.time_reachable(setup.cfg, setup.before_first_backup.replace(tzinfo=None))
+        time_reachable(setup.cfg, setup.before_first_backup.replace(tzinfo=None))
 
 
 def test_archiver_status_gives_the_real_rpo(pgbackrest_setup, pg_cluster):
     setup = pgbackrest_setup
-    status = pgbackrest.force_archive(setup.cluster.dsn())
+    status = force_archive(setup.cluster.dsn())
     assert status.archiving and status.pushes_to(setup.cfg)
     assert WAL.match(status.last_archived_wal) and status.archived_count >= 1
     assert status.failed_count == 0 and not status.failing
     assert 0 <= status.rpo_seconds < 30
-    assert status.last_archived_wal <= pgbackrest.archive_range(setup.cfg).max_wal
+    assert status.last_archived_wal <= archive_range(setup.cfg).max_wal
     assert "archive-push" in status.archive_command
 
-    plain = pgbackrest.archiver_status(pg_cluster.dsn())   # the ordinary test cluster does not archive
+    plain = archiver_status(pg_cluster.dsn())   # the ordinary test cluster does not archive
     assert plain.archive_mode == "off" and not plain.archiving and plain.rpo_seconds is None
     assert not plain.pushes_to(setup.cfg)
 
 
 def test_check_and_verify_the_repository(pgbackrest_setup):
     setup = pgbackrest_setup
-    assert pgbackrest.check(setup.cfg)
-    result = pgbackrest.verify_repo(setup.cfg)
+    assert check(setup.cfg)
+    result = verify_repo(setup.cfg)
     assert result.ok and result.code == 0
     assert "status: ok" in result.summary and setup.first_backup.label in result.summary
 
@@ -159,24 +162,24 @@ def test_failures_are_typed_and_redacted(pgbackrest_setup, tmp_path):
     setup = pgbackrest_setup
     wrong = dataclasses.replace(setup.cfg, password="not-the-password-123")
     with pytest.raises(PgBackRestError) as failed:
-        pgbackrest.backup(wrong, "full")
+        backup(wrong, "full")
     assert failed.value.code and "password authentication failed" in str(failed.value)
     assert "not-the-password-123" not in str(failed.value)
 
     missing = dataclasses.replace(setup.cfg, stanza="nosuch")
     with pytest.raises(PgBackRestError, match="nosuch"):
-        pgbackrest.info(missing)
+        info(missing)
     with pytest.raises(ConfigError, match="stanza"):
-        pgbackrest.PgBackRestConfig(stanza="main; rm -rf /")
+        PgBackRestConfig(stanza="main; rm -rf /")
     with pytest.raises(ConfigError, match="full, diff or incr"):
-        pgbackrest.backup(setup.cfg, "everything")
+        backup(setup.cfg, "everything")
     with pytest.raises(ConfigError, match="backup set"):
-        pgbackrest.restore_args(setup.cfg, tmp_path, None, "--force")
+        restore_args(setup.cfg, tmp_path, None, "--force")
 
     busy = setup.restore_dir()
     (busy / "keep.txt").write_text("mine")
     with pytest.raises(PgBackRestError, match="not empty"):
-        pgbackrest.restore_to_new_datadir(setup.cfg, None, None, busy, None)
+        restore_to_new_datadir(setup.cfg, None, None, busy, None)
     assert (busy / "keep.txt").read_text() == "mine"
     with pytest.raises(PgBackRestError, match="live cluster"):
-        pgbackrest.restore_to_new_datadir(setup.cfg, None, None, setup.cfg.pg_path, None)
+        restore_to_new_datadir(setup.cfg, None, None, setup.cfg.pg_path, None)

@@ -19,7 +19,7 @@ import pytest
 
 from commands.backup.physical import engine_config, generated_config_dir
 from commands.errors import ConfigError
-from commands.pg import pgbackrest
+from commands.pg.pgbackrest.backups import info
 from commands.schedules import run_scheduled, scheduled_jobs
 from state import health as health_state
 from state.backups import latest_backup
@@ -57,7 +57,7 @@ def test_backup_physical_at_the_console_is_catalogued_and_listed(tmp_path, pgbac
 
     out = console.run("/backup physical")
     assert "Physical backup #1 of main started by @U0OPS — full (pgBackRest, stanza main)" in out
-    newest = pgbackrest.info(setup.cfg)[-1]
+    newest = info(setup.cfg)[-1]
     assert f"Physical backup #1 of main succeeded: full {newest.label}" in out
     wal = WAL_RANGE.search(out)
     assert wal and wal.groups() == (newest.wal_start, newest.wal_stop)
@@ -70,7 +70,7 @@ def test_backup_physical_at_the_console_is_catalogued_and_listed(tmp_path, pgbac
 
     # a second, incremental one builds on it
     out = console.run("/backup physical main --type incr")
-    incr = pgbackrest.info(setup.cfg)[-1]
+    incr = info(setup.cfg)[-1]
     assert incr.type == "incr" and incr.label.startswith(record.label + "_")
     assert f"Physical backup #2 of main succeeded: incr {incr.label}" in out
     assert f"Builds on: {record.label}" in out
@@ -97,7 +97,7 @@ def test_backup_physical_at_the_console_is_catalogued_and_listed(tmp_path, pgbac
 
 def test_backup_physical_needs_a_pgbackrest_config_and_a_known_type(tmp_path, pgbackrest_setup, archived_dsn):
     console = make_console(physical_settings(tmp_path, pgbackrest_setup, archived_dsn))
-    before = len(pgbackrest.info(pgbackrest_setup.cfg))
+    before = len(info(pgbackrest_setup.cfg))
     out = console.run("/backup physical other")
     assert out.startswith("(only you) database other has no pgBackRest stanza configured")
     assert "under [databases.other]" in out
@@ -105,7 +105,7 @@ def test_backup_physical_needs_a_pgbackrest_config_and_a_known_type(tmp_path, pg
     assert "unknown database 'nope'" in console.run("/backup physical nope")
     assert "/backup physical [DB] [--type full|diff|incr]" in console.run("/backup help")
     # nothing ran, nothing was catalogued; retention of a database without pgBackRest says nothing of it
-    assert len(pgbackrest.info(pgbackrest_setup.cfg)) == before
+    assert len(info(pgbackrest_setup.cfg)) == before
     assert list_physical_backups(console.services.store) == []
     assert "pgBackRest" not in console.run("/backup prune other --dry-run")
 
@@ -126,7 +126,7 @@ def test_scheduled_physical_backup_runs_with_an_injected_clock(tmp_path, pgbackr
 
     recorder = Recorder()
     assert run_scheduled(services, recorder, job) == "succeeded"
-    made = pgbackrest.info(pgbackrest_setup.cfg)[-1]
+    made = info(pgbackrest_setup.cfg)[-1]
     posted = "\n".join(recorder.texts("C0DIGEST"))
     assert "Physical backup #1 of main (scheduled) — incr" in posted
     assert f"succeeded: incr {made.label}" in posted and f"WAL range: {made.wal_start}..{made.wal_stop}" in posted

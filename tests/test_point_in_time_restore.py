@@ -11,7 +11,7 @@ import time
 
 import psycopg
 
-from commands.pg import pgbackrest
+from commands.pg.pgbackrest.archiver import archiver_status, force_archive
 from commands.pg.tools import pg_bin
 from commands.schedules import build_digest, check_rpo
 from state import approvals as request_state
@@ -113,7 +113,7 @@ def test_dead_man_alert_fires_when_archiving_stops_even_with_fresh_dumps(tmp_pat
     try:
         cluster, cfg = start_archiving_cluster(workdir)
         dsn = cluster.dsn()
-        pgbackrest.force_archive(dsn)
+        force_archive(dsn)
         databases = {"main": {"url_env": "DATABASE_URL",
                               "pgbackrest": {"config": str(cfg.config_path), "stanza": cfg.stanza}}}
         clock = FakeClock()
@@ -130,7 +130,7 @@ def test_dead_man_alert_fires_when_archiving_stops_even_with_fresh_dumps(tmp_pat
                 conn.execute("SELECT pg_current_xact_id()")
             conn.execute("SELECT pg_switch_wal()")
         deadline = time.monotonic() + 30
-        while not pgbackrest.archiver_status(dsn).failing and time.monotonic() < deadline:
+        while not archiver_status(dsn).failing and time.monotonic() < deadline:
             time.sleep(0.2)
         posted = check_rpo(console.services, recorder)
         assert len(posted) == 1 and "WAL archiving is failing" in posted[0], posted

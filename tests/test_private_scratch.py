@@ -144,7 +144,8 @@ def test_a_point_in_time_copy_runs_from_its_own_private_folder_and_outlives_a_re
 
 
 def test_a_copy_left_running_by_a_killed_drill_is_stopped_and_removed_at_start(tmp_path, pgbackrest_setup):
-    from commands.pg import pgbackrest, scratch
+    from commands.pg import scratch
+    from commands.pg.pgbackrest.restored_cluster import restore_to_new_datadir
 
     dsn = pgbackrest_setup.create_database("scratch_killed")
     console = pitr_console(tmp_path, pgbackrest_setup, dsn)
@@ -153,7 +154,7 @@ def test_a_copy_left_running_by_a_killed_drill_is_stopped_and_removed_at_start(t
     console.services.close()
     # what a drill killed half-way leaves: its restored cluster running from a job folder
     job = scratch.make_job_dir(settings, scratch.job_path(settings, "drill", "main", "1"), owner=pgbackrest_setup.cfg.run_as())
-    leftover = pgbackrest.restore_to_new_datadir(pgbackrest_setup.cfg, None, label, job)
+    leftover = restore_to_new_datadir(pgbackrest_setup.cfg, None, label, job)
     try:
         with psycopg.connect(leftover.dsn(), connect_timeout=5) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -175,8 +175,8 @@ exec {pg_bin('pg_restore')} "$@"
 def use_shim(monkeypatch, shim: str) -> None:
     """Whichever way the runner picks its pg_restore (by name, or the newest fitting the server)."""
     real, real_for = pg_bin, pg_bin_for
-    monkeypatch.setattr("commands.pg.restore.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
-    monkeypatch.setattr("commands.pg.restore.pg_bin_for",
+    monkeypatch.setattr("commands.pg.restore.runner.pg_bin", lambda name: shim if name == "pg_restore" else real(name))
+    monkeypatch.setattr("commands.pg.restore.runner.pg_bin_for",
                         lambda name, major: shim if name == "pg_restore" else real_for(name, major))
 
 

@@ -1,6 +1,6 @@
 """/backup physical: a pgBackRest backup of a database's cluster, catalogued beside the logical ones.
 
-pgBackRest does the physical work (commands/pg/pgbackrest.py); the bot claims the database, takes
+pgBackRest does the physical work (commands/pg/pgbackrest/); the bot claims the database, takes
 a job slot, runs `pgbackrest backup --type=TYPE`, reads what it made from `pgbackrest info`, and
 records it in `physical_backups` (state/physical_backups.py) under its job's id. A failed run
 leaves no catalog row. pgBackRest keeps and expires physical backups itself (`repo1-retention-full`);
@@ -25,8 +25,10 @@ from commands.chat.jobs import run_claimed_job
 from commands.chat.reply import GuardedReply, Reply
 from commands.errors import BackupbotError, ConfigError, UsageError
 from commands.incident.audit import record_event
-from commands.pg import pgbackrest
-from commands.pg.pgbackrest import BACKUP_TYPES, PgBackRestConfig, PhysicalBackup
+from commands.pg.pgbackrest import backups as pgbackrest_backups
+from commands.pg.pgbackrest.backups import BACKUP_TYPES, PhysicalBackup
+from commands.pg.pgbackrest.config import PgBackRestConfig, write_config
+from commands.pg.pgbackrest.runner import version as pgbackrest_version
 from commands.redact import redact
 from commands.settings import Settings
 from commands.units import human_bytes, human_duration
@@ -87,7 +89,7 @@ def engine_config(settings: Settings, database: str, *, write: bool = True) -> P
         pg_user=conf.pg_user or params.get("user") or "postgres", retention_full=conf.retention_full,
         password=password)
     directory = generated_config_dir(settings, database)
-    path = pgbackrest.write_config(cfg, directory) if write else directory / "pgbackrest.conf"
+    path = write_config(cfg, directory) if write else directory / "pgbackrest.conf"
     return cfg.with_config(path)
 
 
@@ -255,7 +257,7 @@ def _backup_and_record(services: Services, request: PhysicalBackupRequest, job_i
                        reply: GuardedReply, message_id: str | None) -> tuple[PhysicalBackupRecord, int | None]:
     cfg = engine_config(services.settings, request.database)
     retention = retention_full(services.settings, request.database)
-    version = pgbackrest.version()
+    version = pgbackrest_version()
     created = services.clock()
     started = time.monotonic()
     done = threading.Event()
@@ -268,14 +270,14 @@ def _backup_and_record(services: Services, request: PhysicalBackupRequest, job_i
     thread = threading.Thread(target=ticker, name=f"physical-{job_id}", daemon=True)
     thread.start()
     try:
-        made = pgbackrest.backup(cfg, request.type)
+        made = pgbackrest_backups.backup(cfg, request.type)
     finally:
         done.set()
         thread.join()
     record = _record(job_id, request, status, made, created, round(time.monotonic() - started, 3), version)
     add_physical_backup(services.store, record)
     try:  # pgBackRest expired what its retention no longer keeps: the catalog follows
-        kept = {b.label for b in pgbackrest.info(cfg)}
+        kept = {b.label for b in pgbackrest_backups.info(cfg)}
         for label in mark_expired(services.store, request.database, kept, iso(services.clock())):
             log.info("physical backup %s of %s was expired by pgBackRest's retention", label, request.database)
     except BackupbotError as exc:
@@ -308,7 +310,7 @@ def retention_lines(services: Services, database: str) -> list[str]:
     try:
         keep = retention_full(services.settings, database)
         cfg = engine_config(services.settings, database)
-        kept = pgbackrest.info(cfg)
+        kept = pgbackrest_backups.info(cfg)
     except BackupbotError as exc:
         return [f"Physical backups (pgBackRest, stanza {conf.stanza}): :warning: {redact(str(exc), services.secrets())}"]
     rule = (f"repo1-retention-full = {keep}: pgBackRest keeps the newest {keep} full backup(s) and the diff/incr "

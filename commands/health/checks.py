@@ -18,7 +18,8 @@ from psycopg.conninfo import make_conninfo
 
 from commands.errors import BackupbotError
 from commands.health.query_text import shown_query
-from commands.pg import pgbackrest
+from commands.pg.pgbackrest.archiver import archiver_status
+from commands.pg.pgbackrest.runner import PgBackRestError
 from commands.pg.snapshot import not_valid_constraints
 from commands.redact import redact
 from commands.settings_health import HealthSettings
@@ -140,8 +141,8 @@ def archiver_section(dsn: str, cfg: HealthSettings, secrets: Sequence[str] = ())
     failures. None when the server neither archives nor ever did (nothing to say)."""
     bounded = make_conninfo(dsn, options=f"-c statement_timeout={int(cfg.statement_timeout_ms)}")
     try:
-        status = pgbackrest.archiver_status(bounded, connect_timeout=int(cfg.connect_timeout_seconds))
-    except pgbackrest.PgBackRestError as exc:
+        status = archiver_status(bounded, connect_timeout=int(cfg.connect_timeout_seconds))
+    except PgBackRestError as exc:
         return Section("WAL archiving", WARN, (redact(str(exc), [dsn, *secrets])[:200],))
     if not status.archiving and not status.archived_count and not status.failed_count:
         return None

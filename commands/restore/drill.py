@@ -21,7 +21,9 @@ from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply
 from commands.errors import AlreadyRunningError, BackupbotError, UsageError
 from commands.incident.audit import record_event
-from commands.pg.restore import create_database, drop_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg.restore.artifact import fetch_artifact, scratch_dir
+from commands.pg.restore.databases import create_database, drop_database
+from commands.pg.restore.runner import run_restore
 from commands.pg.tools import with_dbname
 from commands.redact import redact
 from commands.restore.pitr import PhysicalDrillRequest, execute_physical_drill

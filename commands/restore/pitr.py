@@ -32,10 +32,15 @@ from commands.chat.job_slots import queued_text
 from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
 from commands.errors import AlreadyRunningError, BackupbotError, NotFoundError, UsageError
 from commands.incident.audit import record_event
-from commands.pg import pgbackrest, scratch
+from commands.pg import scratch
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.cluster import free_port
-from commands.pg.restore import create_database, database_exists, drop_database, fetch_artifact, run_restore, scratch_dir
+from commands.pg.pgbackrest.archiver import time_reachable
+from commands.pg.pgbackrest.restored_cluster import RestoredCluster, restore_to_new_datadir
+from commands.pg.pgbackrest.runner import verify_repo
+from commands.pg.restore.artifact import fetch_artifact, scratch_dir
+from commands.pg.restore.databases import create_database, database_exists, drop_database
+from commands.pg.restore.runner import run_restore
 from commands.pg.tools import pg_bin, with_dbname
 from commands.redact import describe_dsn, redact
 from commands.restore.roles import create_copy_roles, plan_copy_roles, planned_roles, role_lines
@@ -144,7 +149,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
     latest = None
     if request.target_time is not None:
         # a dry run only reads (pg_stat_archiver, pgbackrest info): no marker commit, no WAL switch
-        reach = pgbackrest.time_reachable(cfg, request.target_time, dsn=dsn, switch=not request.dry_run)
+        reach = time_reachable(cfg, request.target_time, dsn=dsn, switch=not request.dry_run)
         if not reach.reachable:
             raise UsageError(f"{request.database} cannot be restored to {request.target_time.isoformat()}: {reach.reason}")
         chosen, reason, known = reach.backup, reach.reason, reach.known
@@ -300,7 +305,7 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
     return result
 
 
-def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: pgbackrest.RestoredCluster,
+def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: RestoredCluster,
                            row: request_state.RestoreRequestRow, actor: Actor, thread: Reply, step) -> None:
     """The database as it was at the target time, from the restored copy into a new database: a logical
     backup of the copy (catalogued as kind point-in-time, never `latest`), restored and verified like any
@@ -359,12 +364,12 @@ def remove_restored_copy(services: Services, plan: PointInTimePlan) -> list[str]
     return [f"stopped and removed the half-restored copy in {plan.datadir}"]
 
 
-def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) -> pgbackrest.RestoredCluster:
+def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) -> RestoredCluster:
     cfg = engine_config(services.settings, plan.database)
     target = datetime.fromisoformat(plan.target_time) if plan.target_time else None
     scratch.make_job_dir(services.settings, datadir, owner=cfg.run_as())  # 0700, the cluster owner's
     port = plan.port if plan.port and port_is_free(plan.port) else None  # None: pgBackRest's restore picks one
-    return pgbackrest.restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir, port)
+    return restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir, port)
 
 
 def port_is_free(port: int) -> bool:
@@ -376,7 +381,7 @@ def port_is_free(port: int) -> bool:
             return False
 
 
-def verify_cluster(restored: pgbackrest.RestoredCluster, source_dsn: str) -> str:
+def verify_cluster(restored: RestoredCluster, source_dsn: str) -> str:
     """The copy answers, has left recovery, and `pg_controldata` says it is in production."""
     from psycopg.conninfo import conninfo_to_dict
 
@@ -447,7 +452,7 @@ def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor:
         restored = restore_cluster(services, plan, datadir)
         seconds = time.monotonic() - started
         detail = verify_cluster(restored, services.settings.database(request.database).require_url())
-        checked = pgbackrest.verify_repo(engine_config(services.settings, request.database))
+        checked = verify_repo(engine_config(services.settings, request.database))
         ok = checked.ok
         detail += "; pgbackrest verify: " + ("ok" if checked.ok else f"FAILED ({checked.summary})")
     except BackupbotError as exc:

@@ -17,7 +17,8 @@ from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS
 from commands.pg.globals import missing_roles
 from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
-from commands.pg.restore import artifact_decompressor, database_exists, verify_artifact
+from commands.pg.restore.artifact import artifact_decompressor, verify_artifact
+from commands.pg.restore.databases import database_exists
 from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn

@@ -14,7 +14,7 @@ from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, check_can_collect_reactions
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
-from commands.pg.restore import database_exists, databases_like, drop_database
+from commands.pg.restore.databases import database_exists, databases_like, drop_database
 from commands.redact import redact
 from commands.restore.pitr import PITR, PointInTimePlan, remove_restored_copy
 from commands.restore.plan import NEW_DATABASE, RestorePlan, RestoreRequest, build_plan, plan_message

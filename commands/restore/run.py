@@ -19,14 +19,9 @@ from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
-from commands.pg.restore import (
-    create_database,
-    drop_database,
-    fetch_artifact,
-    run_restore,
-    scratch_dir,
-    swap_databases,
-)
+from commands.pg.restore.artifact import fetch_artifact, scratch_dir
+from commands.pg.restore.databases import create_database, drop_database, swap_databases
+from commands.pg.restore.runner import run_restore
 from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact

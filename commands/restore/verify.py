@@ -1,7 +1,7 @@
 """After a restore: row counts against the manifest, NOT VALID constraints, the app's health URL.
 
 These are the checks people read in the report; the same counts and constraints are also checked
-inside the restore's transaction, before COMMIT (commands.pg.restore.verification_sql).
+inside the restore's transaction, before COMMIT (commands.pg.restore.script.verification_sql).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.names import parse_key
-from commands.pg.restore import not_valid_scope
+from commands.pg.restore.script import not_valid_scope
 from commands.redact import redact
 from state.backups import BackupRecord
 

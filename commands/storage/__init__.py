@@ -59,7 +59,7 @@ class Storage(Protocol):
 
 def open_storage(url: str, identity_file: str | None = None) -> Storage:
     """The backend for `url`; `identity_file` ([storage] identity_file) travels with it, so whatever reads
-    an encrypted artifact back (commands.pg.restore.fetch_artifact) can decrypt it."""
+    an encrypted artifact back (commands.pg.restore.artifact.fetch_artifact) can decrypt it."""
     storage = _backend(url)
     storage.identity_file = identity_file
     return storage

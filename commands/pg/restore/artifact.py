@@ -1,0 +1,102 @@
+"""The backup's artifact as a local file: read from storage, decrypted, decompressed, its sha256 checked.
+
+A corrupted or tampered artifact is refused here, before the target is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from commands.errors import DumpError, EncryptionError, IntegrityError
+from commands.pg.dump import FORMATS, make_decompressor
+from commands.pg.scratch import job_dir, private_file
+from commands.pg.tools import last_lines, pg_bin
+from commands.storage import Storage
+from commands.storage.encryption import DecryptChain, Decryptor
+from state.backups import BackupRecord
+
+
+@dataclass(frozen=True)
+class FetchedArtifact:
+    path: Path  # decompressed: a custom archive or SQL text
+    raw_size: int
+    toc: str | None  # `pg_restore -l` output for custom archives
+
+
+def artifact_sha256(storage: Storage, record: BackupRecord) -> str:
+    digest = hashlib.sha256()
+    for chunk in storage.read_chunks(record.key):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_artifact(storage: Storage, record: BackupRecord) -> None:
+    """Re-read the stored artifact and compare with the catalog's sha256."""
+    actual = artifact_sha256(storage, record)
+    if actual != record.sha256:
+        raise IntegrityError(f"backup #{record.id} is corrupted: its artifact's sha256 is {actual[:12]}, "
+                             f"the catalog says {record.sha256[:12]}; nothing was restored")
+
+
+def artifact_decompressor(record: BackupRecord, identity_file: str | None):
+    """Stored bytes -> the dump: `decompress(bytes)`, then `flush()`. An encrypted backup is decrypted first
+    with the age key in `identity_file`; raises EncryptionError when that key cannot decrypt it."""
+    decompressor = make_decompressor(record.compression)
+    if not record.encryption:
+        return decompressor
+    if record.encryption != "age":
+        raise EncryptionError(f"backup #{record.id} is encrypted with {record.encryption!r}, which this bot cannot read")
+    return DecryptChain(Decryptor(identity_file, recipients=record.recipients), decompressor)
+
+
+def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> FetchedArtifact:
+    """Copy the artifact to `workdir`, decrypted with the storage's identity_file when encrypted and
+    decompressed, checking sha256 (of the stored bytes) on the way; read the TOC of archives."""
+    fmt = FORMATS[record.format]
+    target = workdir / ("archive.dump" if fmt.pg_format == "custom" else "dump.sql")
+    digest = hashlib.sha256()
+    decompressor = artifact_decompressor(record, getattr(storage, "identity_file", None))
+    raw_size = 0
+    broken: Exception | None = None
+    with private_file(target) as out:
+        for chunk in storage.read_chunks(record.key):
+            digest.update(chunk)
+            if broken is None:
+                try:
+                    data = decompressor.decompress(chunk)
+                except Exception as exc:  # zlib.error, zstd.ZstdError: keep hashing to say why
+                    broken = exc
+                    continue
+                raw_size += len(data)
+                out.write(data)
+        if isinstance(decompressor, DecryptChain):
+            try:
+                data = decompressor.flush() if broken is None else b""
+                raw_size += len(data)
+                out.write(data)
+            except Exception as exc:
+                broken = exc
+            finally:
+                decompressor.close()
+    if digest.hexdigest() != record.sha256:
+        raise IntegrityError(f"backup #{record.id} is corrupted: its artifact's sha256 is {digest.hexdigest()[:12]}, "
+                             f"the catalog says {record.sha256[:12]}; nothing was restored")
+    if isinstance(broken, EncryptionError | IntegrityError):  # the age key does not fit, or the ciphertext is bad
+        raise type(broken)(f"backup #{record.id}: {broken}; nothing was restored")
+    if broken is not None:
+        raise IntegrityError(f"backup #{record.id} cannot be decompressed ({type(broken).__name__}); nothing was restored")
+    toc = None
+    if fmt.pg_format == "custom":
+        result = subprocess.run([pg_bin("pg_restore"), "--list", str(target)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise DumpError(f"pg_restore cannot read backup #{record.id}: {last_lines(result.stderr, 3)}")
+        toc = result.stdout
+    return FetchedArtifact(path=target, raw_size=raw_size, toc=toc)
+
+
+def scratch_dir(settings):
+    """A private job folder in the instance's scratch root (commands.pg.scratch), removed after."""
+    return job_dir(settings, "restore")
