@@ -150,26 +150,43 @@ class CustomArchiveCounter:
             cur.skip_str()
         self._off_size = _off_size
         self._version = version
+        # dumpId, hadDumper, tableoid, oid, tag, desc, section, defn, dropStmt, copyStmt, namespace,
+        # tablespace, tableam, [relkind,] owner, "false" (WITH OIDS): True where a string
+        self._layout = (False, False, True, True, True, True, False, True, True, True, True, True, True) + \
+            ((False,) if version[:2] >= K_VERS_1_16 else ()) + (True, True)
 
     def _read_entry(self, cur: _Cursor) -> None:
-        dump_id = cur.int()
-        cur.int()  # had a data dumper
-        cur.skip_str()  # catalogId.tableoid
-        oid = cur.str()
-        cur.skip_str()  # tag
-        desc = cur.str()
-        cur.int()  # section
-        for _ in range(6):  # defn, dropStmt, copyStmt, namespace, tablespace, tableam
-            cur.skip_str()
-        if self._version[:2] >= K_VERS_1_16:
-            cur.int()  # relkind
-        cur.skip_str()  # owner
-        cur.skip_str()  # "false": WITH OIDS
-        while cur.str() is not None:  # dependencies
-            pass
-        cur.skip(1 + self._off_size)  # the data offset: a flag byte, then offSize bytes
-        if desc == b"TABLE DATA" and oid is not None:
-            self._table_data[dump_id] = int(oid)
+        """One TOC entry, as ReadToc reads it; only a TABLE DATA entry's dumpId and OID are kept. Written
+        out flat: a TOC has entries in the tens of thousands when a database has thousands of tables."""
+        buf, pos, hs, from_bytes = cur.buf, cur.pos, 1 + self._int_size, int.from_bytes
+        n = len(buf)
+        values = []
+        for is_str in self._layout:
+            if pos + hs > n:
+                raise _Short
+            value = from_bytes(buf[pos + 1:pos + hs], "little")
+            if buf[pos]:
+                value = -value
+            pos += hs
+            values.append((value, pos))
+            if is_str and value > 0:
+                pos += value
+        while True:  # dependencies, each a string, then a null one
+            if pos + hs > n:
+                raise _Short
+            value = from_bytes(buf[pos + 1:pos + hs], "little")
+            pos += hs
+            if buf[pos - hs]:
+                break
+            pos += value
+        pos += 1 + self._off_size  # the data offset: a flag byte, then offSize bytes
+        if pos > n:
+            raise _Short
+        cur.pos = pos
+        (length, at) = values[5]  # desc
+        if buf[at:at + length] == b"TABLE DATA":
+            (length, oid_at) = values[3]
+            self._table_data[values[0][0]] = int(buf[oid_at:oid_at + length])
 
     # ------------------------------------------------------------ data blocks
     def feed(self, data: bytes) -> None:
