@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,7 +25,7 @@ from commands.errors import BackupbotError, UsageError
 from commands.health.command import copies_lines, production_copies
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
-from commands.pg.dump import FORMATS, DumpFormat, dump_argv, run_pg_dump
+from commands.pg.dump import FORMATS, DumpFormat, RowCounter, dump_argv, run_pg_dump
 from commands.pg.globals import dump_globals, role_definitions, roles_in_database
 from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
@@ -296,32 +295,24 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         pg_dump_version = tool_version(pg_dump)
         dbname = conn.execute("SELECT current_database()").fetchone()[0]
         database_size = pg_snapshot.database_size(conn)
-        all_tables = pg_snapshot.list_user_tables(conn)
+        catalog = pg_snapshot.read_catalog(conn)  # every table's OID, owner, columns and parts: one query
+        all_tables = catalog.user_tables()
         leaves = [name for name, kind in all_tables if kind == "r"]
         if request.tables:
             tables = pg_snapshot.resolve_tables(all_tables, list(request.tables), f"database {request.database}")
         else:
             tables = leaves
-        objects = {"schemas": pg_snapshot.dumped_schemas(conn), "tables": pg_snapshot.table_objects(conn)}
+        objects = {"schemas": pg_snapshot.dumped_schemas(conn), "tables": catalog.objects}
         roles = roles_in_database(conn)  # what a restore onto a new server must create first
         definitions = role_definitions(conn, roles)
+        not_valid = pg_snapshot.not_valid_constraints(conn)
+        row_counter = None
+        if not request.schema_only:  # rows are counted in pg_dump's own stream: the server reads each once
+            wanted = set(tables)
+            row_counter = RowCounter(fmt, [t for t in catalog.tables if t.kind == "r" and t.name in wanted],
+                                     pg_snapshot.quoted_keywords(conn), conn.info.encoding)
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         status = replace(status, database_size=database_size)
-
-        counts: dict[str, int] = {}
-        not_valid: list[str] = []
-        count_error: list[BaseException] = []
-
-        def take_counts() -> None:
-            try:
-                not_valid.extend(pg_snapshot.not_valid_constraints(conn))
-                if not request.schema_only:
-                    counts.update(pg_snapshot.count_rows(conn, [t for t in tables if t in leaves]))
-            except BaseException as exc:
-                count_error.append(exc)
-
-        counter = threading.Thread(target=take_counts, name=f"counts-{job_id}", daemon=True)
-        counter.start()
 
         def progress(raw: int, elapsed: float) -> None:
             if message_id:  # handed to a sender thread: no chat call in pg_dump's read loop
@@ -330,14 +321,10 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         key = artifact_key(request.database, job_id, created, fmt) + (".age" if encrypt_to else "")
         writer = services.storage.open_writer(key, expected_size=database_size)
         argv = dump_argv(fmt, snapshot, tables if request.tables else [], request.schema_only, binary=pg_dump)
-        try:
-            outcome = run_pg_dump(argv, pg_env(dsn), fmt, writer, on_progress=progress,
-                                  progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to)
-        finally:
-            counter.join()
-        if count_error:
-            services.storage.delete(key)
-            raise count_error[0]
+        outcome = run_pg_dump(argv, pg_env(dsn), fmt, writer, on_progress=progress,
+                              progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to,
+                              row_counter=row_counter)
+        counts = outcome.row_counts or {}
         conn.rollback()
     globals_file = None
     if full:  # fail closed: a full backup without its roles cannot be restored onto a new server

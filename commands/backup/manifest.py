@@ -77,7 +77,10 @@ def manifest_bytes(record: BackupRecord, keyring: Keyring) -> bytes:
     document = manifest_document(record)
     if keyring.can_sign:
         document = keyring.sign(PURPOSE, document)
-    return json.dumps(document, indent=2, sort_keys=True).encode()
+    # one line per field, each value written by the C encoder: `indent` would fall back to the pure-Python
+    # one, whose time grows with every table's objects (0.5s at 5,000 tables)
+    fields = [f"  {json.dumps(key)}: {json.dumps(value, sort_keys=True)}" for key, value in sorted(document.items())]
+    return ("{\n" + ",\n".join(fields) + "\n}\n").encode()
 
 
 def parse_manifest(data: bytes) -> dict:

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 import zstandard
 
 from commands.errors import DumpError
+from commands.pg.archive_stream import ArchiveFormatError, CustomArchiveCounter
+from commands.pg.copy_stream import PlainCopyCounter
 from commands.pg.names import QualifiedName
+from commands.pg.snapshot import DumpedTable
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin
 from commands.redact import redact
 from commands.storage import ArtifactWriter
@@ -103,6 +106,32 @@ class DumpOutcome:
     size: int
     sha256: str
     seconds: float
+    row_counts: dict[str, int] | None = None  # by table key, counted in the stream (RowCounter)
+
+
+class RowCounter:
+    """A stream stage fed pg_dump's raw bytes (before compression): each table's COPY rows, by table key.
+
+    The counts are exactly what was dumped, and the server reads each row once: for pg_dump alone."""
+
+    def __init__(self, fmt: DumpFormat, tables: list[DumpedTable], quoted_keywords: frozenset[str],
+                 encoding: str = "utf-8"):
+        self._keys = {t.oid: t.name.key for t in tables}
+        if fmt.pg_format == "custom":
+            self._counter = CustomArchiveCounter()
+        else:
+            self._counter = PlainCopyCounter({t.oid: (t.name.schema, t.name.name, t.copy_columns) for t in tables},
+                                             quoted_keywords, encoding)
+        self.feed = self._counter.feed
+
+    def finish(self) -> dict[str, int]:
+        """Rows of every table asked for; raises ArchiveFormatError when one of them has no data in the dump."""
+        rows = self._counter.finish()
+        missing = [key for oid, key in self._keys.items() if oid not in rows]
+        if missing:
+            raise ArchiveFormatError(f"pg_dump's output has no data for {len(missing)} table(s) it was asked for "
+                                     f"(first: {missing[0]}); their rows cannot be counted")
+        return {key: rows[oid] for oid, key in self._keys.items()}
 
 
 class _WriterThread:
@@ -139,12 +168,14 @@ def run_pg_dump(
     argv: list[str], env: dict[str, str], fmt: DumpFormat, writer: ArtifactWriter,
     on_progress: Callable[[int, float], None] | None = None, progress_every: float = 3.0,
     secrets: list[str] = (), on_start: Callable[[subprocess.Popen], None] | None = None,
-    encrypt_to: list[str] | tuple[str, ...] = (),
+    encrypt_to: list[str] | tuple[str, ...] = (), row_counter: RowCounter | None = None,
 ) -> DumpOutcome:
     """Run pg_dump into `writer`. Commits on success; aborts and raises DumpError/StorageError otherwise.
 
     With `encrypt_to` (age public keys), the compressed stream is age-encrypted on the way, and the
-    size and sha256 are of the stored, encrypted bytes."""
+    size and sha256 are of the stored, encrypted bytes. With `row_counter`, the raw bytes are counted
+    on the way too, and a dump whose rows cannot be counted is not stored."""
+    count = row_counter.feed if row_counter else None
     started = time.monotonic()
     encryptor = make_encryptor(encrypt_to)
     compressor = make_compressor(fmt.compression)
@@ -169,6 +200,8 @@ def run_pg_dump(
                 if len(head) < 64:
                     head += chunk[:64]
                 tail = (tail + chunk[-256:])[-256:]
+                if count:
+                    count(chunk)
                 packed = compressor.compress(chunk)
                 if packed:
                     digest.update(packed)
@@ -191,6 +224,7 @@ def run_pg_dump(
         if problem:
             detail = last_lines(redact(stderr.text(), secrets))
             raise DumpError(f"{problem}" + (f"\n{detail}" if detail else ""))
+        counts = row_counter.finish() if row_counter else None
         writer.commit()
     except BaseException:
         if proc.poll() is None:
@@ -200,7 +234,8 @@ def run_pg_dump(
         if encryptor is not None:
             encryptor.close()
         raise
-    return DumpOutcome(raw_size=raw_size, size=size, sha256=digest.hexdigest(), seconds=time.monotonic() - started)
+    return DumpOutcome(raw_size=raw_size, size=size, sha256=digest.hexdigest(), seconds=time.monotonic() - started,
+                       row_counts=counts)
 
 
 def _widen_pipe(pipe) -> None:

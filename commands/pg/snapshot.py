@@ -93,33 +93,72 @@ WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY 1
 """
 
+# One set-based query for every table, whatever their number: each catalog is read once and grouped by
+# table (a correlated subquery per table made the fixed cost of a backup grow with the square of the
+# table count: the foreign keys that point at a table have no index on pg_constraint.confrelid).
 TABLE_OBJECTS_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner),
-  ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-        AND NOT a.attisdropped ORDER BY a.attnum),
-  ARRAY(
-    SELECT 'pg_class'::regclass::oid::text || ':' || i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid
-    UNION ALL SELECT 'pg_constraint'::regclass::oid::text || ':' || con.oid FROM pg_constraint con
-              WHERE con.conrelid = c.oid OR (con.confrelid = c.oid AND con.contype = 'f')
-    UNION ALL SELECT 'pg_trigger'::regclass::oid::text || ':' || t.oid FROM pg_trigger t
-              WHERE t.tgrelid = c.oid AND NOT t.tgisinternal
-    UNION ALL SELECT 'pg_attrdef'::regclass::oid::text || ':' || ad.oid FROM pg_attrdef ad WHERE ad.adrelid = c.oid
-    UNION ALL SELECT 'pg_policy'::regclass::oid::text || ':' || p.oid FROM pg_policy p WHERE p.polrelid = c.oid
-    UNION ALL SELECT 'pg_rewrite'::regclass::oid::text || ':' || r.oid FROM pg_rewrite r
-              WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'
-  ),
-  ARRAY(SELECT json_build_array(sn.nspname, s.relname, pg_get_userbyid(s.relowner), s.oid)::text
-        FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        JOIN pg_namespace sn ON sn.oid = s.relnamespace
-        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-          AND d.refobjid = c.oid AND d.deptype IN ('a', 'i'))
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p')
-  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype = 'e')
+WITH t AS (
+  SELECT c.oid, n.nspname, c.relname, c.relkind, c.relowner
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p')
+    AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                    AND d.objid = c.oid AND d.deptype = 'e')
+), cols AS (
+  SELECT a.attrelid AS relid, array_agg(a.attname::text ORDER BY a.attnum) AS columns,
+         array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE {dumped_column}) AS dumped
+  FROM pg_attribute a JOIN t ON t.oid = a.attrelid
+  WHERE a.attnum > 0 AND NOT a.attisdropped GROUP BY 1
+), parts AS (
+  SELECT relid, array_agg(part) AS parts FROM (
+    SELECT i.indrelid AS relid, 'pg_class'::regclass::oid::text || ':' || i.indexrelid AS part FROM pg_index i
+    UNION ALL SELECT con.conrelid, 'pg_constraint'::regclass::oid::text || ':' || con.oid FROM pg_constraint con
+              WHERE con.conrelid <> 0
+    UNION ALL SELECT con.confrelid, 'pg_constraint'::regclass::oid::text || ':' || con.oid FROM pg_constraint con
+              WHERE con.contype = 'f' AND con.confrelid <> con.conrelid
+    UNION ALL SELECT tg.tgrelid, 'pg_trigger'::regclass::oid::text || ':' || tg.oid FROM pg_trigger tg
+              WHERE NOT tg.tgisinternal
+    UNION ALL SELECT ad.adrelid, 'pg_attrdef'::regclass::oid::text || ':' || ad.oid FROM pg_attrdef ad
+    UNION ALL SELECT p.polrelid, 'pg_policy'::regclass::oid::text || ':' || p.oid FROM pg_policy p
+    UNION ALL SELECT r.ev_class, 'pg_rewrite'::regclass::oid::text || ':' || r.oid FROM pg_rewrite r
+              WHERE r.rulename <> '_RETURN'
+  ) x WHERE relid IN (SELECT oid FROM t) GROUP BY relid
+), seqs AS (
+  SELECT d.refobjid AS relid,
+         array_agg(json_build_array(sn.nspname, s.relname, pg_get_userbyid(s.relowner), s.oid)::text) AS sequences
+  FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+  JOIN pg_namespace sn ON sn.oid = s.relnamespace
+  WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+    AND d.refobjid IN (SELECT oid FROM t)
+  GROUP BY 1
+)
+SELECT t.oid, t.nspname, t.relname, t.relkind, pg_get_userbyid(t.relowner), coalesce(cols.columns, '{{}}'),
+       coalesce(cols.dumped, '{{}}'), coalesce(parts.parts, '{{}}'), coalesce(seqs.sequences, '{{}}')
+FROM t LEFT JOIN cols ON cols.relid = t.oid LEFT JOIN parts ON parts.relid = t.oid LEFT JOIN seqs ON seqs.relid = t.oid
 ORDER BY 2, 3
 """
+
+# Keywords pg_dump's fmtId quotes (all but unreserved ones), so COPY lines can be rebuilt exactly
+QUOTED_KEYWORDS_SQL = "SELECT coalesce(array_agg(word::text), '{}') FROM pg_get_keywords() WHERE catcode <> 'U'"
+
+
+@dataclass(frozen=True)
+class DumpedTable:
+    """A table as the dump holds it: what its data is counted by, and under which key it is reported."""
+
+    oid: int
+    name: QualifiedName
+    kind: str
+    copy_columns: tuple[str, ...]  # the columns pg_dump's COPY lists: not dropped, not generated
+
+
+@dataclass(frozen=True)
+class Catalog:
+    objects: list[dict]  # table_objects' entries, as the manifest records them
+    tables: list[DumpedTable]
+
+    def user_tables(self) -> list[tuple[QualifiedName, str]]:
+        return [(t.name, t.kind) for t in self.tables]
 
 
 def dumped_schemas(conn: psycopg.Connection) -> list[str]:
@@ -127,19 +166,30 @@ def dumped_schemas(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute(DUMPED_SCHEMAS_SQL).fetchall()]
 
 
-def table_objects(conn: psycopg.Connection) -> list[dict]:
-    """For each user table: its OID, owner, columns, and the (catalog, OID) pairs of every object that
-    belongs to it in a dump: indexes, constraints (with foreign keys that point at it), triggers,
-    defaults, policies, rules; and its owned or identity sequences."""
-    tables = []
-    for oid, schema, name, kind, owner, columns, parts, sequences in conn.execute(TABLE_OBJECTS_SQL).fetchall():
+def read_catalog(conn: psycopg.Connection) -> Catalog:
+    """For each user table, in one query: its OID, owner, columns, and the (catalog, OID) pairs of every
+    object that belongs to it in a dump: indexes, constraints (with foreign keys that point at it),
+    triggers, defaults, policies, rules; and its owned or identity sequences."""
+    generated = conn.info.server_version >= 120000  # attgenerated: PostgreSQL 12
+    query = TABLE_OBJECTS_SQL.format(dumped_column="a.attgenerated = ''" if generated else "true")
+    objects, tables = [], []
+    for oid, schema, name, kind, owner, columns, dumped, parts, sequences in conn.execute(query).fetchall():
         seqs = [json.loads(s) for s in sequences]
-        tables.append({
+        objects.append({
             "schema": schema, "name": name, "kind": kind, "oid": int(oid), "owner": owner, "columns": list(columns),
             "parts": sorted(parts) + [f"{_PG_CLASS}:{s[3]}" for s in seqs],
             "sequences": [{"schema": s[0], "name": s[1], "owner": s[2], "oid": int(s[3])} for s in seqs],
         })
-    return tables
+        tables.append(DumpedTable(int(oid), QualifiedName(schema, name), kind, tuple(dumped)))
+    return Catalog(objects, tables)
+
+
+def table_objects(conn: psycopg.Connection) -> list[dict]:
+    return read_catalog(conn).objects
+
+
+def quoted_keywords(conn: psycopg.Connection) -> frozenset[str]:
+    return frozenset(conn.execute(QUOTED_KEYWORDS_SQL).fetchone()[0])
 
 
 _PG_CLASS = 1259  # 'pg_class'::regclass, fixed in every PostgreSQL
