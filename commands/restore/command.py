@@ -18,7 +18,7 @@ from commands.chat.reply import Notice, Reply
 from commands.errors import NotAllowedError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.pg.restore.databases import validate_database_name
-from commands.restore.pitr import PointInTimeMessage, PointInTimeRequest, build_pitr_plan, parse_time
+from commands.restore.pitr_plan import PointInTimeMessage, PointInTimeRequest, build_pitr_plan, parse_time
 from commands.restore.plan import RestorePlanMessage, RestoreRequest, build_plan, plan_message
 from commands.restore.requests import submit_plan
 from state import approvals as request_state

@@ -22,7 +22,7 @@ from commands.pg.restore.databases import database_exists
 from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
-from commands.restore.pitr import PITR, pitr_message
+from commands.restore.pitr_plan import PITR, pitr_message
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
 from commands.restore.status import RequestMessage, request_message
 from commands.storage.encryption import DecryptChain, check_identity

@@ -16,7 +16,8 @@ from commands.errors import BackupbotError
 from commands.incident.audit import record_event
 from commands.pg.restore.databases import database_exists, databases_like, drop_database
 from commands.redact import redact
-from commands.restore.pitr import PITR, PointInTimePlan, remove_restored_copy
+from commands.restore.pitr import remove_restored_copy
+from commands.restore.pitr_plan import PITR, PointInTimePlan
 from commands.restore.plan import NEW_DATABASE, RestorePlan, RestoreRequest, build_plan, plan_message
 from commands.restore.run import run_restore_request
 from state import approvals as request_state

@@ -25,7 +25,8 @@ from commands.pg.restore.runner import run_restore
 from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
-from commands.restore.pitr import PITR, run_pitr_request
+from commands.restore.pitr import run_pitr_request
+from commands.restore.pitr_plan import PITR
 from commands.restore.plan import NEW_DATABASE, SIDE_DATABASE, RestorePlan, plan_message
 from commands.restore.roles import planned_roles, record_privileged
 from commands.restore.verify import Check, check_health_url, checks_text, verify_restored
