@@ -16,23 +16,25 @@ def add_sample(store: Store, database: str, taken_at: str, status: str, size_byt
 
 
 def previous_size(store: Store, database: str, before: str) -> tuple[str, int] | None:
-    with store.db() as db:
-        row = db.execute(
-            "SELECT taken_at, size_bytes FROM health_samples WHERE database = ? AND taken_at < ? "
-            "AND size_bytes IS NOT NULL ORDER BY taken_at DESC LIMIT 1",
-            [database, before],
-        ).fetchone()
-    return (row[0], row[1]) if row else None
+    """The newest size sample strictly before `before`: (taken_at, bytes)."""
+    return _newest_size(store, database, "<", before)
 
 
 def size_at_or_before(store: Store, database: str, moment: str) -> int | None:
+    found = _newest_size(store, database, "<=", moment)
+    return found[1] if found else None
+
+
+def _newest_size(store: Store, database: str, comparison: str, moment: str) -> tuple[str, int] | None:
+    if comparison not in ("<", "<="):  # one of two fixed operators, never text from outside
+        raise ValueError(f"unexpected comparison {comparison!r}")
     with store.db() as db:
         row = db.execute(
-            "SELECT size_bytes FROM health_samples WHERE database = ? AND taken_at <= ? "
+            f"SELECT taken_at, size_bytes FROM health_samples WHERE database = ? AND taken_at {comparison} ? "
             "AND size_bytes IS NOT NULL ORDER BY taken_at DESC LIMIT 1",
             [database, moment],
         ).fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
 
 
 def start_run(store: Store, job: str, database: str | None, at: str) -> int:
