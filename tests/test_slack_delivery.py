@@ -32,6 +32,8 @@ def test_every_chat_update_failing_does_not_fail_the_backup(tmp_path, sample_dsn
     fake_slack.wait_for_text("Backup #1 of main started by <@U0ALICE>", method="chat.postMessage")
     # the backup is catalogued although Slack refused every update, progress included
     fake_slack.wait_for(lambda api: list_backups(bot.services.store), what="the backup in the catalog")
+    # the job is finished right after its backup is catalogued: wait for it rather than race it
+    fake_slack.wait_for(lambda api: get_job(bot.services.store, 1).status != "running", what="the job to finish")
     assert get_job(bot.services.store, 1).status == "succeeded"
     assert fake_slack.said("chat.update"), "the bot tried to update its message"
     bot.slack.command("/backup", "list", user="U0ALICE")
