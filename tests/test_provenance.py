@@ -353,3 +353,18 @@ def test_init_creates_a_private_signing_key_that_the_config_names(tmp_path):
     result = backupbot("init", "--config", str(config), "--signing-key", str(rotated))
     assert result.returncode == 0 and "Created signing key" in result.stderr and rotated.exists()
     assert oct(rotated.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_huge_forged_manifest_is_refused_unread(tmp_path, sample_dsn):
+    settings = make_settings(tmp_path, sample_dsn, access=ACCESS)
+    console = make_console(settings, clock=FakeClock())
+    console.run("/backup")
+    record = get_backup(console.services.store, 1)
+    manifest = tmp_path / "backups" / record.manifest_key
+    with open(manifest, "r+b") as f:  # 65 MiB where a manifest should be
+        f.truncate(65 << 20)
+    out = console.run("/restore 1 --dry-run")
+    assert "too large to be a backupbot manifest; not read" in out and "Dry run" not in out
+    lose_the_state_database(settings, console)
+    result = backupbot("catalog", "rebuild", "--config", write_config(tmp_path, settings.storage_url, [suite_signing_key()]))
+    assert result.returncode == 1 and "too large to be a backupbot manifest" in result.stdout

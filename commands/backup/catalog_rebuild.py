@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from commands.backup.manifest import MANIFEST_SUFFIX, authenticate, check_dated, check_encrypted
+from commands.backup.manifest import MANIFEST_SUFFIX, authenticate, check_dated, check_encrypted, read_stored_manifest
 from commands.errors import StorageError, UsageError
 from commands.signing import Keyring
 from commands.storage import Storage
@@ -79,7 +79,7 @@ def iter_manifests(storage: Storage) -> Iterator[str]:
 def read_manifest(storage: Storage, key: str, keyring: Keyring) -> tuple[BackupRecord, str]:
     """The backup a stored manifest describes, once its signature verifies; raises ValueError (or
     ProvenanceError, one) saying why not."""
-    return authenticate(storage.get_bytes(key), key, keyring, storage.url)
+    return authenticate(read_stored_manifest(storage, key), key, keyring, storage.url)
 
 
 def _artifact_sha256(storage: Storage, key: str) -> tuple[str, int]:

@@ -24,6 +24,7 @@ from state.backups import BackupRecord
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
 PURPOSE = "backup-manifest"
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest of 100,000 tables is a few MB; anything far larger is not one of ours
 CLOCK_SKEW = timedelta(minutes=5)  # a backup dated later than now + this was not taken by this bot
 REQUIRED = ("backup_id", "database", "kind", "format", "compression", "created_at", "artifact", "sha256", "size",
             "raw_size")
@@ -138,6 +139,14 @@ def check_encrypted(record: BackupRecord, encrypt_to: tuple[str, ...]) -> None:
                               "bot takes is encrypted, so an unencrypted one is refused")
 
 
+def read_stored_manifest(storage: Storage, key: str) -> bytes:
+    """The stored manifest's bytes, refused unread when it is too large to be one (storage is not trusted)."""
+    size = storage.size(key)
+    if size > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"{key} is {size:,} bytes, too large to be a backupbot manifest; not read")
+    return storage.get_bytes(key)
+
+
 def authenticate(data: bytes, key: str, keyring: Keyring, storage_url: str) -> tuple[BackupRecord, str]:
     """The catalog row a stored manifest describes and the key that signed it; ProvenanceError when it is
     unsigned or its signature does not verify, ValueError when it is no usable manifest."""
@@ -174,7 +183,7 @@ def check_provenance(storage: Storage, record: BackupRecord, *, keyring: Keyring
     check_dated(record, now)
     check_encrypted(record, encrypt_to)
     try:
-        data = storage.get_bytes(record.manifest_key) if storage.exists(record.manifest_key) else None
+        data = read_stored_manifest(storage, record.manifest_key) if storage.exists(record.manifest_key) else None
     except StorageError:
         data = None
     if data is None:
