@@ -14,7 +14,7 @@ from commands.errors import ConfigError
 from commands.settings import parse_settings
 from state.backups import list_backups
 from state.jobs import recent_jobs
-from tests.builders import make_console, make_settings
+from tests.builders import make_console, make_settings, suite_signing_key
 
 
 def test_no_operators_means_nobody_may_operate(tmp_path, sample_dsn, reliability):
@@ -56,7 +56,8 @@ def test_viewers_alone_may_look_but_nobody_may_operate(tmp_path, sample_dsn):
 
 def test_check_fails_and_start_up_warns_without_operators(tmp_path, sample_dsn, monkeypatch, caplog):
     config = tmp_path / "backupbot.toml"
-    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n')
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
+                      f'signing_key_files = ["{suite_signing_key()}"]\n')
     monkeypatch.setenv("DATABASE_URL", sample_dsn)
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
     out = io.StringIO()
