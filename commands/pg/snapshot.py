@@ -172,8 +172,14 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
     triggers, defaults, policies, rules; and its owned or identity sequences."""
     generated = conn.info.server_version >= 120000  # attgenerated: PostgreSQL 12
     query = TABLE_OBJECTS_SQL.format(dumped_column="a.attgenerated = ''" if generated else "true")
+    # The planner underestimates the owned sequences and probes pg_depend once per table in nested loops:
+    # 56,000 buffers at 5,000 tables, against 7,700 with hash joins. Only for this query, in this transaction.
+    previous = conn.execute("SELECT current_setting('enable_nestloop')").fetchone()[0]
+    conn.execute("SELECT set_config('enable_nestloop', 'off', true)")
+    rows = conn.execute(query).fetchall()  # on an error the transaction, and the setting, are rolled back
+    conn.execute("SELECT set_config('enable_nestloop', %s, true)", [previous])
     objects, tables = [], []
-    for oid, schema, name, kind, owner, columns, dumped, parts, sequences in conn.execute(query).fetchall():
+    for oid, schema, name, kind, owner, columns, dumped, parts, sequences in rows:
         seqs = [json.loads(s) for s in sequences]
         objects.append({
             "schema": schema, "name": name, "kind": kind, "oid": int(oid), "owner": owner, "columns": list(columns),
