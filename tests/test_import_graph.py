@@ -12,9 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ROOT / "commands"
 
-KERNEL = {"commands.settings_targets", "commands.settings", "commands.errors", "commands.redact", "commands.units",
-          "commands.settings_health", "commands.settings_incidents", "commands.settings_retention",
-          "commands.settings_schedules", "commands.signing"}
+KERNEL = {"commands.settings.targets", "commands.settings", "commands.errors", "commands.redact", "commands.units",
+          "commands.settings.health", "commands.settings.incidents", "commands.settings.retention",
+          "commands.settings.schedules", "commands.signing"}
 LAYERS = [("kernel", 0), ("pg", 1), ("storage", 1), ("chat", 2), ("backup", 3), ("restore", 3), ("health", 3),
           ("incident", 3), ("dispatch", 4), ("schedules", 4)]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from commands.settings_retention import RetentionRules
+from commands.settings.retention import RetentionRules
 from state.backups import BackupRecord
 
 __all__ = ["Decision", "RetentionRules", "decide"]

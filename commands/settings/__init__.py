@@ -17,11 +17,11 @@ import pyrage
 from pyrage import x25519
 
 from commands.errors import ConfigError, UnknownDatabaseError
-from commands.settings_health import HealthSettings, parse_health
-from commands.settings_incidents import IncidentSettings, parse_incidents
-from commands.settings_retention import RetentionRules, parse_retention
-from commands.settings_schedules import ScheduledJob, parse_schedules
-from commands.settings_targets import TargetConfig, parse_targets
+from commands.settings.health import HealthSettings, parse_health
+from commands.settings.incidents import IncidentSettings, parse_incidents
+from commands.settings.retention import RetentionRules, parse_retention
+from commands.settings.schedules import ScheduledJob, parse_schedules
+from commands.settings.targets import TargetConfig, parse_targets
 from commands.signing import KEY_ENV, Keyring, parse_signing
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
