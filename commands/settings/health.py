@@ -16,11 +16,11 @@ key is a number >= 0; an unknown key or a bad value is a ConfigError naming the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from commands.errors import ConfigError
+from commands.settings.values import env_name, known_keys, number
 
 
 @dataclass(frozen=True)
@@ -53,18 +53,11 @@ MIN_TOKEN_LENGTH = 16  # a guessable token would be no better than none
 
 
 def parse_health(table: Mapping, env: Mapping[str, str] | None = None) -> HealthSettings:
-    unknown = sorted(set(table) - set(HEALTH_KEYS))
-    if unknown:
-        raise ConfigError(f"health.{unknown[0]}: unknown key (known: {', '.join(HEALTH_KEYS)})")
-    numbers = {key: value for key, value in table.items() if key != "metrics_token_env"}
-    for key, value in numbers.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"health.{key}: expected a number >= 0, got {value!r}")
-    name = table.get("metrics_token_env")
-    if name is None:
+    known_keys(table, "health", HEALTH_KEYS)
+    numbers = {key: number(table, "health", key, None) for key in table if key != "metrics_token_env"}
+    if table.get("metrics_token_env") is None:
         return HealthSettings(**numbers)
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-        raise ConfigError(f"health.metrics_token_env: expected the name of an environment variable, got {name!r}")
+    name = env_name(table["metrics_token_env"], "health.metrics_token_env", "the name of an environment variable")
     token = (env or {}).get(name) or ""
     if not token.strip():
         raise ConfigError(f"health.metrics_token_env: environment variable {name} is not set (the bearer token "
