@@ -25,19 +25,23 @@ from commands.settings.values import env_name, known_keys, number
 
 @dataclass(frozen=True)
 class HealthSettings:
-    connect_timeout_seconds: float = 5
+    """The limits of /db-health's checks (commands/health/checks.py), each a number >= 0 in the unit its name says."""
+
+    connect_timeout_seconds: float = 5  # how long one health query may take
     statement_timeout_ms: float = 5000
-    rpo_hours: float = 24
+    rpo_hours: float = 24  # the newest backup may be this old
+    # the share of max_connections in use, how long a session may sit idle in a transaction, how long a query may run
     connections_warn_pct: float = 80
     connections_critical_pct: float = 95
     idle_in_transaction_warn_seconds: float = 60
     long_query_warn_seconds: float = 60
     long_query_critical_seconds: float = 600
+    # the share of reads served from shared buffers below which it warns, then is critical
     cache_hit_warn: float = 0.95
     cache_hit_critical: float = 0.90
-    dead_tuple_warn_ratio: float = 0.2
-    growth_warn_pct: float = 20
-    drill_warn_days: float = 8
+    dead_tuple_warn_ratio: float = 0.2  # dead tuples of all tuples, in the table with the most dead ones
+    growth_warn_pct: float = 20  # the database's growth since the sample before
+    drill_warn_days: float = 8  # the newest drill may be this old
     archive_rpo_minutes: float = 15  # an archived database breaches its RPO when no WAL was archived for this long
     metrics_token_env: str | None = None  # names the variable holding the bearer token /metrics asks for
     metrics_token: str | None = field(default=None, repr=False, compare=False)  # its value, from the environment
