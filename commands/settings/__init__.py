@@ -121,7 +121,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
     if unknown:
         raise ConfigError(f"unknown section [{sorted(unknown)[0]}] (known: {', '.join(sorted(KNOWN_SECTIONS))})")
     tables = {name: section(raw, name) for name in ("state", "storage", "access", "channels")}
-    databases = parse_databases(raw, env)
+    databases = parse_databases(section(raw, "databases"), env)
     state = parse_state(tables["state"])
     storage = parse_storage(tables["storage"], env.get(KEY_ENV))
     return Settings(

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from commands.errors import ConfigError
-from commands.settings.values import ENV_RE, http_url, known_keys, named_tables, section, string, whole_number
+from commands.settings.values import ENV_RE, http_url, known_keys, named_tables, string, whole_number
 
 DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest")
 PGBACKREST_STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as commands.pg.pgbackrest checks it
@@ -64,11 +64,10 @@ class DatabaseConfig:
         return self.url
 
 
-def parse_databases(raw: Mapping, env: Mapping[str, str]) -> dict[str, DatabaseConfig]:
-    """Every `[databases.NAME]` of the whole config `raw`; none configured: `main` from $DATABASE_URL."""
-    tables = section(raw, "databases") or {"main": {"url_env": "DATABASE_URL"}}
+def parse_databases(tables: Mapping, env: Mapping[str, str]) -> dict[str, DatabaseConfig]:
+    """Every `[databases.NAME]` of the [databases] table; none configured: `main` from $DATABASE_URL."""
     databases = {}
-    for name, table in named_tables(tables, "databases", "database"):
+    for name, table in named_tables(tables or {"main": {"url_env": "DATABASE_URL"}}, "databases", "database"):
         where = f"databases.{name}"
         known_keys(table, where, DATABASE_KEYS)
         url_env = string(table, where, "url_env", "DATABASE_URL")

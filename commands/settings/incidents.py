@@ -25,6 +25,7 @@ from commands.errors import ConfigError, UsageError
 from commands.settings.values import accepted, known_keys, number, whole_number
 
 KNOWN = ("emoji", "rpo_hours", "rto_critical_hours", "rto_full_hours", "timezone", "page_size")
+MAX_HOURS = 24 * 365  # a recovery target beyond a year is a typo
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def parse_incidents(table: Mapping) -> IncidentSettings:
     emoji = table.get("emoji", "stopwatch")
     if not isinstance(emoji, str) or not emoji.strip(": "):
         raise ConfigError(f"incidents.emoji: expected an emoji name like \"stopwatch\", got {emoji!r}")
-    hours = {key: float(number(table, "incidents", key, default, 0, 24 * 365, above=True, what="a number of hours above 0"))
+    hours = {key: float(number(table, "incidents", key, default, 0, MAX_HOURS, above=True, what="a number of hours above 0"))
              for key, default in (("rpo_hours", 24), ("rto_critical_hours", 1), ("rto_full_hours", 4))}
     timezone = table.get("timezone", "UTC")
     if not isinstance(timezone, str):
