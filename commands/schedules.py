@@ -24,7 +24,7 @@ from commands.incident.audit import record_event
 from commands.pg.pgbackrest.archiver import archiver_status
 from commands.redact import redact
 from commands.restore.drill import run_drill
-from commands.settings_schedules import ScheduledJob, cron_trigger
+from commands.settings.schedules import ScheduledJob, cron_trigger
 from commands.units import human_bytes, human_duration
 from state import health as health_state
 from state.backups import list_backups

@@ -186,12 +186,3 @@ def load_keyring(files: tuple[str, ...], env_value: str | None) -> Keyring:
         unique.setdefault(key.key_id, key)
     return Keyring(tuple(unique.values()))
 
-
-def parse_signing(storage: dict, env_value: str | None) -> Keyring:
-    """[storage] signing_key_files = ["/etc/backupbot/signing.key", ...]: read and checked at load."""
-    files = storage.get("signing_key_files", [])
-    if isinstance(files, str):
-        files = [files]
-    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-        raise ConfigError('storage.signing_key_files: expected a list of key file paths, like ["/etc/backupbot/signing.key"]')
-    return load_keyring(tuple(os.path.expanduser(f) for f in files), env_value)

@@ -14,7 +14,7 @@ import psycopg
 from commands.health import checks
 from commands.health.checks import CRITICAL, OK, WARN
 from commands.pg.pgbackrest.archiver import archiver_status, force_archive
-from commands.settings_health import HealthSettings
+from commands.settings.health import HealthSettings
 from commands.storage.local import LocalStorage
 from tests.fix_pgbackrest import _private_dir, start_archiving_cluster
 

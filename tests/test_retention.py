@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from commands.backup.retention import RetentionRules, decide
 from commands.errors import ConfigError
-from commands.settings_retention import retention_rules
+from commands.settings.retention import retention_rules
 from state.backups import BackupRecord
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

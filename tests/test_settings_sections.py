@@ -14,10 +14,10 @@ from bot.preflight import run_preflight
 from commands.errors import ConfigError
 from commands.pg.dump import FORMATS
 from commands.settings import load_settings
-from commands.settings_health import HealthSettings
-from commands.settings_incidents import IncidentSettings
-from commands.settings_retention import RetentionRules
-from commands.settings_schedules import BACKUP_FORMATS, ScheduledJob
+from commands.settings.health import HealthSettings
+from commands.settings.incidents import IncidentSettings
+from commands.settings.retention import RetentionRules
+from commands.settings.schedules import BACKUP_FORMATS, ScheduledJob
 from tests.builders import make_console, make_settings
 
 CONFIG = """
@@ -98,9 +98,9 @@ def test_reactions_use_the_parsed_incident_settings(tmp_path, monkeypatch):
     def parse_again(*args, **kwargs):
         raise AssertionError("[incidents] parsed again after load")
 
-    import commands.settings_incidents
+    import commands.settings.incidents
 
-    monkeypatch.setattr(commands.settings_incidents, "parse_incidents", parse_again)
+    monkeypatch.setattr(commands.settings.incidents, "parse_incidents", parse_again)
     assert "OPEN" in console.run("/incident open Replica lag")
     said = console.run("/incident note looking at it")
     message = re.search(r"\[(M\d+)\]", said).group(1)

@@ -1,6 +1,6 @@
 """Retention: grandfather-father-son rules with a maximum age, as pure decisions with reasons.
 
-The rules come parsed from the config (commands/settings_retention.py: `Settings.retention_for(db)`).
+The rules come parsed from the config (commands/settings/retention.py: `Settings.retention_for(db)`).
 
 `max_age_days` is the runbook's 30-day GDPR ceiling and wins over keep_last/daily/weekly/monthly.
 Two safety rules win over everything: the newest verified backup is never deleted (a restore
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from commands.settings_retention import RetentionRules
+from commands.settings.retention import RetentionRules
 from state.backups import BackupRecord
 
 __all__ = ["Decision", "RetentionRules", "decide"]

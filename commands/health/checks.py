@@ -22,7 +22,7 @@ from commands.pg.pgbackrest.archiver import archiver_status
 from commands.pg.pgbackrest.runner import PgBackRestError
 from commands.pg.snapshot import not_valid_constraints
 from commands.redact import redact
-from commands.settings_health import HealthSettings
+from commands.settings.health import HealthSettings
 from commands.units import human_bytes, human_duration
 from state.backups import BackupRecord
 

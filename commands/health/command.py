@@ -39,7 +39,7 @@ from commands.health.checks import (
 from commands.incident.audit import record_event
 from commands.pg.snapshot import database_size
 from commands.redact import redact
-from commands.settings_health import HealthSettings
+from commands.settings.health import HealthSettings
 from state import health as health_state
 from state.approvals import new_database_restores
 from state.backups import list_backups

@@ -38,7 +38,7 @@ from commands.incident.parse import (
     resolve_at,
 )
 from commands.redact import redact
-from commands.settings_incidents import zone_named
+from commands.settings.incidents import zone_named
 from state import incidents as state
 from state.store import iso
 

@@ -18,7 +18,7 @@ from commands.chat.help import HelpRequest
 from commands.errors import UsageError
 from commands.incident.export import FORMATS
 from commands.incident.messages import CHECKLIST
-from commands.settings_incidents import IncidentSettings, zone_named
+from commands.settings.incidents import IncidentSettings, zone_named
 
 USAGE = """Usage:
 `/incident open TITLE [--db DB] [--sev 1-4] [--at HH:MM]`  (one open incident per channel; --at: when it started)

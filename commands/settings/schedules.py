@@ -22,6 +22,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from commands.errors import ConfigError
+from commands.settings.values import accepted, known_keys
 
 PER_DATABASE_JOBS = ("retention", "drill")
 GLOBAL_JOBS = ("digest", "state_copy")  # state_copy: the state database to storage (it also goes after every job)
@@ -158,14 +159,9 @@ def _job(path: str, key: str, spec, database: str | None) -> ScheduledJob:
     cron = options.get("cron")
     if not isinstance(cron, str):
         raise ConfigError(f"{path}: expected a cron expression like \"0 2 * * *\" or {{cron = ..., format = ...}}")
-    try:
-        cron_trigger(cron)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {cron!r} is not a cron expression ({exc})") from None
+    accepted(cron, path, cron_trigger, ValueError, "{value!r} is not a cron expression ({error})")
     if key.startswith("backup"):
-        unknown = set(options) - {"cron", "format", "schema_only"}
-        if unknown:
-            raise ConfigError(f"{path}.{sorted(unknown)[0]}: unknown key (known: cron, format, schema_only)")
+        known_keys(options, path, ("cron", "format", "schema_only"))
         fmt = options.get("format", "custom")
         if fmt not in BACKUP_FORMATS:
             raise ConfigError(f"{path}.format: {fmt!r} is not custom, plain or gzip")
@@ -173,9 +169,7 @@ def _job(path: str, key: str, spec, database: str | None) -> ScheduledJob:
     if key in PER_DATABASE_JOBS and database or key in GLOBAL_JOBS and database is None:
         return ScheduledJob(f"{key} {database}" if database else key, cron, key, database)
     if key.startswith("physical") and database:  # pgBackRest: physical = CRON or { cron, type = full|diff|incr }
-        unknown = set(options) - {"cron", "type"}
-        if unknown:
-            raise ConfigError(f"{path}.{sorted(unknown)[0]}: unknown key (known: cron, type)")
+        known_keys(options, path, ("cron", "type"))
         backup_type = options.get("type", "full")
         if backup_type not in ("full", "diff", "incr"):
             raise ConfigError(f"{path}.type: {backup_type!r} is not full, diff or incr")

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from commands.errors import ConfigError
+from commands.settings.values import known_keys, whole_number
 
 RULE_KEYS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "max_age_days")
 
@@ -33,12 +34,9 @@ def retention_rules(raw: Mapping, database: str) -> RetentionRules:
     values: dict = {}
     for scope, table in (("retention", {k: v for k, v in raw.items() if not isinstance(v, dict)}),
                          (f"retention.{database}", raw.get(database) or {})):
-        for key, value in table.items():
-            if key not in RULE_KEYS:
-                raise ConfigError(f"{scope}.{key}: unknown key (known: {', '.join(RULE_KEYS)})")
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{scope}.{key}: expected a whole number >= 0, got {value!r}")
-            values[key] = value
+        for key in table:  # one key at a time, in the file's order: the first bad key is the one named
+            known_keys({key: None}, scope, RULE_KEYS)
+            values[key] = whole_number(table, scope, key, 0, low=0)
     if values.get("max_age_days") == 0:
         values["max_age_days"] = None
     return RetentionRules(**values)

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from commands.errors import ConfigError, UsageError
+from commands.settings.values import accepted, known_keys, number, whole_number
 
 KNOWN = ("emoji", "rpo_hours", "rto_critical_hours", "rto_full_hours", "timezone", "page_size")
+MAX_HOURS = 24 * 365  # a recovery target beyond a year is a typo
 
 
 @dataclass(frozen=True)
@@ -44,32 +46,18 @@ class IncidentSettings:
 
 
 def parse_incidents(table: Mapping) -> IncidentSettings:
-    unknown = sorted(set(table) - set(KNOWN))
-    if unknown:
-        raise ConfigError(f"incidents.{unknown[0]}: unknown key (known: {', '.join(KNOWN)})")
+    known_keys(table, "incidents", KNOWN)
     emoji = table.get("emoji", "stopwatch")
     if not isinstance(emoji, str) or not emoji.strip(": "):
         raise ConfigError(f"incidents.emoji: expected an emoji name like \"stopwatch\", got {emoji!r}")
-    hours = {key: _hours(table, key, default) for key, default in
-             (("rpo_hours", 24), ("rto_critical_hours", 1), ("rto_full_hours", 4))}
+    hours = {key: float(number(table, "incidents", key, default, 0, MAX_HOURS, above=True, what="a number of hours above 0"))
+             for key, default in (("rpo_hours", 24), ("rto_critical_hours", 1), ("rto_full_hours", 4))}
     timezone = table.get("timezone", "UTC")
     if not isinstance(timezone, str):
         raise ConfigError(f"incidents.timezone: expected an IANA zone name like \"Europe/Paris\", got {timezone!r}")
-    try:
-        zone_named(timezone)
-    except UsageError as exc:
-        raise ConfigError(f"incidents.timezone: {exc}") from None
-    page_size = table.get("page_size", 50)
-    if not isinstance(page_size, int) or isinstance(page_size, bool) or not 5 <= page_size <= 200:
-        raise ConfigError(f"incidents.page_size: expected a whole number from 5 to 200, got {page_size!r}")
+    accepted(timezone, "incidents.timezone", zone_named, UsageError)
+    page_size = whole_number(table, "incidents", "page_size", 50, 5, 200)
     return IncidentSettings(emoji=emoji.strip(": "), timezone=timezone, page_size=page_size, **hours)
-
-
-def _hours(table: Mapping, key: str, default: float) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 365:
-        raise ConfigError(f"incidents.{key}: expected a number of hours above 0, got {value!r}")
-    return float(value)
 
 
 def zone_named(name: str) -> ZoneInfo:

@@ -16,28 +16,32 @@ key is a number >= 0; an unknown key or a bad value is a ConfigError naming the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from commands.errors import ConfigError
+from commands.settings.values import env_name, known_keys, number
 
 
 @dataclass(frozen=True)
 class HealthSettings:
-    connect_timeout_seconds: float = 5
+    """The limits of /db-health's checks (commands/health/checks.py), each a number >= 0 in the unit its name says."""
+
+    connect_timeout_seconds: float = 5  # how long one health query may take
     statement_timeout_ms: float = 5000
-    rpo_hours: float = 24
+    rpo_hours: float = 24  # the newest backup may be this old
+    # the share of max_connections in use, how long a session may sit idle in a transaction, how long a query may run
     connections_warn_pct: float = 80
     connections_critical_pct: float = 95
     idle_in_transaction_warn_seconds: float = 60
     long_query_warn_seconds: float = 60
     long_query_critical_seconds: float = 600
+    # the share of reads served from shared buffers below which it warns, then is critical
     cache_hit_warn: float = 0.95
     cache_hit_critical: float = 0.90
-    dead_tuple_warn_ratio: float = 0.2
-    growth_warn_pct: float = 20
-    drill_warn_days: float = 8
+    dead_tuple_warn_ratio: float = 0.2  # dead tuples of all tuples, in the table with the most dead ones
+    growth_warn_pct: float = 20  # the database's growth since the sample before
+    drill_warn_days: float = 8  # the newest drill may be this old
     archive_rpo_minutes: float = 15  # an archived database breaches its RPO when no WAL was archived for this long
     metrics_token_env: str | None = None  # names the variable holding the bearer token /metrics asks for
     metrics_token: str | None = field(default=None, repr=False, compare=False)  # its value, from the environment
@@ -53,18 +57,11 @@ MIN_TOKEN_LENGTH = 16  # a guessable token would be no better than none
 
 
 def parse_health(table: Mapping, env: Mapping[str, str] | None = None) -> HealthSettings:
-    unknown = sorted(set(table) - set(HEALTH_KEYS))
-    if unknown:
-        raise ConfigError(f"health.{unknown[0]}: unknown key (known: {', '.join(HEALTH_KEYS)})")
-    numbers = {key: value for key, value in table.items() if key != "metrics_token_env"}
-    for key, value in numbers.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"health.{key}: expected a number >= 0, got {value!r}")
-    name = table.get("metrics_token_env")
-    if name is None:
+    known_keys(table, "health", HEALTH_KEYS)
+    numbers = {key: number(table, "health", key, None) for key in table if key != "metrics_token_env"}
+    if table.get("metrics_token_env") is None:
         return HealthSettings(**numbers)
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-        raise ConfigError(f"health.metrics_token_env: expected the name of an environment variable, got {name!r}")
+    name = env_name(table["metrics_token_env"], "health.metrics_token_env", "the name of an environment variable")
     token = (env or {}).get(name) or ""
     if not token.strip():
         raise ConfigError(f"health.metrics_token_env: environment variable {name} is not set (the bearer token "
