@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from state.statuses import JobStatus
 from state.store import Store
 
 
@@ -38,7 +39,8 @@ def size_at_or_before(store: Store, database: str, moment: str) -> int | None:
 def start_run(store: Store, job: str, database: str | None, at: str) -> int:
     with store.db() as db:
         return db.execute(
-            "INSERT INTO schedule_runs (job, database, started_at, status) VALUES (?, ?, ?, 'running')", [job, database, at]
+            "INSERT INTO schedule_runs (job, database, started_at, status) VALUES (?, ?, ?, ?)",
+            [job, database, at, JobStatus.RUNNING]
         ).lastrowid
 
 

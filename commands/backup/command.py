@@ -35,6 +35,7 @@ from commands.units import human_bytes, human_duration, human_rate
 from state import jobs as job_state
 from state.backups import FULL_KINDS, BackupRecord, add_backup, list_backups
 from state.physical_backups import PhysicalBackupRecord, list_physical_backups
+from state.statuses import JobStatus
 from state.store import iso
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class BackupStatus:
     database: str
     user: str | None
     format: str
-    state: str = "running"  # running | succeeded | failed
+    state: JobStatus = JobStatus.RUNNING
     kind: str = "manual"
     tables: tuple[str, ...] = ()
     schema_only: bool = False
@@ -149,13 +150,13 @@ class BackupStatus:
         lines = [self.headline() + f" — {what}"]
         if self.note:
             lines.append(f"Note: {self.note}")
-        if self.state == "running" and not self.raw_bytes:
+        if self.state == JobStatus.RUNNING and not self.raw_bytes:
             lines.append(":hourglass_flowing_sand: starting pg_dump…")
-        elif self.state == "running":
+        elif self.state == JobStatus.RUNNING:
             pct = f" ({self.percent}% of {human_bytes(self.database_size)})" if self.percent is not None else ""
             lines.append(f":hourglass_flowing_sand: running: {human_bytes(self.raw_bytes)} dumped{pct}, "
                          f"{human_rate(self.raw_bytes, self.elapsed)}, {human_duration(self.elapsed)}")
-        elif self.state == "succeeded" and self.record:
+        elif self.state == JobStatus.SUCCEEDED and self.record:
             lines.extend(self.result_lines())
         else:
             lines.append(f":x: Backup #{self.job_id} failed: {self.error}")
@@ -246,7 +247,7 @@ def run_backup_job(services: Services, request: BackupRequest, actor: Actor, rep
     except BaseException as exc:
         error = _error_text(exc, services.secrets() + [dsn])
         job_state.finish_job(services.store, job_id, job_state.FAILED, error)
-        final = replace(status, state="failed", error=error)
+        final = replace(status, state=JobStatus.FAILED, error=error)
         record_event(services, "backup.failed", database=request.database, actor=actor, text=f"Backup #{job_id} failed: {error}")
         reply.stop_progress()
         _publish(reply, message_id, final)
@@ -257,7 +258,7 @@ def run_backup_job(services: Services, request: BackupRequest, actor: Actor, rep
             log.error("backup #%s failed: %s", job_id, error, exc_info=exc)
         return final
     job_state.finish_job(services.store, job_id, job_state.SUCCEEDED)
-    final = replace(status, state="succeeded", record=record, raw_bytes=record.raw_size, elapsed=record.duration_s or 0)
+    final = replace(status, state=JobStatus.SUCCEEDED, record=record, raw_bytes=record.raw_size, elapsed=record.duration_s or 0)
     record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
                  detail={"backup_id": record.id, "kind": request.kind}, reply=reply)
     reply.stop_progress()

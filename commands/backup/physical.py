@@ -39,6 +39,7 @@ from state.physical_backups import (
     list_physical_backups,
     mark_expired,
 )
+from state.statuses import JobStatus
 from state.store import iso
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class PhysicalBackupStatus:
     type: str
     user: str | None
     kind: str = "manual"
-    state: str = "running"  # running | succeeded | failed
+    state: JobStatus = JobStatus.RUNNING
     elapsed: float = 0.0
     record: PhysicalBackupRecord | None = None
     retention: int | None = None
@@ -158,10 +159,10 @@ class PhysicalBackupStatus:
 
     def text(self) -> str:
         lines = [f"{self.headline()} — {self.type} (pgBackRest, stanza {self.stanza})"]
-        if self.state == "running":
+        if self.state == JobStatus.RUNNING:
             running = f" for {human_duration(self.elapsed)}" if self.elapsed >= 1 else ""
             lines.append(f":hourglass_flowing_sand: pgbackrest backup --type={self.type} running{running}…")
-        elif self.state == "succeeded" and self.record:
+        elif self.state == JobStatus.SUCCEEDED and self.record:
             lines.extend(self.result_lines())
         else:
             lines.append(f":x: Physical backup #{self.job_id} of {self.database} failed: {self.error}")
@@ -225,7 +226,7 @@ def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply
     except BaseException as exc:
         error = redact(str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}", secrets)[:1500]
         job_state.finish_job(services.store, job_id, job_state.FAILED, error)
-        final = replace(status, state="failed", error=error)
+        final = replace(status, state=JobStatus.FAILED, error=error)
         record_event(services, "backup.failed", database=request.database, actor=actor,
                      text=f"Physical backup #{job_id} failed: {error}", detail=detail)
         reply.stop_progress()
@@ -237,7 +238,7 @@ def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply
             log.error("physical backup #%s failed: %s", job_id, error, exc_info=exc)
         return final
     job_state.finish_job(services.store, job_id, job_state.SUCCEEDED)
-    final = replace(status, state="succeeded", record=record, retention=retention, elapsed=record.duration_s or 0)
+    final = replace(status, state=JobStatus.SUCCEEDED, record=record, retention=retention, elapsed=record.duration_s or 0)
     record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
                  detail={**detail, "physical_backup_id": record.id, "label": record.label}, reply=reply)
     reply.stop_progress()

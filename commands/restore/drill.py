@@ -32,6 +32,7 @@ from commands.restore.verify import verify_restored
 from commands.units import human_duration
 from state import jobs as job_state
 from state.backups import set_verification
+from state.statuses import Verification
 from state.store import iso
 
 USAGE = "Usage: `/backup verify BACKUP_ID|latest [DB]` or `/backup verify physical BACKUP_ID|LABEL|latest [DB]`"
@@ -138,7 +139,7 @@ def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str,
     else:
         error = None if ok else detail
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, error)
-    set_verification(services.store, record.id, "verified" if ok else "failed verification", iso(services.clock()),
+    set_verification(services.store, record.id, Verification.VERIFIED if ok else Verification.FAILED, iso(services.clock()),
                      round(seconds, 3) if ok and seconds is not None else None)
     result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error, provenance)
     record_event(services, "drill.succeeded" if ok else "drill.failed", database=record.database, actor=actor,

@@ -43,6 +43,7 @@ from state import jobs as job_state
 from state.physical_backups import (
     set_physical_verification,
 )
+from state.statuses import JobStatus, Verification
 from state.store import iso
 
 
@@ -114,7 +115,7 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         where = f"on 127.0.0.1:{restored.port}"
         note = (f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); connect with the "
                 "database's own credentials. When done, stop it (`pg_ctl -D DATADIR stop`) and remove DATADIR and DATADIR.keep.")
-    request_state.set_result(services.store, row.id, request_state.SUCCEEDED, result)
+    request_state.finish_request(services.store, row.id, request_state.SUCCEEDED, result)
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
     update(note=note)
     thread.post(Notice(f":white_check_mark: Restore request #{row.id}: {plan.database} restored "
@@ -142,7 +143,7 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
         database=plan.database, format="custom", kind="point-in-time",
         note=f"{plan.database} at {plan.target_time or plan.backup_label}, from restore request #{row.id}"),
         actor, thread, job.id, copy_dsn)
-    if status.state != "succeeded":
+    if status.state != JobStatus.SUCCEEDED:
         raise BackupbotError(f"copying the database out of the restored cluster failed: {status.error}")
     record = status.record
     created = False
@@ -168,7 +169,7 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
 def _fail(services, row, plan, thread, job, result, reason, update, actor) -> dict:
     reason = redact(reason, services.secrets())[:1500]
     result.update(ok=False, error=reason)
-    request_state.set_result(services.store, row.id, request_state.FAILED, result)
+    request_state.finish_request(services.store, row.id, request_state.FAILED, result)
     if job is not None:
         job_state.finish_job(services.store, job.id, job_state.FAILED, reason)
     update(note=f"Failed: {reason}")
@@ -287,7 +288,7 @@ def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor:
             restored.stop_and_remove()
         shutil.rmtree(plan.datadir, ignore_errors=True)
     job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, None if ok else detail)
-    set_physical_verification(services.store, record.id, "verified" if ok else "failed verification",
+    set_physical_verification(services.store, record.id, Verification.VERIFIED if ok else Verification.FAILED,
                               iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None)
     result = PhysicalDrillResult(record.id, record.label, request.database, ok, seconds, detail)
     record_event(services, "drill.succeeded" if ok else "drill.failed", database=request.database, actor=actor,

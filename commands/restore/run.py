@@ -34,6 +34,7 @@ from commands.units import human_duration
 from state import approvals as request_state
 from state import jobs as job_state
 from state.backups import get_backup
+from state.statuses import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class RestoreRun:
             self.services, BackupRequest(database=plan.database, format="custom", kind="pre-restore",
                                          note=f"safety snapshot of {plan.target_dbname} before restore request #{row.id}"),
             self.actor, self.thread, snap_job.id, self.target_dsn)
-        if status.state != "succeeded":
+        if status.state != JobStatus.SUCCEEDED:
             self.fail(f"the safety snapshot failed, so the target was not touched: {status.error}")
             return False
         self.snapshot_id = status.record.id
@@ -238,7 +239,7 @@ class RestoreRun:
         self.result.update(ok=False, error=reason, snapshot_id=self.snapshot_id)
         if self.snapshot_id and self.target_changed:  # nothing to roll back when nothing was committed
             self.result["rollback_snapshot_id"] = self.snapshot_id  # offered by commands.restore.requests
-        request_state.set_result(services.store, row.id, request_state.FAILED, self.result)
+        request_state.finish_request(services.store, row.id, request_state.FAILED, self.result)
         if self.job is not None:
             job_state.finish_job(services.store, self.job.id, job_state.FAILED, reason)
         self.update(note=f"Failed: {reason}")
@@ -252,7 +253,7 @@ class RestoreRun:
     def succeed(self) -> dict:
         services, row, plan = self.services, self.row, self.plan
         self.result.update(ok=True, snapshot_id=self.snapshot_id)
-        request_state.set_result(services.store, row.id, request_state.SUCCEEDED, self.result)
+        request_state.finish_request(services.store, row.id, request_state.SUCCEEDED, self.result)
         job_state.finish_job(services.store, self.job.id, job_state.SUCCEEDED)
         total = sum(self.result["steps"].values())
         self.update(note=f"Done in {human_duration(total)}.")
