@@ -21,8 +21,8 @@ from psycopg.conninfo import conninfo_to_dict
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, Services
-from commands.chat.jobs import run_claimed_job
 from commands.chat.reply import GuardedReply, Reply
+from commands.chat.run import Run, error_text
 from commands.errors import BackupbotError, ConfigError, UsageError
 from commands.incident.audit import record_event
 from commands.pg.pgbackrest import backups as pgbackrest_backups
@@ -201,21 +201,17 @@ def execute_physical_backup(services: Services, request: PhysicalBackupRequest, 
                             reply: Reply) -> PhysicalBackupStatus:
     """Run one physical backup end to end; returns the final status (also posted through `reply`)."""
     stanza = pgbackrest_settings(services.settings, request.database).stanza
-    return run_claimed_job(services, JOB_KIND, request.database, actor, reply, "physical backup",
-                           lambda job_id: _run(services, request, actor, reply, job_id, stanza),
-                           detail={"type": request.type, "kind": request.kind, "format": "physical"})
+    detail = {"kind": request.kind, "format": "physical", "type": request.type}
+    with Run(services, JOB_KIND, request.database, actor, reply, event="backup", record_event=record_event,
+             label="physical backup", detail={"type": request.type, "kind": request.kind, "format": "physical"}) as run:
+        return _run(services, request, run, stanza, detail)
 
 
-def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply: Reply, job_id: int,
-         stanza: str) -> PhysicalBackupStatus:
-    secrets = services.secrets()
-    reply = GuardedReply(reply, secrets, services.settings.channels.alerts,
-                         webhook_url=services.settings.alerts.webhook_url)
+def _run(services: Services, request: PhysicalBackupRequest, run: Run, stanza: str, detail: dict) -> PhysicalBackupStatus:
+    reply, actor, job_id = run.reply, run.actor, run.job_id
     status = PhysicalBackupStatus(job_id=job_id, database=request.database, stanza=stanza, type=request.type,
                                   user=actor.user if request.kind != "scheduled" else None, kind=request.kind)
-    detail = {"kind": request.kind, "format": "physical", "type": request.type}
-    record_event(services, "backup.started", database=request.database, actor=actor, text=status.headline(),
-                 detail=detail)
+    run.started(status.headline(), detail)
     message_id = None
     try:
         message_id = reply.post(status)
@@ -224,11 +220,9 @@ def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply
         job_state.set_job_message(services.store, job_id, actor.channel, message_id)
         record, retention = _backup_and_record(services, request, job_id, status, reply, message_id)
     except BaseException as exc:
-        error = redact(str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}", secrets)[:1500]
-        job_state.finish_job(services.store, job_id, job_state.FAILED, error)
+        reason = error_text(exc, run.secrets)
+        error = run.fail(reason, text=f"Physical backup #{job_id} failed: {reason}", detail=detail)
         final = replace(status, state=JobStatus.FAILED, error=error)
-        record_event(services, "backup.failed", database=request.database, actor=actor,
-                     text=f"Physical backup #{job_id} failed: {error}", detail=detail)
         reply.stop_progress()
         _publish(reply, message_id, final)
         reply.settle_in_background()
@@ -237,17 +231,16 @@ def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply
         if not isinstance(exc, BackupbotError):
             log.error("physical backup #%s failed: %s", job_id, error, exc_info=exc)
         return final
-    job_state.finish_job(services.store, job_id, job_state.SUCCEEDED)
     final = replace(status, state=JobStatus.SUCCEEDED, record=record, retention=retention, elapsed=record.duration_s or 0)
-    record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
-                 detail={**detail, "physical_backup_id": record.id, "label": record.label}, reply=reply)
+    run.succeed(final.result_lines()[0], detail={**detail, "physical_backup_id": record.id, "label": record.label},
+                event_reply=True)
     reply.stop_progress()
     _publish(reply, message_id, final)
-    reply.settle_in_background()
+    run.after(f"physical backup #{job_id}")  # no after_job, as before: only settles undelivered messages
     return final
 
 
-def _publish(reply: GuardedReply, message_id: str | None, status: PhysicalBackupStatus) -> None:
+def _publish(reply: Reply, message_id: str | None, status: PhysicalBackupStatus) -> None:
     if message_id:
         reply.update(message_id, status)
     else:

@@ -23,6 +23,7 @@ from commands.chat.access import OPERATOR
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
 from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
+from commands.chat.run import Run, error_text
 from commands.errors import AlreadyRunningError, BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import scratch
@@ -256,50 +257,49 @@ class PhysicalDrillResult:
         return f":x: Drill of physical backup #{self.backup_id} ({self.label}, {self.database}) FAILED: {self.detail}"
 
 
-def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor) -> PhysicalDrillResult:
+def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor,
+                       on_queued=None) -> PhysicalDrillResult:
     """Restore to a scratch data directory on a free port, start it, wait for recovery to end, verify,
     stop and remove it; the measured time is the RTO. `pgbackrest verify` checks the repository too."""
     record = find_physical_backup(services, request.database, request.backup)
-    try:
-        job = job_state.claim_database(services.store, "drill", f"{request.database}:pitr-drill", actor.user,
-                                       actor.channel, detail={"physical_backup_id": record.id})
-    except job_state.DatabaseBusy as busy:
-        raise AlreadyRunningError(f"a drill of {request.database} is already running (#{busy.job.id})") from None
+    with Run(services, "drill", request.database, actor, None, event="drill", record_event=record_event,
+             after_job=after_job, lock_key=f"{request.database}:pitr-drill", label="drill of physical backup",
+             detail={"physical_backup_id": record.id}, on_queued=on_queued) as run:
+        return _physical_drill(services, request, record, run)
+
+
+def _physical_drill(services: Services, request: PhysicalDrillRequest, record, run: Run) -> PhysicalDrillResult:
     datadir = scratch.job_path(services.settings, "drill", request.database, str(record.id))
     plan = PointInTimePlan(database=request.database, stanza=record.stanza, target_time=None, backup_label=record.label,
                            backup_stopped=record.stopped_at or record.created_at, wal_range=record.wal_range,
-                           reachable="drill", lock_key="", requested_by=actor.user, requested_at=iso(services.clock()),
-                           datadir=str(datadir))
+                           reachable="drill", lock_key="", requested_by=run.actor.user,
+                           requested_at=iso(services.clock()), datadir=str(datadir))
     seconds, restored = None, None
     try:
-        started = time.monotonic()
-        restored = restore_cluster(services, plan, datadir)
-        seconds = time.monotonic() - started
+        with run.step("restore"):
+            restored = restore_cluster(services, plan, datadir)
+        seconds = run.steps["restore"]
         detail = verify_cluster(restored, services.settings.database(request.database).require_url())
         checked = verify_repo(engine_config(services.settings, request.database))
         ok = checked.ok
         detail += "; pgbackrest verify: " + ("ok" if checked.ok else f"FAILED ({checked.summary})")
-    except BackupbotError as exc:
-        ok, detail = False, redact(str(exc), services.secrets())
     except Exception as exc:
-        ok, detail = False, redact(f"{type(exc).__name__}: {exc}", services.secrets())
+        ok, detail = False, error_text(exc, run.secrets, limit=None)
     finally:
         if restored is not None:
             restored.stop_and_remove()
         shutil.rmtree(plan.datadir, ignore_errors=True)
-    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, None if ok else detail)
-    set_physical_verification(services.store, record.id, Verification.VERIFIED if ok else Verification.FAILED,
-                              iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None)
     result = PhysicalDrillResult(record.id, record.label, request.database, ok, seconds, detail)
-    record_event(services, "drill.succeeded" if ok else "drill.failed", database=request.database, actor=actor,
-                 text=result.text(), detail={"physical_backup_id": record.id, "rto_seconds": seconds})
-    after_job(services, f"drill of physical backup #{record.id}")
+    run.finish(ok, detail, result.text(), {"physical_backup_id": record.id, "rto_seconds": seconds},
+               also=lambda: set_physical_verification(
+                   services.store, record.id, Verification.VERIFIED if ok else Verification.FAILED,
+                   iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None))
+    run.after(f"drill of physical backup #{record.id}")
     return result
 
 
 def execute_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor, reply: Reply):
-    with services.job_slots.acquire(f"drill of physical backup {request.backup}",
-                                    on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
-        result = run_physical_drill(services, request, actor)
+    result = run_physical_drill(services, request, actor,
+                                on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead))))
     reply.post(result)
     return result
