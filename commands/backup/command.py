@@ -7,7 +7,6 @@ final names; until then it is a job, and a failed job leaves nothing listable be
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -20,8 +19,8 @@ from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.help import HelpRequest, execute_help
 from commands.chat.reply import Notice, Reply
-from commands.chat.run import Run, error_text
-from commands.errors import BackupbotError, UsageError
+from commands.chat.run import Run
+from commands.errors import UsageError
 from commands.health.command import copies_lines, production_copies
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
@@ -31,13 +30,10 @@ from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
 from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
-from state import jobs as job_state
 from state.backups import FULL_KINDS, BackupRecord, add_backup, list_backups
 from state.physical_backups import PhysicalBackupRecord, list_physical_backups
 from state.statuses import JobStatus
 from state.store import iso
-
-log = logging.getLogger(__name__)
 
 USAGE = """Usage:
 `/backup [DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT]`
@@ -246,39 +242,12 @@ def _backup_in_run(services: Services, request: BackupRequest, run: Run, dsn: st
                           format=request.format, kind=request.kind, tables=request.tables,
                           schema_only=request.schema_only, note=request.note)
     run.started(status.headline())
-    message_id = None
-    try:
-        message_id = reply.post(status)
-        if message_id is None:
-            reply.discard_pending()  # the start is not worth a retry: the result goes out as a new message
-        job_state.set_job_message(services.store, job_id, actor.channel, message_id)
-        record = _dump_and_store(services, request, job_id, dsn, status, reply, message_id)
-    except BaseException as exc:
-        reason = error_text(exc, run.secrets)
-        error = run.fail(reason, text=f"Backup #{job_id} failed: {reason}")
-        final = replace(status, state=JobStatus.FAILED, error=error)
-        reply.stop_progress()
-        _publish(reply, message_id, final)
-        reply.settle_in_background()
-        if not isinstance(exc, Exception):
-            raise
-        if not isinstance(exc, BackupbotError):
-            log.error("backup #%s failed: %s", job_id, error, exc_info=exc)
-        return final
-    final = replace(status, state=JobStatus.SUCCEEDED, record=record, raw_bytes=record.raw_size,
-                    elapsed=record.duration_s or 0)
-    run.succeed(final.result_lines()[0], detail={"backup_id": record.id, "kind": request.kind}, event_reply=True)
-    reply.stop_progress()
-    _publish(reply, message_id, final)
-    run.after(f"backup #{job_id}")  # the catalog outlives the bot's disk
-    return final
-
-
-def _publish(reply: Reply, message_id: str | None, status: BackupStatus) -> None:
-    if message_id:
-        reply.update(message_id, status)
-    else:
-        reply.post(status)
+    return run.posted(
+        status, lambda message_id: _dump_and_store(services, request, job_id, dsn, status, reply, message_id),
+        failed=lambda error: replace(status, state=JobStatus.FAILED, error=error),
+        succeeded=lambda record: (replace(status, state=JobStatus.SUCCEEDED, record=record, raw_bytes=record.raw_size,
+                                          elapsed=record.duration_s or 0),
+                                  {"backup_id": record.id, "kind": request.kind}))  # after: the catalog outlives the disk
 
 
 def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn: str, status: BackupStatus,

@@ -22,7 +22,7 @@ from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.reply import GuardedReply, Reply
-from commands.chat.run import Run, error_text
+from commands.chat.run import Run
 from commands.errors import BackupbotError, ConfigError, UsageError
 from commands.incident.audit import record_event
 from commands.pg.pgbackrest import backups as pgbackrest_backups
@@ -32,7 +32,6 @@ from commands.pg.pgbackrest.runner import version as pgbackrest_version
 from commands.redact import redact
 from commands.settings import Settings
 from commands.units import human_bytes, human_duration
-from state import jobs as job_state
 from state.physical_backups import (
     PhysicalBackupRecord,
     add_physical_backup,
@@ -212,39 +211,13 @@ def _run(services: Services, request: PhysicalBackupRequest, run: Run, stanza: s
     status = PhysicalBackupStatus(job_id=job_id, database=request.database, stanza=stanza, type=request.type,
                                   user=actor.user if request.kind != "scheduled" else None, kind=request.kind)
     run.started(status.headline(), detail)
-    message_id = None
-    try:
-        message_id = reply.post(status)
-        if message_id is None:
-            reply.discard_pending()  # the start is not worth a retry: the result goes out as a new message
-        job_state.set_job_message(services.store, job_id, actor.channel, message_id)
-        record, retention = _backup_and_record(services, request, job_id, status, reply, message_id)
-    except BaseException as exc:
-        reason = error_text(exc, run.secrets)
-        error = run.fail(reason, text=f"Physical backup #{job_id} failed: {reason}", detail=detail)
-        final = replace(status, state=JobStatus.FAILED, error=error)
-        reply.stop_progress()
-        _publish(reply, message_id, final)
-        reply.settle_in_background()
-        if not isinstance(exc, Exception):
-            raise
-        if not isinstance(exc, BackupbotError):
-            log.error("physical backup #%s failed: %s", job_id, error, exc_info=exc)
-        return final
-    final = replace(status, state=JobStatus.SUCCEEDED, record=record, retention=retention, elapsed=record.duration_s or 0)
-    run.succeed(final.result_lines()[0], detail={**detail, "physical_backup_id": record.id, "label": record.label},
-                event_reply=True)
-    reply.stop_progress()
-    _publish(reply, message_id, final)
-    run.after(f"physical backup #{job_id}")  # no after_job, as before: only settles undelivered messages
-    return final
-
-
-def _publish(reply: Reply, message_id: str | None, status: PhysicalBackupStatus) -> None:
-    if message_id:
-        reply.update(message_id, status)
-    else:
-        reply.post(status)
+    return run.posted(
+        status, lambda message_id: _backup_and_record(services, request, job_id, status, reply, message_id),
+        failed=lambda error: replace(status, state=JobStatus.FAILED, error=error),
+        succeeded=lambda made: (replace(status, state=JobStatus.SUCCEEDED, record=made[0], retention=made[1],
+                                        elapsed=made[0].duration_s or 0),
+                                {**detail, "physical_backup_id": made[0].id, "label": made[0].label}),
+        event_detail=detail)
 
 
 def _backup_and_record(services: Services, request: PhysicalBackupRequest, job_id: int, status: PhysicalBackupStatus,

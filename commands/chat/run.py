@@ -12,8 +12,10 @@ commands/backup/state_copy.py), so the operation hands those in as `record_event
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
@@ -22,6 +24,8 @@ from commands.errors import AlreadyRunningError, BackupbotError
 from commands.redact import redact
 from state import jobs as job_state
 from state.statuses import JobStatus
+
+log = logging.getLogger(__name__)
 
 SLOT_NEVER_CAME = "stopped while waiting for a job slot"
 
@@ -129,6 +133,42 @@ class Run:
             also()
         self.record_event(self.services, f"{self.event}.{'succeeded' if ok else 'failed'}", database=self.database,
                           actor=self.actor, text=text, detail=detail)
+
+    def posted(self, status: Any, work: Callable[[str | None], Any], *, failed: Callable[[str], Any],
+               succeeded: Callable[[Any], tuple[Any, dict]], event_detail: dict | None = None) -> Any:
+        """A job whose channel message is its status (a backup): post `status`, run `work(message_id)`,
+        and replace the message by `failed(error)` or by `succeeded(made)`'s final status, whose first
+        result line is the success event's text. The verdict is stored before anything is published."""
+        reply, message_id = self.reply, None
+        try:
+            message_id = reply.post(status)
+            if message_id is None:
+                reply.discard_pending()  # the start is not worth a retry: the result goes out as a new message
+            job_state.set_job_message(self.services.store, self.job_id, self.actor.channel, message_id)
+            made = work(message_id)
+        except BaseException as exc:
+            reason = error_text(exc, self.secrets)
+            label = self.label[0].upper() + self.label[1:]
+            final = failed(self.fail(reason, text=f"{label} #{self.job_id} failed: {reason}", detail=event_detail))
+            self._publish(message_id, final)
+            reply.settle_in_background()
+            if not isinstance(exc, Exception):
+                raise
+            if not isinstance(exc, BackupbotError):
+                log.error("%s #%s failed: %s", self.label, self.job_id, final.error, exc_info=exc)
+            return final
+        final, detail = succeeded(made)
+        self.succeed(final.result_lines()[0], detail=detail, event_reply=True)
+        self._publish(message_id, final)
+        self.after(f"{self.label} #{self.job_id}")
+        return final
+
+    def _publish(self, message_id: str | None, status: Any) -> None:
+        self.reply.stop_progress()
+        if message_id:
+            self.reply.update(message_id, status)
+        else:
+            self.reply.post(status)
 
     def after(self, what: str) -> None:
         """After the verdict: the state database's copy (so the catalog outlives this host), then the
