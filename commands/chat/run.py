@@ -49,7 +49,7 @@ class Run:
                  event: str, record_event: Callable[..., object], lock_key: str | None = None,
                  label: str | None = None, detail: dict | None = None, secrets: list[str] | None = None,
                  job_id: int | None = None, after_job: Callable[[Services, str], object] | None = None,
-                 on_queued: Callable[[int], None] | None = None):
+                 on_queued: Callable[[int], None] | None = None, slot: str | None = None):
         self.services, self.kind, self.database, self.actor = services, kind, database, actor
         self.event, self.record_event, self.after_job = event, record_event, after_job
         self.lock_key = lock_key or database
@@ -64,6 +64,7 @@ class Run:
             on_queued = lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))  # noqa: E731
         self.on_queued = on_queued
         self.job_id = job_id
+        self.slot = slot  # the slot's name while it waits; by default "<label> #<job> of <database>"
         self.claims = job_id is None
         self.status: JobStatus = JobStatus.RUNNING
         self.steps: dict[str, float] = {}
@@ -81,8 +82,8 @@ class Run:
                 f"a {busy.job.kind} of {self.database} is already running (#{busy.job.id})") from None
         self.job_id = job.id
         try:
-            self._exit.enter_context(self.services.job_slots.acquire(f"{self.label} #{job.id} of {self.database}",
-                                                                     on_queued=self.on_queued))
+            self._exit.enter_context(self.services.job_slots.acquire(
+                self.slot or f"{self.label} #{job.id} of {self.database}", on_queued=self.on_queued))
         except BaseException:
             self._finish(JobStatus.FAILED, SLOT_NEVER_CAME)
             raise
@@ -179,5 +180,9 @@ class Run:
             self.reply.settle_in_background()
 
     def _finish(self, status: JobStatus, error: str | None) -> None:
+        """The job's verdict; a run refused before its claim (a changed plan, a busy database) has no job."""
+        if self.job_id is None:
+            self.status = status
+            return
         job_state.finish_job(self.services.store, self.job_id, status, error)
         self.status = status
