@@ -129,10 +129,11 @@ class Run:
                also: Callable[[], object] | None = None) -> None:
         """A verdict read off a result (a drill's): stored, then `also` (what the verdict proves, such as a
         backup's verification), then the audit event, in that order."""
-        self._finish(JobStatus.SUCCEEDED if ok else JobStatus.FAILED, None if ok else error)
+        status = JobStatus.SUCCEEDED if ok else JobStatus.FAILED
+        self._finish(status, None if ok else error)
         if also is not None:
             also()
-        self.record_event(self.services, f"{self.event}.{'succeeded' if ok else 'failed'}", database=self.database,
+        self.record_event(self.services, f"{self.event}.{status}", database=self.database,
                           actor=self.actor, text=text, detail=detail)
 
     def posted(self, status: Any, work: Callable[[str | None], Any], *, failed: Callable[[str], Any],
