@@ -9,6 +9,7 @@ from __future__ import annotations
 from commands.backup.command import BackupStatus
 from commands.health.command import HealthReports
 from commands.restore.plan import RestorePlanMessage
+from state.statuses import JobStatus
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section's text
 MAX_BLOCKS = 50
@@ -35,7 +36,7 @@ def build_backup_message(status: BackupStatus) -> list[dict]:
     blocks = [_section(f"*{lines[0]}*")]
     if len(lines) > 1:
         blocks.append(_section("\n".join(lines[1:])))
-    if status.state == "running" and status.percent is not None:
+    if status.state == JobStatus.RUNNING and status.percent is not None:
         filled = status.percent // 10
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": "▓" * filled + "░" * (10 - filled) + f" {status.percent}%"}]})

@@ -17,6 +17,7 @@ from bot.app import create_app
 from bot.slack_reply import SlackCallStatus, TrackedWebClient
 from commands.errors import ConfigError
 from commands.settings import Settings, load_settings
+from state.statuses import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def metrics_registry(health: BotHealth):
             pending = GaugeMetricFamily("backupbot_pending_approvals", "Restore requests waiting for approval")
             pending.add_metric([], state_metrics.pending_approvals(store))
             jobs = GaugeMetricFamily("backupbot_jobs", "Backups, restores and drills running or queued", labels=["state"])
-            jobs.add_metric(["running"], sum(state_metrics.running_jobs(store).values()))
+            jobs.add_metric([JobStatus.RUNNING.value], sum(state_metrics.running_jobs(store).values()))
             slots = getattr(health.services, "job_slots", None)
             waiting = getattr(slots, "waiting", None)
             jobs.add_metric(["queued"], len(waiting()) if callable(waiting) else 0)

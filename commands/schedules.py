@@ -29,6 +29,7 @@ from commands.units import human_bytes, human_duration
 from state import health as health_state
 from state.backups import list_backups
 from state.jobs import recent_jobs
+from state.statuses import JobStatus, Verification
 from state.store import iso
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ def scheduled_jobs(services: Services) -> list[ScheduledJob]:
     return list(services.settings.schedules)
 
 
-def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> str:
-    """Run one scheduled job now, record the run, alert on failure; returns 'succeeded' or 'failed'."""
+def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> JobStatus:
+    """Run one scheduled job now, record the run, alert on failure; returns the run's JobStatus."""
     started = iso(services.clock())
     run_id = health_state.start_run(services.store, job.name, job.database, started)
     try:
@@ -55,7 +56,7 @@ def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> str:
     except Exception as exc:
         log.exception("scheduled job %s failed", job.name)
         problem = f"{type(exc).__name__}: {exc}"
-    status = "failed" if problem else "succeeded"
+    status = JobStatus.FAILED if problem else JobStatus.SUCCEEDED
     health_state.finish_run(services.store, run_id, iso(services.clock()), status, problem)
     if problem:
         alert(services, reply, f":rotating_light: Scheduled {job.name} failed: {problem}")
@@ -76,7 +77,7 @@ def _backup(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     actor = Actor(user=SCHEDULER.user, channel=channel)
     status = execute_backup(services, BackupRequest(database=job.database, format=job.format, schema_only=job.schema_only,
                                                     kind="scheduled"), actor, _ChannelReply(reply, channel))
-    if status.state != "succeeded":
+    if status.state != JobStatus.SUCCEEDED:
         return f"backup #{status.job_id} failed: {status.error}"
     # an outside monitor notices when these pings stop
     ping_heartbeat(services.settings.database(job.database).heartbeat_url, services.secrets())
@@ -89,7 +90,7 @@ def _physical(services: Services, reply: Reply, job: ScheduledJob) -> str | None
     actor = Actor(user=SCHEDULER.user, channel=channel)
     status = execute_physical_backup(services, PhysicalBackupRequest(database=job.database, type=job.backup_type,
                                                                      kind="scheduled"), actor, _ChannelReply(reply, channel))
-    if status.state != "succeeded":
+    if status.state != JobStatus.SUCCEEDED:
         return f"physical backup #{status.job_id} failed: {status.error}"
     return None
 
@@ -225,7 +226,7 @@ class Digest:
 
 def build_digest(services: Services) -> Digest:
     now = services.clock()
-    previous = [r for r in health_state.runs(services.store, job="digest") if r["status"] == "succeeded"]
+    previous = [r for r in health_state.runs(services.store, job="digest") if r["status"] == JobStatus.SUCCEEDED]
     since = previous[-1]["started_at"] if previous else iso(now - timedelta(days=1))
     rpo = timedelta(hours=services.settings.health.rpo_hours)
     lines = [f"*backupbot digest* {iso(now)}"]
@@ -236,13 +237,14 @@ def build_digest(services: Services) -> Digest:
                   if report.size_bytes and day_ago else "")
         backups = [r for r in list_backups(services.store, database) if r.is_full]
         recent = [r for r in backups if datetime.fromisoformat(r.created_at) >= now - timedelta(days=1)]
-        verified = [r for r in backups if r.verification == "verified" and r.verified_at]
+        verified = [r for r in backups if r.verification == Verification.VERIFIED and r.verified_at]
         drill = max(verified, key=lambda r: r.verified_at) if verified else None
         last = backups[0] if backups else None
         rpo_ok = last is not None and now - datetime.fromisoformat(last.created_at) <= rpo
-        failures = [j for j in recent_jobs(services.store, database, limit=200) if j.status in ("failed", "interrupted")
-                    and j.started_at >= since]
-        failures += [r for r in health_state.runs(services.store, database=database, since=since) if r["status"] == "failed"]
+        failures = [j for j in recent_jobs(services.store, database, limit=200)
+                    if j.status in (JobStatus.FAILED, JobStatus.INTERRUPTED) and j.started_at >= since]
+        failures += [r for r in health_state.runs(services.store, database=database, since=since)
+                     if r["status"] == JobStatus.FAILED]
         lines += [
             f"*{database}*: {report.status.upper()} · size {human_bytes(report.size_bytes)}{growth}",
             f"  backups in the last 24 h: {len(recent)}" + (f" (latest #{last.id})" if last else ""),

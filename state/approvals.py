@@ -1,7 +1,8 @@
 """Restore requests and their votes.
 
-Every status change is a single conditional UPDATE (`... WHERE status = 'pending'`) inside one
-write transaction, so two approvals arriving together can start at most one restore.
+Every status change is a single conditional UPDATE (`... WHERE status = ?` the status it moves from)
+inside one write transaction, so two approvals arriving together can start at most one restore; the
+moves allowed are RequestStatus's, in state/statuses.py, and an illegal one raises IllegalTransition.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from state.statuses import RequestStatus, require_move
 from state.store import Store, utcnow_iso
 
-PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
-REJECTED, EXPIRED, CANCELLED, INTERRUPTED = "rejected", "expired", "cancelled", "interrupted"
+PENDING, RUNNING, SUCCEEDED, FAILED = RequestStatus.PENDING, RequestStatus.RUNNING, RequestStatus.SUCCEEDED, RequestStatus.FAILED
+REJECTED, EXPIRED, CANCELLED, INTERRUPTED = (RequestStatus.REJECTED, RequestStatus.EXPIRED, RequestStatus.CANCELLED,
+                                             RequestStatus.INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,11 @@ def request_for_message(store: Store, channel: str, message_id: str) -> RestoreR
     return _row(rows[0]) if rows else None
 
 
-def transition(store: Store, request_id: int, from_status: str, to_status: str, at: str | None = None,
-               result: dict | None = None) -> bool:
-    """Move the request only if it is still in `from_status`; True for the one caller that did."""
+def transition(store: Store, request_id: int, from_status: RequestStatus, to_status: RequestStatus,
+               at: str | None = None, result: dict | None = None) -> bool:
+    """Move the request only if it is still in `from_status`; True for the one caller that did.
+    A move the lifecycle never allows (expired to running) raises IllegalTransition."""
+    require_move(f"restore request #{request_id}", from_status, RequestStatus(to_status))
     with store.immediate() as db:
         cursor = db.execute(
             "UPDATE restore_requests SET status = ?, decided_at = COALESCE(?, decided_at),"
@@ -93,10 +98,15 @@ def transition(store: Store, request_id: int, from_status: str, to_status: str, 
         return cursor.rowcount == 1
 
 
-def set_result(store: Store, request_id: int, status: str, result: dict, job_id: int | None = None) -> None:
-    with store.db() as db:
-        db.execute("UPDATE restore_requests SET status = ?, result = ?, job_id = COALESCE(?, job_id) WHERE id = ?",
-                   [status, json.dumps(result), job_id, request_id])
+def finish_request(store: Store, request_id: int, status: RequestStatus, result: dict, job_id: int | None = None) -> None:
+    """The running request's verdict and result; a request not running (already finished, interrupted
+    by a restart, never started) raises IllegalTransition and keeps what it has."""
+    status = RequestStatus(status)
+    with store.immediate() as db:
+        rows = list(db.query("SELECT status FROM restore_requests WHERE id = ?", [request_id]))
+        require_move(f"restore request #{request_id}", rows[0]["status"] if rows else "missing", status)
+        db.execute("UPDATE restore_requests SET status = ?, result = ?, job_id = COALESCE(?, job_id)"
+                   " WHERE id = ? AND status = ?", [status, json.dumps(result), job_id, request_id, RUNNING])
 
 
 def set_job(store: Store, request_id: int, job_id: int) -> None:
@@ -138,14 +148,14 @@ def first_notice(store: Store, request_id: int, user: str, reason: str) -> bool:
 
 def due_to_expire(store: Store, now_iso: str) -> list[RestoreRequestRow]:
     with store.db() as db:
-        rows = list(db.query("SELECT * FROM restore_requests WHERE status = 'pending' AND expires_at <= ?", [now_iso]))
+        rows = list(db.query("SELECT * FROM restore_requests WHERE status = ? AND expires_at <= ?", [PENDING, now_iso]))
     return [_row(r) for r in rows]
 
 
 def mark_interrupted_requests(store: Store) -> list[RestoreRequestRow]:
     with store.immediate() as db:
-        rows = list(db.query("SELECT * FROM restore_requests WHERE status = 'running'"))
-        db.execute("UPDATE restore_requests SET status = 'interrupted' WHERE status = 'running'")
+        rows = list(db.query("SELECT * FROM restore_requests WHERE status = ?", [RUNNING]))
+        db.execute("UPDATE restore_requests SET status = ? WHERE status = ?", [INTERRUPTED, RUNNING])
     return [_row(r) for r in rows]
 
 
@@ -153,8 +163,8 @@ def past_restore_seconds(store: Store, database: str, limit: int = 5) -> list[tu
     """(seconds, artifact size) of recent successful restores of `database`."""
     with store.db() as db:
         rows = db.execute(
-            "SELECT result, plan FROM restore_requests WHERE database = ? AND status = 'succeeded' ORDER BY id DESC LIMIT ?",
-            [database, limit]).fetchall()
+            "SELECT result, plan FROM restore_requests WHERE database = ? AND status = ? ORDER BY id DESC LIMIT ?",
+            [database, SUCCEEDED, limit]).fetchall()
     out = []
     for result, plan in rows:
         seconds = json.loads(result or "{}").get("restore_seconds")
@@ -165,8 +175,8 @@ def past_restore_seconds(store: Store, database: str, limit: int = 5) -> list[tu
 
 def new_database_restores(store: Store, database: str | None = None) -> list[RestoreRequestRow]:
     """Succeeded restore requests that created their target database (copies of `database`'s data), newest first."""
-    sql = ("SELECT * FROM restore_requests WHERE status = 'succeeded' AND json_extract(plan, '$.target_exists') = 0"
+    sql = ("SELECT * FROM restore_requests WHERE status = ? AND json_extract(plan, '$.target_exists') = 0"
            + (" AND database = ?" if database else "") + " ORDER BY id DESC")
     with store.db() as db:
-        rows = list(db.query(sql, [database] if database else []))
+        rows = list(db.query(sql, [SUCCEEDED] + ([database] if database else [])))
     return [_row(r) for r in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from state.statuses import JobStatus
 from state.store import Store
 
 
@@ -40,7 +41,8 @@ def _newest_size(store: Store, database: str, comparison: str, moment: str) -> t
 def start_run(store: Store, job: str, database: str | None, at: str) -> int:
     with store.db() as db:
         return db.execute(
-            "INSERT INTO schedule_runs (job, database, started_at, status) VALUES (?, ?, ?, 'running')", [job, database, at]
+            "INSERT INTO schedule_runs (job, database, started_at, status) VALUES (?, ?, ?, ?)",
+            [job, database, at, JobStatus.RUNNING]
         ).lastrowid
 
 

@@ -10,9 +10,10 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from state.statuses import JobStatus, require_move
 from state.store import Store, utcnow_iso
 
-RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
+RUNNING, SUCCEEDED, FAILED, INTERRUPTED = JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,11 @@ def claim_database(
         try:
             cursor = db.execute(
                 "INSERT INTO jobs (kind, database, status, requested_by, channel, response_url, started_at, detail)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
-                [kind, database, requested_by, channel, response_url, utcnow_iso(), json.dumps(detail or {})],
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [kind, database, RUNNING, requested_by, channel, response_url, utcnow_iso(), json.dumps(detail or {})],
             )
         except sqlite3.IntegrityError:
-            row = next(db.query("SELECT * FROM jobs WHERE database = ? AND status = 'running'", [database]))
+            row = next(db.query("SELECT * FROM jobs WHERE database = ? AND status = ?", [database, RUNNING]))
             raise DatabaseBusy(_job(row)) from None
         job_id = cursor.lastrowid
     return get_job(store, job_id)
@@ -73,8 +74,8 @@ def start_job(store: Store, kind: str, database: str, requested_by: str | None, 
     with store.db() as db:
         cursor = db.execute(
             "INSERT INTO jobs (kind, database, status, requested_by, channel, started_at, detail)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            [kind, database, requested_by, channel, utcnow_iso(), json.dumps(detail or {})],
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [kind, database, RUNNING, requested_by, channel, utcnow_iso(), json.dumps(detail or {})],
         )
         job_id = cursor.lastrowid
     return get_job(store, job_id)
@@ -99,23 +100,25 @@ def update_job_detail(store: Store, job_id: int, **values) -> None:
         db.execute("UPDATE jobs SET detail = ? WHERE id = ?", [json.dumps(detail), job_id])
 
 
-def finish_job(store: Store, job_id: int, status: str, error: str | None = None) -> None:
-    """Move a running job to its final status; a job already finished keeps its first verdict."""
-    with store.db() as db:
-        db.execute(
-            "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
-            [status, error, utcnow_iso(), job_id],
-        )
+def finish_job(store: Store, job_id: int, status: JobStatus, error: str | None = None) -> None:
+    """Move a running job to its final status; a second verdict raises IllegalTransition, so the
+    first one stands and the caller that tried to change it hears why."""
+    status = JobStatus(status)
+    with store.immediate() as db:
+        rows = list(db.query("SELECT status FROM jobs WHERE id = ?", [job_id]))
+        require_move(f"job #{job_id}", rows[0]["status"] if rows else "missing", status)
+        db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?",
+                   [status, error, utcnow_iso(), job_id, RUNNING])
 
 
 def mark_interrupted_jobs(store: Store) -> list[Job]:
     """At start-up, every job still `running` died with the previous process."""
     with store.immediate() as db:
-        rows = list(db.query("SELECT * FROM jobs WHERE status = 'running'"))
+        rows = list(db.query("SELECT * FROM jobs WHERE status = ?", [RUNNING]))
         db.execute(
-            "UPDATE jobs SET status = 'interrupted', finished_at = ?, "
-            "error = 'the bot stopped while this job was running' WHERE status = 'running'",
-            [utcnow_iso()],
+            "UPDATE jobs SET status = ?, finished_at = ?, "
+            "error = 'the bot stopped while this job was running' WHERE status = ?",
+            [INTERRUPTED, utcnow_iso(), RUNNING],
         )
     return [_job(dict(row, status=INTERRUPTED)) for row in rows]
 

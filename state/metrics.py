@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from state.statuses import JobStatus, RequestStatus, Verification
 from state.store import Store
 
 FULL_KINDS = ("manual", "scheduled")  # what `latest` and the RPO count as a backup of a database
@@ -47,11 +48,11 @@ def last_full_backups(store: Store) -> list[LastBackup]:
 
 def last_verified_drills(store: Store) -> list[LastDrill]:
     """Per database, the most recently verified backup and the restore time its drill measured (the RTO)."""
-    sql = ("SELECT id, database, verified_at, restore_seconds FROM backups WHERE verification = 'verified'"
+    sql = ("SELECT id, database, verified_at, restore_seconds FROM backups WHERE verification = ?"
            " AND verified_at IS NOT NULL ORDER BY verified_at DESC, id DESC")
     found: dict[str, LastDrill] = {}
     with store.db() as db:
-        for row in db.query(sql):
+        for row in db.query(sql, [Verification.VERIFIED]):
             if row["database"] not in found:
                 found[row["database"]] = LastDrill(row["database"], row["id"], _when(row["verified_at"]),
                                                    row["restore_seconds"])
@@ -62,9 +63,10 @@ def failures_by_kind(store: Store) -> dict[str, int]:
     """Failed jobs by kind (backup, restore, drill, …) plus failed scheduled runs by their job kind."""
     counts: dict[str, int] = {}
     with store.db() as db:
-        for row in db.query("SELECT kind, COUNT(*) AS n FROM jobs WHERE status = 'failed' GROUP BY kind"):
+        for row in db.query("SELECT kind, COUNT(*) AS n FROM jobs WHERE status = ? GROUP BY kind", [JobStatus.FAILED]):
             counts[row["kind"]] = counts.get(row["kind"], 0) + row["n"]
-        for row in db.query("SELECT job, COUNT(*) AS n FROM schedule_runs WHERE status = 'failed' GROUP BY job"):
+        for row in db.query("SELECT job, COUNT(*) AS n FROM schedule_runs WHERE status = ? GROUP BY job",
+                            [JobStatus.FAILED]):
             kind = "scheduled " + row["job"].split()[0]
             counts[kind] = counts.get(kind, 0) + row["n"]
     return counts
@@ -72,11 +74,12 @@ def failures_by_kind(store: Store) -> dict[str, int]:
 
 def pending_approvals(store: Store) -> int:
     with store.db() as db:
-        return next(db.query("SELECT COUNT(*) AS n FROM restore_requests WHERE status = 'pending'"))["n"]
+        return next(db.query("SELECT COUNT(*) AS n FROM restore_requests WHERE status = ?", [RequestStatus.PENDING]))["n"]
 
 
 def running_jobs(store: Store) -> dict[str, int]:
     """Jobs that are running now, by kind."""
     with store.db() as db:
         return {row["kind"]: row["n"]
-                for row in db.query("SELECT kind, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY kind")}
+                for row in db.query("SELECT kind, COUNT(*) AS n FROM jobs WHERE status = ? GROUP BY kind",
+                                  [JobStatus.RUNNING])}

@@ -7,7 +7,6 @@ final names; until then it is a job, and a failed job leaves nothing listable be
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,9 +18,9 @@ from commands.chat.access import ANYONE, OPERATOR
 from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.help import HelpRequest, execute_help
-from commands.chat.jobs import run_claimed_job
-from commands.chat.reply import GuardedReply, Notice, Reply
-from commands.errors import BackupbotError, UsageError
+from commands.chat.reply import Notice, Reply
+from commands.chat.run import Run
+from commands.errors import UsageError
 from commands.health.command import copies_lines, production_copies
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
@@ -29,15 +28,12 @@ from commands.pg.dump import FORMATS, DumpFormat, RowCounter, dump_argv, run_pg_
 from commands.pg.globals import dump_globals, role_definitions, roles_in_database
 from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
-from commands.redact import redact
 from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
-from state import jobs as job_state
 from state.backups import FULL_KINDS, BackupRecord, add_backup, list_backups
 from state.physical_backups import PhysicalBackupRecord, list_physical_backups
+from state.statuses import JobStatus
 from state.store import iso
-
-log = logging.getLogger(__name__)
 
 USAGE = """Usage:
 `/backup [DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT]`
@@ -119,7 +115,7 @@ class BackupStatus:
     database: str
     user: str | None
     format: str
-    state: str = "running"  # running | succeeded | failed
+    state: JobStatus = JobStatus.RUNNING
     kind: str = "manual"
     tables: tuple[str, ...] = ()
     schema_only: bool = False
@@ -149,13 +145,13 @@ class BackupStatus:
         lines = [self.headline() + f" — {what}"]
         if self.note:
             lines.append(f"Note: {self.note}")
-        if self.state == "running" and not self.raw_bytes:
+        if self.state == JobStatus.RUNNING and not self.raw_bytes:
             lines.append(":hourglass_flowing_sand: starting pg_dump…")
-        elif self.state == "running":
+        elif self.state == JobStatus.RUNNING:
             pct = f" ({self.percent}% of {human_bytes(self.database_size)})" if self.percent is not None else ""
             lines.append(f":hourglass_flowing_sand: running: {human_bytes(self.raw_bytes)} dumped{pct}, "
                          f"{human_rate(self.raw_bytes, self.elapsed)}, {human_duration(self.elapsed)}")
-        elif self.state == "succeeded" and self.record:
+        elif self.state == JobStatus.SUCCEEDED and self.record:
             lines.extend(self.result_lines())
         else:
             lines.append(f":x: Backup #{self.job_id} failed: {self.error}")
@@ -218,65 +214,40 @@ def artifact_key(database: str, job_id: int, created: datetime, fmt: DumpFormat)
 def execute_backup(services: Services, request: BackupRequest, actor: Actor, reply: Reply) -> BackupStatus:
     """Run one backup end to end; returns the final status (also posted through `reply`)."""
     dsn = services.settings.database(request.database).require_url()
-    return run_claimed_job(services, "backup", request.database, actor, reply, "backup",
-                           lambda job_id: run_backup_job(services, request, actor, reply, job_id, dsn),
-                           detail={"format": request.format, "kind": request.kind})
+    with _backup_run(services, request, actor, reply, dsn, None) as run:
+        return _backup_in_run(services, request, run, dsn)
 
 
 def run_backup_job(services: Services, request: BackupRequest, actor: Actor, reply: Reply, job_id: int,
                    dsn: str) -> BackupStatus:
-    """Dump, store and catalogue under job `job_id`, which the caller has already started.
+    """Dump, store and catalogue under job `job_id`, which the caller has already started (and holds the
+    claim and slot for)."""
+    with _backup_run(services, request, actor, reply, dsn, job_id) as run:
+        return _backup_in_run(services, request, run, dsn)
 
-    Slack never decides the outcome: every chat call goes through a GuardedReply, the outcome is
-    stored (finish_job) before the result is published, and undelivered messages are retried after."""
-    reply = GuardedReply(reply, services.secrets() + [dsn], services.settings.channels.alerts,
-                         webhook_url=services.settings.alerts.webhook_url)
+
+def _backup_run(services: Services, request: BackupRequest, actor: Actor, reply: Reply, dsn: str,
+                job_id: int | None) -> Run:
+    return Run(services, "backup", request.database, actor, reply, event="backup", record_event=record_event,
+               after_job=copy_state_after_job, detail={"format": request.format, "kind": request.kind},
+               secrets=[dsn], job_id=job_id)
+
+
+def _backup_in_run(services: Services, request: BackupRequest, run: Run, dsn: str) -> BackupStatus:
+    """The outcome is stored (the Run's verdict) before the result is published, and undelivered
+    messages are retried after."""
+    reply, actor, job_id = run.reply, run.actor, run.job_id
     status = BackupStatus(job_id=job_id, database=request.database,
                           user=actor.user if request.kind not in ("scheduled", "pre-restore") else None,
                           format=request.format, kind=request.kind, tables=request.tables,
                           schema_only=request.schema_only, note=request.note)
-    record_event(services, "backup.started", database=request.database, actor=actor, text=status.headline())
-    message_id = None
-    try:
-        message_id = reply.post(status)
-        if message_id is None:
-            reply.discard_pending()  # the start is not worth a retry: the result goes out as a new message
-        job_state.set_job_message(services.store, job_id, actor.channel, message_id)
-        record = _dump_and_store(services, request, job_id, dsn, status, reply, message_id)
-    except BaseException as exc:
-        error = _error_text(exc, services.secrets() + [dsn])
-        job_state.finish_job(services.store, job_id, job_state.FAILED, error)
-        final = replace(status, state="failed", error=error)
-        record_event(services, "backup.failed", database=request.database, actor=actor, text=f"Backup #{job_id} failed: {error}")
-        reply.stop_progress()
-        _publish(reply, message_id, final)
-        reply.settle_in_background()
-        if not isinstance(exc, Exception):
-            raise
-        if not isinstance(exc, BackupbotError):
-            log.error("backup #%s failed: %s", job_id, error, exc_info=exc)
-        return final
-    job_state.finish_job(services.store, job_id, job_state.SUCCEEDED)
-    final = replace(status, state="succeeded", record=record, raw_bytes=record.raw_size, elapsed=record.duration_s or 0)
-    record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
-                 detail={"backup_id": record.id, "kind": request.kind}, reply=reply)
-    reply.stop_progress()
-    _publish(reply, message_id, final)
-    copy_state_after_job(services, f"backup #{job_id}")  # the catalog outlives the bot's disk
-    reply.settle_in_background()
-    return final
-
-
-def _publish(reply: Reply, message_id: str | None, status: BackupStatus) -> None:
-    if message_id:
-        reply.update(message_id, status)
-    else:
-        reply.post(status)
-
-
-def _error_text(exc: BaseException, secrets: list[str]) -> str:
-    text = str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}"
-    return redact(text, secrets)[:1500]
+    run.started(status.headline())
+    return run.posted(
+        status, lambda message_id: _dump_and_store(services, request, job_id, dsn, status, reply, message_id),
+        failed=lambda error: replace(status, state=JobStatus.FAILED, error=error),
+        succeeded=lambda record: (replace(status, state=JobStatus.SUCCEEDED, record=record, raw_bytes=record.raw_size,
+                                          elapsed=record.duration_s or 0),
+                                  {"backup_id": record.id, "kind": request.kind}))  # after: the catalog outlives the disk
 
 
 def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn: str, status: BackupStatus,

@@ -21,8 +21,8 @@ from psycopg.conninfo import conninfo_to_dict
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, Services
-from commands.chat.jobs import run_claimed_job
 from commands.chat.reply import GuardedReply, Reply
+from commands.chat.run import Run
 from commands.errors import BackupbotError, ConfigError, UsageError
 from commands.incident.audit import record_event
 from commands.pg.pgbackrest import backups as pgbackrest_backups
@@ -32,13 +32,13 @@ from commands.pg.pgbackrest.runner import version as pgbackrest_version
 from commands.redact import redact
 from commands.settings import Settings
 from commands.units import human_bytes, human_duration
-from state import jobs as job_state
 from state.physical_backups import (
     PhysicalBackupRecord,
     add_physical_backup,
     list_physical_backups,
     mark_expired,
 )
+from state.statuses import JobStatus
 from state.store import iso
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class PhysicalBackupStatus:
     type: str
     user: str | None
     kind: str = "manual"
-    state: str = "running"  # running | succeeded | failed
+    state: JobStatus = JobStatus.RUNNING
     elapsed: float = 0.0
     record: PhysicalBackupRecord | None = None
     retention: int | None = None
@@ -158,10 +158,10 @@ class PhysicalBackupStatus:
 
     def text(self) -> str:
         lines = [f"{self.headline()} — {self.type} (pgBackRest, stanza {self.stanza})"]
-        if self.state == "running":
+        if self.state == JobStatus.RUNNING:
             running = f" for {human_duration(self.elapsed)}" if self.elapsed >= 1 else ""
             lines.append(f":hourglass_flowing_sand: pgbackrest backup --type={self.type} running{running}…")
-        elif self.state == "succeeded" and self.record:
+        elif self.state == JobStatus.SUCCEEDED and self.record:
             lines.extend(self.result_lines())
         else:
             lines.append(f":x: Physical backup #{self.job_id} of {self.database} failed: {self.error}")
@@ -200,57 +200,24 @@ def execute_physical_backup(services: Services, request: PhysicalBackupRequest, 
                             reply: Reply) -> PhysicalBackupStatus:
     """Run one physical backup end to end; returns the final status (also posted through `reply`)."""
     stanza = pgbackrest_settings(services.settings, request.database).stanza
-    return run_claimed_job(services, JOB_KIND, request.database, actor, reply, "physical backup",
-                           lambda job_id: _run(services, request, actor, reply, job_id, stanza),
-                           detail={"type": request.type, "kind": request.kind, "format": "physical"})
+    detail = {"kind": request.kind, "format": "physical", "type": request.type}
+    with Run(services, JOB_KIND, request.database, actor, reply, event="backup", record_event=record_event,
+             label="physical backup", detail={"type": request.type, "kind": request.kind, "format": "physical"}) as run:
+        return _run(services, request, run, stanza, detail)
 
 
-def _run(services: Services, request: PhysicalBackupRequest, actor: Actor, reply: Reply, job_id: int,
-         stanza: str) -> PhysicalBackupStatus:
-    secrets = services.secrets()
-    reply = GuardedReply(reply, secrets, services.settings.channels.alerts,
-                         webhook_url=services.settings.alerts.webhook_url)
+def _run(services: Services, request: PhysicalBackupRequest, run: Run, stanza: str, detail: dict) -> PhysicalBackupStatus:
+    reply, actor, job_id = run.reply, run.actor, run.job_id
     status = PhysicalBackupStatus(job_id=job_id, database=request.database, stanza=stanza, type=request.type,
                                   user=actor.user if request.kind != "scheduled" else None, kind=request.kind)
-    detail = {"kind": request.kind, "format": "physical", "type": request.type}
-    record_event(services, "backup.started", database=request.database, actor=actor, text=status.headline(),
-                 detail=detail)
-    message_id = None
-    try:
-        message_id = reply.post(status)
-        if message_id is None:
-            reply.discard_pending()  # the start is not worth a retry: the result goes out as a new message
-        job_state.set_job_message(services.store, job_id, actor.channel, message_id)
-        record, retention = _backup_and_record(services, request, job_id, status, reply, message_id)
-    except BaseException as exc:
-        error = redact(str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}", secrets)[:1500]
-        job_state.finish_job(services.store, job_id, job_state.FAILED, error)
-        final = replace(status, state="failed", error=error)
-        record_event(services, "backup.failed", database=request.database, actor=actor,
-                     text=f"Physical backup #{job_id} failed: {error}", detail=detail)
-        reply.stop_progress()
-        _publish(reply, message_id, final)
-        reply.settle_in_background()
-        if not isinstance(exc, Exception):
-            raise
-        if not isinstance(exc, BackupbotError):
-            log.error("physical backup #%s failed: %s", job_id, error, exc_info=exc)
-        return final
-    job_state.finish_job(services.store, job_id, job_state.SUCCEEDED)
-    final = replace(status, state="succeeded", record=record, retention=retention, elapsed=record.duration_s or 0)
-    record_event(services, "backup.succeeded", database=request.database, actor=actor, text=final.result_lines()[0],
-                 detail={**detail, "physical_backup_id": record.id, "label": record.label}, reply=reply)
-    reply.stop_progress()
-    _publish(reply, message_id, final)
-    reply.settle_in_background()
-    return final
-
-
-def _publish(reply: GuardedReply, message_id: str | None, status: PhysicalBackupStatus) -> None:
-    if message_id:
-        reply.update(message_id, status)
-    else:
-        reply.post(status)
+    run.started(status.headline(), detail)
+    return run.posted(
+        status, lambda message_id: _backup_and_record(services, request, job_id, status, reply, message_id),
+        failed=lambda error: replace(status, state=JobStatus.FAILED, error=error),
+        succeeded=lambda made: (replace(status, state=JobStatus.SUCCEEDED, record=made[0], retention=made[1],
+                                        elapsed=made[0].duration_s or 0),
+                                {**detail, "physical_backup_id": made[0].id, "label": made[0].label}),
+        event_detail=detail)
 
 
 def _backup_and_record(services: Services, request: PhysicalBackupRequest, job_id: int, status: PhysicalBackupStatus,

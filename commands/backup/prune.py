@@ -15,6 +15,7 @@ from commands.errors import BackupbotError, UsageError
 from commands.incident.audit import record_event
 from state.backups import list_backups, mark_pruned
 from state.jobs import recent_jobs
+from state.statuses import JobStatus
 from state.store import iso
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class PruneReport:
 def latest_scheduled_failing(services: Services, database: str) -> bool:
     scheduled = [j for j in recent_jobs(services.store, database, limit=50)
                  if j.kind == "backup" and j.detail.get("kind") == "scheduled"]
-    return bool(scheduled) and scheduled[0].status == "failed"
+    return bool(scheduled) and scheduled[0].status == JobStatus.FAILED
 
 
 def prune(services: Services, database: str, dry_run: bool) -> PruneReport:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from commands.settings.retention import RetentionRules
 from state.backups import BackupRecord
+from state.statuses import Verification
 
 __all__ = ["Decision", "RetentionRules", "decide"]
 
@@ -51,7 +52,7 @@ def decide(records: list[BackupRecord], rules: RetentionRules, now: datetime) ->
                 break
             seen.append(key)
             reasons[record.id].append(f"{label} {key}")
-    newest_verified = next((r for r in records if r.verification == "verified"), None)
+    newest_verified = next((r for r in records if r.verification == Verification.VERIFIED), None)
     decisions = []
     for record in records_all:
         why = reasons[record.id]

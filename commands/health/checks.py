@@ -25,6 +25,7 @@ from commands.redact import redact
 from commands.settings.health import HealthSettings
 from commands.units import human_bytes, human_duration
 from state.backups import BackupRecord
+from state.statuses import Verification
 
 OK, WARN, CRITICAL = "ok", "warn", "critical"
 RANK = {OK: 0, WARN: 1, CRITICAL: 2}
@@ -185,7 +186,7 @@ def last_backup_section(records: Sequence[BackupRecord], now: datetime, cfg: Hea
 
 
 def last_drill_section(records: Sequence[BackupRecord], now: datetime, cfg: HealthSettings) -> Section:
-    verified = [r for r in records if r.verification == "verified" and r.verified_at]
+    verified = [r for r in records if r.verification == Verification.VERIFIED and r.verified_at]
     if not verified:
         return Section("last verified drill", WARN, ("none yet: run `/backup verify latest`",))
     last = max(verified, key=lambda r: r.verified_at)

@@ -21,6 +21,7 @@ from commands.pg.restore.databases import validate_database_name
 from commands.restore.pitr_plan import PointInTimeMessage, PointInTimeRequest, build_pitr_plan, parse_time
 from commands.restore.plan import RestorePlanMessage, RestoreRequest, build_plan, plan_message
 from commands.restore.requests import submit_plan
+from commands.restore.status import DRY_RUN
 from state import approvals as request_state
 
 USAGE = (
@@ -114,7 +115,7 @@ def execute_restore(services: Services, request: RestoreRequest, actor: Actor, r
                 else build_plan(services, request, actor))
     if request.dry_run:
         kind = PointInTimeMessage if isinstance(request, PointInTimeRequest) else RestorePlanMessage
-        message = kind(request_id=None, plan=plan, status="dry-run", now=services.clock())
+        message = kind(request_id=None, plan=plan, status=DRY_RUN, now=services.clock())
         reply.post(message)
         return message
     return submit_plan(services, plan, actor, reply)

@@ -7,7 +7,6 @@ The scratch database's name carries a random part so it cannot collide, and it i
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from commands.chat.args import is_number, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply
-from commands.errors import AlreadyRunningError, BackupbotError, UsageError
+from commands.chat.run import Run, error_text
+from commands.errors import UsageError
 from commands.incident.audit import record_event
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir
 from commands.pg.restore.databases import create_database, drop_database
@@ -30,8 +30,8 @@ from commands.restore.pitr import PhysicalDrillRequest, execute_physical_drill
 from commands.restore.plan import find_backup
 from commands.restore.verify import verify_restored
 from commands.units import human_duration
-from state import jobs as job_state
 from state.backups import set_verification
+from state.statuses import Verification
 from state.store import iso
 
 USAGE = "Usage: `/backup verify BACKUP_ID|latest [DB]` or `/backup verify physical BACKUP_ID|LABEL|latest [DB]`"
@@ -93,57 +93,43 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
                                   encrypt_to=services.settings.encrypt_to, now=services.clock())
     dsn = services.settings.database(record.database).require_url()
     scratch = f"backupbot_drill_{record.id}_{secrets.token_hex(4)}"
-    try:
-        job = job_state.claim_database(services.store, "drill", f"{record.database}:drill", actor.user, actor.channel,
-                                       detail={"backup_id": record.id})
-    except job_state.DatabaseBusy as busy:
-        raise AlreadyRunningError(f"a drill of {record.database} is already running (#{busy.job.id})") from None
-    in_slot = False
-    try:
-        with services.job_slots.acquire(f"drill #{job.id} of {record.database}", on_queued=on_queued):
-            in_slot = True
-            return _drill_job(services, record, actor, dsn, scratch, job, provenance.text())
-    except BaseException:
-        if not in_slot:
-            job_state.finish_job(services.store, job.id, job_state.FAILED, "stopped while waiting for a job slot")
-        raise
+    with Run(services, "drill", record.database, actor, None, event="drill", record_event=record_event,
+             after_job=after_job, lock_key=f"{record.database}:drill", detail={"backup_id": record.id},
+             secrets=[dsn], on_queued=on_queued) as run:
+        return _drill_job(services, record, run, dsn, scratch, provenance.text())
 
 
-def _drill_job(services: Services, record, actor: Actor, dsn: str, scratch: str, job, provenance: str) -> DrillResult:
+def _drill_job(services: Services, record, run: Run, dsn: str, scratch: str, provenance: str) -> DrillResult:
     seconds = None
     try:
         with scratch_dir(services.settings) as workdir:
             artifact = fetch_artifact(services.storage, record, Path(workdir))
-            started = time.monotonic()
-            create_database(dsn, scratch)
-            run_restore(dsn, scratch, record, artifact, Path(workdir), secrets=services.secrets() + [dsn])
-            seconds = time.monotonic() - started
+            with run.step("restore"):
+                create_database(dsn, scratch)
+                run_restore(dsn, scratch, record, artifact, Path(workdir), secrets=run.secrets)
+            seconds = run.steps["restore"]
         checks = verify_restored(with_dbname(dsn, scratch), record, [], None)
         failed = [c for c in checks if not c.ok]
         ok = not failed
         detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or checks))
-    except BackupbotError as exc:
-        ok, detail = False, redact(str(exc), services.secrets() + [dsn])
     except Exception as exc:
-        ok, detail = False, redact(f"{type(exc).__name__}: {exc}", services.secrets() + [dsn])
+        ok, detail = False, error_text(exc, run.secrets, limit=None)
     finally:
         drop_error = None
         try:
             drop_database(dsn, scratch)
         except Exception as exc:  # reported, never hidden: a scratch database is left behind
-            drop_error = redact(str(exc) or type(exc).__name__, services.secrets() + [dsn])
+            drop_error = redact(str(exc) or type(exc).__name__, run.secrets)
     if drop_error is not None:  # a drill that leaves its scratch database behind failed a step: it verifies nothing
         ok = False
         error = f"could not drop {scratch}: {drop_error}; restore and checks: {detail}"
     else:
         error = None if ok else detail
-    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, error)
-    set_verification(services.store, record.id, "verified" if ok else "failed verification", iso(services.clock()),
-                     round(seconds, 3) if ok and seconds is not None else None)
     result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error, provenance)
-    record_event(services, "drill.succeeded" if ok else "drill.failed", database=record.database, actor=actor,
-                 text=result.text(), detail={"backup_id": record.id, "rto_seconds": seconds})
-    after_job(services, f"drill of backup #{record.id}")
+    run.finish(ok, error, result.text(), {"backup_id": record.id, "rto_seconds": seconds},
+               also=lambda: set_verification(services.store, record.id, Verification.VERIFIED if ok else Verification.FAILED,
+                                             iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None))
+    run.after(f"drill of backup #{record.id}")
     return result
 
 

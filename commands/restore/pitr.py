@@ -22,7 +22,8 @@ from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
-from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
+from commands.chat.reply import Notice, Reply, ThreadReply
+from commands.chat.run import Run, error_text
 from commands.errors import AlreadyRunningError, BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import scratch
@@ -43,43 +44,47 @@ from state import jobs as job_state
 from state.physical_backups import (
     set_physical_verification,
 )
+from state.statuses import JobStatus, Verification
 from state.store import iso
 
 
-def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
+def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, run: Run) -> dict:
     """Restore into the new data directory, wait until promoted, verify, and leave it running."""
     plan = PointInTimePlan.from_dict(row.plan)
-    # Slack never decides the outcome: failed posts and updates are retried and reported, never raised
-    reply = GuardedReply(reply, services.secrets(), services.settings.channels.alerts,
-                         webhook_url=services.settings.alerts.webhook_url)
-    thread = ThreadReply(reply, row.message_id)
-    actor = Actor(user=row.requester, channel=row.channel)
+    thread = ThreadReply(run.reply, row.message_id)
     result: dict = {"steps": {}}
     steps: list[str] = []
 
     def update(note: str | None = None) -> None:
         current = request_state.get_request(services.store, row.id)
         if current.message_id:
-            reply.update(current.message_id, pitr_message(services, current, steps=tuple(steps), note=note))
+            run.reply.update(current.message_id, pitr_message(services, current, steps=tuple(steps), note=note))
 
     def step(name: str, seconds: float, detail: str) -> None:
         result["steps"][name] = round(seconds, 3)
         line = f"{name}: {detail} ({human_duration(seconds)})"
         steps.append(f"• {line}")
         thread.post(Notice(line))
-        record_event(services, "restore.step", database=plan.database, actor=actor,
+        record_event(services, "restore.step", database=plan.database, actor=run.actor,
                      text=f"Restore request #{row.id}: {line}", detail={"step": name, "request_id": row.id})
 
-    job = restored = None
+    def fail(reason: str) -> dict:
+        return _fail(services, row, run, thread, result, reason, update)
+
+    if request_state.plan_hash(row.plan) != row.plan_hash:
+        return fail("the stored plan does not match its hash; it was changed after it was requested")
     try:
-        if request_state.plan_hash(row.plan) != row.plan_hash:
-            raise BackupbotError("the stored plan does not match its hash; it was changed after it was requested")
-        try:
-            job = job_state.claim_database(services.store, "restore", plan.lock_key, row.requester, row.channel,
-                                           detail={"request_id": row.id})
-        except job_state.DatabaseBusy as busy:
-            raise AlreadyRunningError(f"a {busy.job.kind} of {plan.database} is already running (#{busy.job.id})") from None
-        request_state.set_job(services.store, row.id, job.id)
+        with run:
+            return _pitr_in_run(services, row, plan, run, thread, result, update, step, fail)
+    except AlreadyRunningError as exc:  # the claim: another job holds the database
+        return fail(str(exc))
+
+
+def _pitr_in_run(services: Services, row, plan: PointInTimePlan, run: Run, thread: Reply, result: dict,
+                 update, step, fail) -> dict:
+    actor, restored = run.actor, None
+    try:
+        request_state.set_job(services.store, row.id, run.job_id)
         update()
         started = time.monotonic()
         restored = restore_cluster(services, plan, Path(plan.datadir))
@@ -99,12 +104,12 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
                      text=f"Restore request #{row.id} verification passed (point in time)",
                      detail={"passed": True, "request_id": row.id, "physical_backup_id": plan.backup_id,
                              "recovery_point": plan.target_time or plan.backup_stopped,
-                             "target_time": plan.target_time}, reply=reply)
+                             "target_time": plan.target_time}, reply=run.reply)
     except Exception as exc:
         if restored is not None:  # a copy that did not verify is nobody's to use: stop and remove it
             restored.stop_and_remove()
         reason = str(exc) if isinstance(exc, BackupbotError) else f"{type(exc).__name__}: {exc}"
-        return _fail(services, row, plan, thread, job, result, reason, update, actor)
+        return fail(reason)
     if plan.into:
         result.update(ok=True, restore_seconds=round(seconds, 3), into=plan.into_target)
         where = f"into the new database {plan.into_target}"
@@ -114,17 +119,15 @@ def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, r
         where = f"on 127.0.0.1:{restored.port}"
         note = (f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); connect with the "
                 "database's own credentials. When done, stop it (`pg_ctl -D DATADIR stop`) and remove DATADIR and DATADIR.keep.")
-    request_state.set_result(services.store, row.id, request_state.SUCCEEDED, result)
-    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED)
+    request_state.finish_request(services.store, row.id, request_state.SUCCEEDED, result)
+    run.succeed(f"Restore request #{row.id}: point-in-time restore of {plan.database}"
+                + (f" to {plan.target_time}" if plan.target_time else "") + " succeeded",
+                detail={"request_id": row.id, "target_time": plan.target_time, "backup_label": plan.backup_label})
     update(note=note)
     thread.post(Notice(f":white_check_mark: Restore request #{row.id}: {plan.database} restored "
                        + (f"to {plan.target_time}" if plan.target_time else f"from {plan.backup_label}")
                        + f" {where} and verified."))
-    record_event(services, "restore.succeeded", database=plan.database, actor=actor,
-                 text=f"Restore request #{row.id}: point-in-time restore of {plan.database}"
-                      + (f" to {plan.target_time}" if plan.target_time else "") + " succeeded",
-                 detail={"request_id": row.id, "target_time": plan.target_time, "backup_label": plan.backup_label})
-    after_job(services, f"restore request #{row.id}")
+    run.after(f"restore request #{row.id}")
     return result
 
 
@@ -142,7 +145,7 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
         database=plan.database, format="custom", kind="point-in-time",
         note=f"{plan.database} at {plan.target_time or plan.backup_label}, from restore request #{row.id}"),
         actor, thread, job.id, copy_dsn)
-    if status.state != "succeeded":
+    if status.state != JobStatus.SUCCEEDED:
         raise BackupbotError(f"copying the database out of the restored cluster failed: {status.error}")
     record = status.record
     created = False
@@ -165,17 +168,14 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
          f"{plan.into_target}; {checks_text(checks)}")
 
 
-def _fail(services, row, plan, thread, job, result, reason, update, actor) -> dict:
+def _fail(services: Services, row, run: Run, thread: Reply, result: dict, reason: str, update) -> dict:
     reason = redact(reason, services.secrets())[:1500]
     result.update(ok=False, error=reason)
-    request_state.set_result(services.store, row.id, request_state.FAILED, result)
-    if job is not None:
-        job_state.finish_job(services.store, job.id, job_state.FAILED, reason)
+    request_state.finish_request(services.store, row.id, request_state.FAILED, result)
+    run.fail(reason, text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
     update(note=f"Failed: {reason}")
     thread.post(Notice(f":x: Restore request #{row.id} failed: {reason}. The running cluster was not touched."))
-    record_event(services, "restore.failed", database=plan.database, actor=actor,
-                 text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
-    after_job(services, f"restore request #{row.id}")
+    run.after(f"restore request #{row.id}")
     return result
 
 
@@ -255,50 +255,49 @@ class PhysicalDrillResult:
         return f":x: Drill of physical backup #{self.backup_id} ({self.label}, {self.database}) FAILED: {self.detail}"
 
 
-def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor) -> PhysicalDrillResult:
+def run_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor,
+                       on_queued=None) -> PhysicalDrillResult:
     """Restore to a scratch data directory on a free port, start it, wait for recovery to end, verify,
     stop and remove it; the measured time is the RTO. `pgbackrest verify` checks the repository too."""
     record = find_physical_backup(services, request.database, request.backup)
-    try:
-        job = job_state.claim_database(services.store, "drill", f"{request.database}:pitr-drill", actor.user,
-                                       actor.channel, detail={"physical_backup_id": record.id})
-    except job_state.DatabaseBusy as busy:
-        raise AlreadyRunningError(f"a drill of {request.database} is already running (#{busy.job.id})") from None
+    with Run(services, "drill", request.database, actor, None, event="drill", record_event=record_event,
+             after_job=after_job, lock_key=f"{request.database}:pitr-drill", label="drill of physical backup",
+             detail={"physical_backup_id": record.id}, on_queued=on_queued) as run:
+        return _physical_drill(services, request, record, run)
+
+
+def _physical_drill(services: Services, request: PhysicalDrillRequest, record, run: Run) -> PhysicalDrillResult:
     datadir = scratch.job_path(services.settings, "drill", request.database, str(record.id))
     plan = PointInTimePlan(database=request.database, stanza=record.stanza, target_time=None, backup_label=record.label,
                            backup_stopped=record.stopped_at or record.created_at, wal_range=record.wal_range,
-                           reachable="drill", lock_key="", requested_by=actor.user, requested_at=iso(services.clock()),
-                           datadir=str(datadir))
+                           reachable="drill", lock_key="", requested_by=run.actor.user,
+                           requested_at=iso(services.clock()), datadir=str(datadir))
     seconds, restored = None, None
     try:
-        started = time.monotonic()
-        restored = restore_cluster(services, plan, datadir)
-        seconds = time.monotonic() - started
+        with run.step("restore"):
+            restored = restore_cluster(services, plan, datadir)
+        seconds = run.steps["restore"]
         detail = verify_cluster(restored, services.settings.database(request.database).require_url())
         checked = verify_repo(engine_config(services.settings, request.database))
         ok = checked.ok
         detail += "; pgbackrest verify: " + ("ok" if checked.ok else f"FAILED ({checked.summary})")
-    except BackupbotError as exc:
-        ok, detail = False, redact(str(exc), services.secrets())
     except Exception as exc:
-        ok, detail = False, redact(f"{type(exc).__name__}: {exc}", services.secrets())
+        ok, detail = False, error_text(exc, run.secrets, limit=None)
     finally:
         if restored is not None:
             restored.stop_and_remove()
         shutil.rmtree(plan.datadir, ignore_errors=True)
-    job_state.finish_job(services.store, job.id, job_state.SUCCEEDED if ok else job_state.FAILED, None if ok else detail)
-    set_physical_verification(services.store, record.id, "verified" if ok else "failed verification",
-                              iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None)
     result = PhysicalDrillResult(record.id, record.label, request.database, ok, seconds, detail)
-    record_event(services, "drill.succeeded" if ok else "drill.failed", database=request.database, actor=actor,
-                 text=result.text(), detail={"physical_backup_id": record.id, "rto_seconds": seconds})
-    after_job(services, f"drill of physical backup #{record.id}")
+    run.finish(ok, detail, result.text(), {"physical_backup_id": record.id, "rto_seconds": seconds},
+               also=lambda: set_physical_verification(
+                   services.store, record.id, Verification.VERIFIED if ok else Verification.FAILED,
+                   iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None))
+    run.after(f"drill of physical backup #{record.id}")
     return result
 
 
 def execute_physical_drill(services: Services, request: PhysicalDrillRequest, actor: Actor, reply: Reply):
-    with services.job_slots.acquire(f"drill of physical backup {request.backup}",
-                                    on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead)))):
-        result = run_physical_drill(services, request, actor)
+    result = run_physical_drill(services, request, actor,
+                                on_queued=lambda ahead: reply.ephemeral(Notice(queued_text(ahead))))
     reply.post(result)
     return result

@@ -64,8 +64,8 @@ def start_request(services: Services, row: request_state.RestoreRequestRow, repl
         return False
     row = request_state.get_request(services.store, row.id)
     result = run_restore_request(services, row, reply)
-    if result.get("rollback_snapshot_id"):
-        offer_rollback(services, row, result["rollback_snapshot_id"], reply)
+    if result.rollback_snapshot_id:
+        offer_rollback(services, row, result.rollback_snapshot_id, reply)
     return True
 
 

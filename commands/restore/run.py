@@ -15,8 +15,9 @@ from commands.backup.command import BackupRequest, run_backup_job
 from commands.backup.state_copy import after_job
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
-from commands.chat.reply import GuardedReply, Notice, Reply, ThreadReply
-from commands.errors import BackupbotError
+from commands.chat.reply import Notice, Reply, ThreadReply
+from commands.chat.run import Run
+from commands.errors import AlreadyRunningError, BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir
@@ -28,12 +29,14 @@ from commands.redact import redact
 from commands.restore.pitr import run_pitr_request
 from commands.restore.pitr_plan import PITR
 from commands.restore.plan import NEW_DATABASE, SIDE_DATABASE, RestorePlan, plan_message
+from commands.restore.result import RestoreResult
 from commands.restore.roles import planned_roles, record_privileged
 from commands.restore.verify import Check, check_health_url, checks_text, verify_restored
 from commands.units import human_duration
 from state import approvals as request_state
 from state import jobs as job_state
 from state.backups import get_backup
+from state.statuses import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +49,17 @@ def previous_database_name(request_id: int) -> str:
     return f"backupbot_prev_{request_id}_{secrets.token_hex(3)}"
 
 
-def run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
-    """Run the request that just moved to `running` inside a job slot ([jobs] max_running); returns its
-    result (also stored and posted)."""
+def run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> RestoreResult:
+    """Run the request that just moved to `running` as a Run (its claim, a job slot ([jobs] max_running),
+    its verdict and event); returns its result (also stored and posted)."""
     thread = ThreadReply(reply, row.message_id)
-    with services.job_slots.acquire(f"restore request #{row.id}",
-                                    on_queued=lambda ahead: thread.post(Notice(queued_text(ahead)))):
-        if row.plan.get("kind") == PITR:
-            return run_pitr_request(services, row, reply)
-        return RestoreRun(services, row, reply).run()
+    run = Run(services, "restore", row.plan.get("database") or row.database, Actor(user=row.requester, channel=row.channel),
+              reply, event="restore", record_event=record_event, after_job=after_job, lock_key=row.plan.get("lock_key"),
+              detail={"request_id": row.id}, slot=f"restore request #{row.id}",
+              on_queued=lambda ahead: thread.post(Notice(queued_text(ahead))))
+    if row.plan.get("kind") == PITR:
+        return RestoreResult.from_dict(run_pitr_request(services, row, run))
+    return RestoreResult.from_dict(RestoreRun(services, row, run).run())
 
 
 class RestoreRun:
@@ -63,15 +68,14 @@ class RestoreRun:
     It owns what it changes (the job, a database it created, a side database) so that `fail()` can
     always undo exactly that, whichever step failed."""
 
-    def __init__(self, services: Services, row: request_state.RestoreRequestRow, reply: Reply):
+    def __init__(self, services: Services, row: request_state.RestoreRequestRow, run: Run):
         self.services = services
         self.row = row
         self.plan = RestorePlan.from_dict(row.plan)
-        # Slack never decides the outcome: a failed post or update is retried and reported, never raised
-        self.reply = GuardedReply(reply, services.secrets(), services.settings.channels.alerts,
-                                  webhook_url=services.settings.alerts.webhook_url)
+        self.run_ = run  # the claim, the slot, the guarded reply, the job's verdict and its event
+        self.reply = run.reply
         self.thread = ThreadReply(self.reply, row.message_id)
-        self.actor = Actor(user=row.requester, channel=row.channel)
+        self.actor = run.actor
         self.dsn = (services.settings.target(self.plan.server).require_url() if self.plan.server
                     else services.settings.database(self.plan.database).require_url())
         self.target_dsn = with_dbname(self.dsn, self.plan.target_dbname)
@@ -79,7 +83,6 @@ class RestoreRun:
         self.server_major = major(self.plan.server_version) if self.plan.server_version else None
         self.steps: list[str] = []
         self.result: dict = {"steps": {}}
-        self.job = None
         self.snapshot_id: int | None = None
         self.created_target = False
         self.created_side: str | None = None
@@ -87,15 +90,18 @@ class RestoreRun:
 
     # -- the run
     def run(self) -> dict:
-        row, plan = self.row, self.plan
+        row = self.row
         if request_state.plan_hash(row.plan) != row.plan_hash:
             return self.fail("the stored plan does not match its hash; it was changed after it was requested")
         try:
-            self.job = job_state.claim_database(self.services.store, "restore", plan.lock_key, row.requester,
-                                                row.channel, detail={"request_id": row.id})
-        except job_state.DatabaseBusy as busy:
-            return self.fail(f"a {busy.job.kind} of {plan.database} is already running (#{busy.job.id})")
-        request_state.set_job(self.services.store, row.id, self.job.id)
+            with self.run_:
+                return self.in_run()
+        except AlreadyRunningError as exc:  # the claim: another job holds the database
+            return self.fail(str(exc))
+
+    def in_run(self) -> dict:
+        row, plan = self.row, self.plan
+        request_state.set_job(self.services.store, row.id, self.run_.job_id)
         try:
             self.update()
             if plan.safety_snapshot and not self.take_safety_snapshot():
@@ -124,7 +130,7 @@ class RestoreRun:
             self.services, BackupRequest(database=plan.database, format="custom", kind="pre-restore",
                                          note=f"safety snapshot of {plan.target_dbname} before restore request #{row.id}"),
             self.actor, self.thread, snap_job.id, self.target_dsn)
-        if status.state != "succeeded":
+        if status.state != JobStatus.SUCCEEDED:
             self.fail(f"the safety snapshot failed, so the target was not touched: {status.error}")
             return False
         self.snapshot_id = status.record.id
@@ -238,31 +244,23 @@ class RestoreRun:
         self.result.update(ok=False, error=reason, snapshot_id=self.snapshot_id)
         if self.snapshot_id and self.target_changed:  # nothing to roll back when nothing was committed
             self.result["rollback_snapshot_id"] = self.snapshot_id  # offered by commands.restore.requests
-        request_state.set_result(services.store, row.id, request_state.FAILED, self.result)
-        if self.job is not None:
-            job_state.finish_job(services.store, self.job.id, job_state.FAILED, reason)
+        request_state.finish_request(services.store, row.id, request_state.FAILED, self.result)
+        self.run_.fail(reason, text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
         self.update(note=f"Failed: {reason}")
         self.thread.post(Notice(f":x: Restore request #{row.id} failed: {reason}"))
-        record_event(services, "restore.failed", database=plan.database, actor=self.actor,
-                     text=f"Restore request #{row.id} failed: {reason}", detail={"request_id": row.id})
-        after_job(services, f"restore request #{row.id}")  # the timeline outlives this host
-        self.reply.settle_in_background()
+        self.run_.after(f"restore request #{row.id}")  # the timeline outlives this host
         return self.result
 
     def succeed(self) -> dict:
         services, row, plan = self.services, self.row, self.plan
         self.result.update(ok=True, snapshot_id=self.snapshot_id)
-        request_state.set_result(services.store, row.id, request_state.SUCCEEDED, self.result)
-        job_state.finish_job(services.store, self.job.id, job_state.SUCCEEDED)
+        request_state.finish_request(services.store, row.id, request_state.SUCCEEDED, self.result)
+        self.run_.succeed(f"Restore request #{row.id} succeeded", detail={"backup_id": self.record.id, "request_id": row.id})
         total = sum(self.result["steps"].values())
         self.update(note=f"Done in {human_duration(total)}.")
         self.thread.post(Notice(f":white_check_mark: Restore request #{row.id} restored backup #{self.record.id} into "
                                 f"{plan.target} and verified it ({human_duration(total)})."))
-        record_event(services, "restore.succeeded", database=plan.database, actor=self.actor,
-                     text=f"Restore request #{row.id} succeeded",
-                     detail={"backup_id": self.record.id, "request_id": row.id})
-        after_job(services, f"restore request #{row.id}")
-        self.reply.settle_in_background()
+        self.run_.after(f"restore request #{row.id}")
         return self.result
 
     def update(self, note: str | None = None) -> None:

@@ -12,24 +12,26 @@ from typing import Any
 
 from commands.chat.context import Services
 from state import approvals as request_state
+from state.statuses import RequestStatus
 
+DRY_RUN = "dry-run"  # a plan shown, never stored: not a request status
 STATUS_LINES = {
-    "dry-run": "Dry run: nothing was requested, and nothing was written to any server.",
-    "running": ":hourglass_flowing_sand: RUNNING",
-    "succeeded": ":white_check_mark: RESTORED and verified",
-    "failed": ":x: FAILED",
-    "rejected": ":no_entry: REJECTED",
-    "expired": ":hourglass: EXPIRED: not approved in time; nothing was restored",
-    "cancelled": ":wastebasket: CANCELLED",
-    "interrupted": ":warning: INTERRUPTED by a bot restart",
+    DRY_RUN: "Dry run: nothing was requested, and nothing was written to any server.",
+    RequestStatus.RUNNING: ":hourglass_flowing_sand: RUNNING",
+    RequestStatus.SUCCEEDED: ":white_check_mark: RESTORED and verified",
+    RequestStatus.FAILED: ":x: FAILED",
+    RequestStatus.REJECTED: ":no_entry: REJECTED",
+    RequestStatus.EXPIRED: ":hourglass: EXPIRED: not approved in time; nothing was restored",
+    RequestStatus.CANCELLED: ":wastebasket: CANCELLED",
+    RequestStatus.INTERRUPTED: ":warning: INTERRUPTED by a bot restart",
 }
 
 
 def status_line(status: str, required: int, approvers: tuple[str, ...], approve_emoji: str, reject_emoji: str,
-                succeeded: str = STATUS_LINES["succeeded"]) -> str:
-    if status == "succeeded":
+                succeeded: str = STATUS_LINES[RequestStatus.SUCCEEDED]) -> str:
+    if status == RequestStatus.SUCCEEDED:
         return succeeded
-    if status != "pending":
+    if status != RequestStatus.PENDING:
         return STATUS_LINES.get(status, status.upper())
     if not required:
         return "No approval needed: restores into new databases are not approved here ([access])."
@@ -42,7 +44,7 @@ def status_line(status: str, required: int, approvers: tuple[str, ...], approve_
 class RequestMessage:
     request_id: int | None
     plan: Any  # the kind's frozen plan
-    status: str = "pending"
+    status: str = RequestStatus.PENDING
     approvers: tuple[str, ...] = ()
     required: int = 1
     approve_emoji: str = "white_check_mark"
@@ -50,7 +52,7 @@ class RequestMessage:
     now: datetime | None = None
     note: str | None = None
     steps: tuple[str, ...] = field(default_factory=tuple)
-    succeeded_text = STATUS_LINES["succeeded"]
+    succeeded_text = STATUS_LINES[RequestStatus.SUCCEEDED]
 
     @property
     def title(self) -> str:
