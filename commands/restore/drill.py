@@ -6,7 +6,6 @@ The scratch database's name carries a random part so it cannot collide, and it i
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from commands.pg.tools import with_dbname
 from commands.redact import redact
 from commands.restore.pitr import PhysicalDrillRequest, execute_physical_drill
 from commands.restore.plan import find_backup
+from commands.restore.rules import drill_database_name
 from commands.restore.verify import verify_restored
 from commands.units import human_duration
 from state import jobs as job_state
@@ -92,7 +92,7 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
     provenance = check_provenance(services.storage, record, keyring=services.settings.signing,
                                   encrypt_to=services.settings.encrypt_to, now=services.clock())
     dsn = services.settings.database(record.database).require_url()
-    scratch = f"backupbot_drill_{record.id}_{secrets.token_hex(4)}"
+    scratch = drill_database_name(record.id)
     try:
         job = job_state.claim_database(services.store, "drill", f"{record.database}:drill", actor.user, actor.channel,
                                        detail={"backup_id": record.id})

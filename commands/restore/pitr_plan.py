@@ -26,6 +26,7 @@ from commands.pg.restore.databases import database_exists
 from commands.pg.tools import with_dbname
 from commands.redact import describe_dsn
 from commands.restore.roles import plan_copy_roles, planned_roles, role_lines
+from commands.restore.rules import check_point_in_time_target
 from commands.restore.status import RequestMessage, request_message
 from state import approvals as request_state
 from state.physical_backups import (
@@ -139,9 +140,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
         reason, known = f"backup set {label} to its consistent point (end of the backup)", True
     into_target, roles = None, ()
-    if request.to and not request.into:
-        raise UsageError("--to with --time needs --into NEW_DB: the database at that moment is copied into a new "
-                         "database on that server")
+    check_point_in_time_target(request.to, request.into)
     if request.into:
         server_dsn = services.settings.target(request.to).require_url() if request.to else dsn
         if database_exists(server_dsn, request.into):

@@ -14,7 +14,6 @@ from commands.backup.manifest import check_provenance
 from commands.chat.context import Actor, Services
 from commands.errors import EncryptionError, NotFoundError, UsageError
 from commands.pg import snapshot as pg_snapshot
-from commands.pg.dump import FORMATS
 from commands.pg.globals import missing_roles
 from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
 from commands.pg.restore.artifact import artifact_decompressor, verify_artifact
@@ -24,6 +23,15 @@ from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
 from commands.restore.pitr_plan import PITR, pitr_message
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
+from commands.restore.rules import (
+    NEW_DATABASE,
+    PREVIOUS_TEMPLATE,
+    SIDE_DATABASE,
+    check_logical_options,
+    is_custom,
+    restore_method,
+    runs_in_one_transaction,
+)
 from commands.restore.status import RequestMessage, request_message
 from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
@@ -81,7 +89,7 @@ def require_identity(services: Services, record: BackupRecord) -> BackupRecord:
 
 def check_archive_version(services: Services, record: BackupRecord) -> None:
     """pg_restore must know the archive's format version (a newer pg_dump writes newer archives)."""
-    if FORMATS[record.format].pg_format != "custom":
+    if not is_custom(record.format):
         return
     decompressor = artifact_decompressor(record, services.settings.identity_file)
     head = b""
@@ -122,9 +130,6 @@ def expected_seconds(services: Services, database: str, size: int) -> float | No
     if not rates:
         return None
     return rates[len(rates) // 2] * max(size, 1)
-
-
-SINGLE_TRANSACTION, SIDE_DATABASE, NEW_DATABASE = "single transaction", "side database", "new database"
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,7 @@ class RestorePlan:
         if self.method == SIDE_DATABASE:
             return (f"side database: {self.jobs} parallel jobs restore into a new database that is verified, then "
                     f"swapped in by name (sessions on {self.target_dbname} are ended); the current "
-                    f"{self.target_dbname} is kept as backupbot_prev_<request>_<random> until someone drops it")
+                    f"{self.target_dbname} is kept as {PREVIOUS_TEMPLATE} until someone drops it")
         if self.tables or self.backup_tables:
             return ("single transaction: the tables are dropped and restored (no CASCADE: objects of other tables "
                     "that depend on them make it fail and roll back), then verified before COMMIT")
@@ -199,20 +204,12 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
     database = request.database or record.database
     db_config = services.settings.database(database)
     dsn = db_config.require_url()
-    fmt = FORMATS[record.format]
-    if (request.tables or request.jobs > 1) and fmt.pg_format != "custom":
-        flag = "--tables" if request.tables else "--jobs"
-        raise UsageError(f"{flag} needs a custom-format backup; backup #{record.id} is {record.format}. "
-                         f"Restore it whole, or pick a custom-format backup")
-    if request.jobs > 1 and (request.tables or record.tables):
-        raise UsageError("--jobs restores a whole backup in parallel, which cannot be one transaction; a restore of "
-                         "tables runs in one transaction, so it takes no --jobs: drop one of the two")
+    check_logical_options(record.format, record.id, bool(request.tables), request.jobs, bool(record.tables),
+                          request.no_owner)
     tables = resolve_restore_tables(record, request.tables) if request.tables else []
     verify_artifact(services.storage, record)
     check_archive_version(services, record)
     warnings: list[str] = []
-    if request.no_owner and fmt.pg_format != "custom":
-        raise UsageError(f"--no-owner needs a custom-format backup; backup #{record.id} is {record.format}")
     base_dbname = pg_snapshot.dbname_of(dsn)
     if request.to:
         dsn = services.settings.target(request.to).require_url()
@@ -228,14 +225,10 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
     refuse_privileged(planned, request.allow_privileged_roles, f"backup #{record.id}",
                       f"target {request.to}" if request.to else f"{database}'s server",
                       "restore with --no-owner, which creates no roles")
-    if exists and not (tables or record.tables) and not request.jobs > 1:
+    some_tables = bool(tables or record.tables)
+    if runs_in_one_transaction(exists, request.jobs, some_tables):
         refuse_what_a_transaction_cannot_replace(target_dsn, target_dbname)
-    if not exists:
-        method = NEW_DATABASE
-    elif request.jobs > 1 and not tables and not record.tables:
-        method = SIDE_DATABASE
-    else:
-        method = SINGLE_TRANSACTION
+    method = restore_method(exists, request.jobs, some_tables)
     if tables:
         replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
     elif record.tables:

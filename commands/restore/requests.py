@@ -18,7 +18,8 @@ from commands.pg.restore.databases import database_exists, databases_like, drop_
 from commands.redact import redact
 from commands.restore.pitr import remove_restored_copy
 from commands.restore.pitr_plan import PITR, PointInTimePlan
-from commands.restore.plan import NEW_DATABASE, RestorePlan, RestoreRequest, build_plan, plan_message
+from commands.restore.plan import RestorePlan, RestoreRequest, build_plan, plan_message
+from commands.restore.rules import NEW_DATABASE, SIDE_PREFIX, like_pattern, owner_of
 from commands.restore.run import run_restore_request
 from state import approvals as request_state
 from state.store import iso
@@ -126,7 +127,8 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
             plan = RestorePlan.from_dict(row.plan)
             dsn = (services.settings.target(plan.server).require_url() if plan.server
                    else services.settings.database(plan.database).require_url())
-            leftovers = databases_like(dsn, f"backupbot\\_side\\_{row.id}\\_%")
+            leftovers = [name for name in databases_like(dsn, like_pattern(SIDE_PREFIX, row.id))
+                         if owner_of(name, SIDE_PREFIX) == row.id]
             if plan.method == NEW_DATABASE and database_exists(dsn, plan.target_dbname):
                 leftovers.append(plan.target_dbname)
             for name in leftovers:

@@ -7,7 +7,6 @@ in a truthful status whatever happens.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from pathlib import Path
 
@@ -27,8 +26,9 @@ from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
 from commands.restore.pitr import run_pitr_request
 from commands.restore.pitr_plan import PITR
-from commands.restore.plan import NEW_DATABASE, SIDE_DATABASE, RestorePlan, plan_message
+from commands.restore.plan import RestorePlan, plan_message
 from commands.restore.roles import planned_roles, record_privileged
+from commands.restore.rules import NEW_DATABASE, SIDE_DATABASE, previous_database_name, side_database_name
 from commands.restore.verify import Check, check_health_url, checks_text, verify_restored
 from commands.units import human_duration
 from state import approvals as request_state
@@ -36,14 +36,6 @@ from state import jobs as job_state
 from state.backups import get_backup
 
 log = logging.getLogger(__name__)
-
-
-def side_database_name(request_id: int) -> str:
-    return f"backupbot_side_{request_id}_{secrets.token_hex(3)}"
-
-
-def previous_database_name(request_id: int) -> str:
-    return f"backupbot_prev_{request_id}_{secrets.token_hex(3)}"
 
 
 def run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
