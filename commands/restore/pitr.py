@@ -34,7 +34,8 @@ from commands.pg.restore.databases import create_database, drop_database
 from commands.pg.restore.runner import run_restore
 from commands.pg.tools import pg_bin, with_dbname
 from commands.redact import redact
-from commands.restore.pitr_plan import PointInTimePlan, find_physical_backup, pitr_message
+from commands.restore.pitr_plan import find_physical_backup, pitr_message
+from commands.restore.plans import PointInTimePlan, plan_from_dict
 from commands.restore.roles import create_copy_roles
 from commands.restore.verify import checks_text, verify_restored
 from commands.units import human_bytes, human_duration
@@ -48,7 +49,7 @@ from state.store import iso
 
 def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> dict:
     """Restore into the new data directory, wait until promoted, verify, and leave it running."""
-    plan = PointInTimePlan.from_dict(row.plan)
+    plan = plan_from_dict(row.plan)
     # Slack never decides the outcome: failed posts and updates are retried and reported, never raised
     reply = GuardedReply(reply, services.secrets(), services.settings.channels.alerts,
                          webhook_url=services.settings.alerts.webhook_url)

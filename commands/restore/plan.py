@@ -7,7 +7,7 @@ The plan is stored with its hash and never changes; changing anything means a ne
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 
 from commands.backup.manifest import check_provenance
@@ -21,12 +21,10 @@ from commands.pg.restore.databases import database_exists
 from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
-from commands.restore.pitr_plan import PITR, pitr_message
+from commands.restore.pitr_plan import PointInTimeMessage
+from commands.restore.plans import LogicalPlan, PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
 from commands.restore.rules import (
-    NEW_DATABASE,
-    PREVIOUS_TEMPLATE,
-    SIDE_DATABASE,
     check_logical_options,
     is_custom,
     restore_method,
@@ -132,72 +130,7 @@ def expected_seconds(services: Services, database: str, size: int) -> float | No
     return rates[len(rates) // 2] * max(size, 1)
 
 
-@dataclass(frozen=True)
-class RestorePlan:
-    """What approvers agree to. Stored as JSON with its hash when requested; it never changes after."""
-
-    kind = "logical"  # not a field: a stored plan without "kind" is logical (pitr plans store theirs)
-
-    backup_id: int
-    backup_created_at: str
-    backup_database: str
-    backup_dbname: str | None
-    backup_kind: str
-    database: str  # the configured database whose server receives the restore
-    target_dbname: str
-    target: str  # host:port/dbname, never credentials
-    target_exists: bool
-    lock_key: str
-    format: str
-    size: int
-    backup_tables: tuple[str, ...]
-    tables: tuple[str, ...]
-    jobs: int
-    method: str  # SINGLE_TRANSACTION, SIDE_DATABASE or NEW_DATABASE
-    replaces: str
-    safety_snapshot: bool
-    expected_seconds: float | None
-    requested_by: str
-    requested_at: str
-    server: str | None = None  # a [targets.NAME]; None is the database's own server
-    server_version: str | None = None
-    no_owner: bool = False
-    warnings: tuple[str, ...] = ()
-    create_roles: tuple[str, ...] = ()  # roles the dump needs that the receiving server lacks
-    roles: tuple[dict, ...] = ()  # those roles as approved: PlannedRole dicts (attributes, memberships, flags)
-    allow_privileged_roles: bool = False
-    provenance: str = ""  # how the bot knows the backup is its own (commands/backup/manifest.py)
-
-    @property
-    def needs_approval(self) -> bool:
-        """Replacing anything is approved; a new database only when [access] says so (submit_plan)."""
-        return self.target_exists
-
-    @property
-    def method_text(self) -> str:
-        if self.method == NEW_DATABASE:
-            return "into a new database, which is dropped again if the restore fails"
-        if self.method == SIDE_DATABASE:
-            return (f"side database: {self.jobs} parallel jobs restore into a new database that is verified, then "
-                    f"swapped in by name (sessions on {self.target_dbname} are ended); the current "
-                    f"{self.target_dbname} is kept as {PREVIOUS_TEMPLATE} until someone drops it")
-        if self.tables or self.backup_tables:
-            return ("single transaction: the tables are dropped and restored (no CASCADE: objects of other tables "
-                    "that depend on them make it fail and roll back), then verified before COMMIT")
-        return "single transaction: restored and verified before COMMIT; any failure rolls everything back"
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> RestorePlan:
-        known = {f.name for f in fields(cls)}
-        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
-        return cls(**kept)
-
-
-def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> RestorePlan:
+def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> LogicalPlan:
     record = find_backup(services, request.backup, request.database)
     provenance = check_provenance(services.storage, record, keyring=services.settings.signing,
                                   encrypt_to=services.settings.encrypt_to, now=services.clock())
@@ -235,7 +168,7 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
         replaces = f"tables {', '.join(record.tables)} in {target_dbname}"
     else:
         replaces = f"every schema the backup contains in {target_dbname}"
-    return RestorePlan(
+    return LogicalPlan(
         backup_id=record.id, backup_created_at=record.created_at, backup_database=record.database,
         backup_dbname=record.dbname, backup_kind=record.what, database=database, target_dbname=target_dbname,
         target=describe_dsn(target_dsn), target_exists=exists,
@@ -375,9 +308,9 @@ class RestorePlanMessage(RequestMessage):
 
 def plan_message(services: Services, row: request_state.RestoreRequestRow, **overrides):
     """The request's message, for whichever kind of plan it holds."""
-    if row.plan.get("kind") == PITR:
-        return pitr_message(services, row, **overrides)
-    return request_message(services, row, RestorePlanMessage, RestorePlan.from_dict(row.plan), **overrides)
+    plan = plan_from_dict(row.plan)
+    message_class = PointInTimeMessage if isinstance(plan, PointInTimePlan) else RestorePlanMessage
+    return request_message(services, row, message_class, plan, **overrides)
 
 
 

@@ -25,8 +25,8 @@ from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
 from commands.restore.pitr import run_pitr_request
-from commands.restore.pitr_plan import PITR
-from commands.restore.plan import RestorePlan, plan_message
+from commands.restore.plan import plan_message
+from commands.restore.plans import PITR, plan_from_dict
 from commands.restore.roles import planned_roles, record_privileged
 from commands.restore.rules import NEW_DATABASE, SIDE_DATABASE, previous_database_name, side_database_name
 from commands.restore.verify import Check, check_health_url, checks_text, verify_restored
@@ -44,7 +44,7 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
     thread = ThreadReply(reply, row.message_id)
     with services.job_slots.acquire(f"restore request #{row.id}",
                                     on_queued=lambda ahead: thread.post(Notice(queued_text(ahead)))):
-        if row.plan.get("kind") == PITR:
+        if plan_from_dict(row.plan).kind == PITR:
             return run_pitr_request(services, row, reply)
         return RestoreRun(services, row, reply).run()
 
@@ -58,7 +58,7 @@ class RestoreRun:
     def __init__(self, services: Services, row: request_state.RestoreRequestRow, reply: Reply):
         self.services = services
         self.row = row
-        self.plan = RestorePlan.from_dict(row.plan)
+        self.plan = plan_from_dict(row.plan)
         # Slack never decides the outcome: a failed post or update is retried and reported, never raised
         self.reply = GuardedReply(reply, services.secrets(), services.settings.channels.alerts,
                                   webhook_url=services.settings.alerts.webhook_url)
