@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from commands.backup.catalog import resolve_backup
 from commands.backup.physical import engine_config
 from commands.chat.access import OPERATOR
-from commands.chat.args import is_number
 from commands.chat.context import Actor, Services
-from commands.errors import NotFoundError, UsageError
+from commands.errors import UsageError
 from commands.pg import scratch
 from commands.pg.cluster import free_port
 from commands.pg.pgbackrest.archiver import time_reachable
@@ -30,12 +30,8 @@ from commands.restore.roles import plan_copy_roles, planned_roles, role_lines
 from commands.restore.rules import check_point_in_time_target
 from commands.restore.status import RequestMessage, request_message
 from state import approvals as request_state
-from state.physical_backups import (
-    PhysicalBackupRecord,
-    get_physical_backup,
-    get_physical_backup_by_label,
-    list_physical_backups,
-)
+from state.backups import PHYSICAL, PhysicalBackupRecord
+from state.physical_backups import get_physical_backup_by_label
 from state.store import iso
 
 
@@ -63,16 +59,8 @@ class PointInTimeRequest:
 
 
 def find_physical_backup(services: Services, database: str, ref: str) -> PhysicalBackupRecord:
-    if ref == "latest":
-        records = list_physical_backups(services.store, database, limit=1)
-        if not records:
-            raise NotFoundError(f"there is no physical backup of {database} yet: run `/backup physical {database}`")
-        return records[0]
-    record = (get_physical_backup(services.store, int(ref)) if is_number(ref)
-              else get_physical_backup_by_label(services.store, database, ref))
-    if record is None or record.expired_at or record.database != database:
-        raise NotFoundError(f"there is no physical backup {ref} of {database}")
-    return record
+    """The physical backup `ref` (an id, a pgBackRest label or `latest`) names (commands.backup.catalog)."""
+    return resolve_backup(services.store, database, ref, kind=PHYSICAL)
 
 
 def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Actor) -> PointInTimePlan:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from commands.backup.catalog import resolve_backup
 from commands.backup.manifest import check_provenance
 from commands.chat.context import Actor, Services
-from commands.errors import EncryptionError, NotFoundError, UsageError
+from commands.errors import EncryptionError, UsageError
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.globals import missing_roles
 from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
@@ -34,7 +35,7 @@ from commands.restore.status import RequestMessage, request_message
 from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
-from state.backups import BackupRecord, get_backup, latest_backup
+from state.backups import LOGICAL, BackupRecord
 from state.store import iso
 
 # custom archive versions each pg_restore major reads (K_VERS_MAX in pg_backup_archiver.h)
@@ -59,19 +60,10 @@ class RestoreRequest:
 
 
 def find_backup(services: Services, ref: str, database: str | None) -> BackupRecord:
+    """The logical backup `ref` names (commands.backup.catalog), checked restorable here."""
     if ref == "latest":
         database = database or services.settings.default_database
-        record = latest_backup(services.store, database, full_only=True)
-        if record is None:
-            raise NotFoundError(f"there is no full backup of {database} yet")
-        return require_identity(services, record)
-    record = get_backup(services.store, int(ref))
-    if record is None or record.pruned_at:
-        raise NotFoundError(f"there is no backup #{ref}" + (" (it was pruned)" if record else ""))
-    if database and record.database != database:
-        raise UsageError(f"backup #{ref} is of {record.database}, not {database}; "
-                         f"to restore it elsewhere use --into")
-    return require_identity(services, record)
+    return require_identity(services, resolve_backup(services.store, database, ref, kind=LOGICAL))
 
 
 def require_identity(services: Services, record: BackupRecord) -> BackupRecord:
