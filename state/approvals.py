@@ -37,6 +37,8 @@ class RestoreRequestRow:
     decided_at: str | None
     job_id: int | None
     result: dict
+    created_dbname: str | None = None  # the database the restore creates (m011); None: it replaces or makes a cluster
+    backup_size: int | None = None  # the restored backup's stored size, for the expected duration
 
 
 def _row(row: dict) -> RestoreRequestRow:
@@ -52,13 +54,17 @@ def plan_hash(plan: dict) -> str:
 
 
 def create_request(store: Store, plan: dict, database: str, requester: str, channel: str | None, needs_approval: bool,
-                   required_approvals: int, created_at: str, expires_at: str, status: str = PENDING) -> RestoreRequestRow:
+                   required_approvals: int, created_at: str, expires_at: str, status: str = PENDING,
+                   created_dbname: str | None = None, backup_size: int | None = None) -> RestoreRequestRow:
+    """Store a request; `plan` is opaque here (the restore domain's JSON), so the columns state/ queries
+    (`created_dbname`, `backup_size`) are passed in typed by the caller, who reads its own plan."""
     with store.db() as db:
         cursor = db.execute(
             "INSERT INTO restore_requests (plan, plan_hash, database, requester, channel, status, needs_approval,"
-            " required_approvals, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " required_approvals, created_at, expires_at, created_dbname, backup_size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [json.dumps(plan, sort_keys=True), plan_hash(plan), database, requester, channel, status,
-             int(needs_approval), required_approvals, created_at, expires_at],
+             int(needs_approval), required_approvals, created_at, expires_at, created_dbname, backup_size],
         )
         request_id = cursor.lastrowid
     return get_request(store, request_id)
@@ -163,19 +169,19 @@ def past_restore_seconds(store: Store, database: str, limit: int = 5) -> list[tu
     """(seconds, artifact size) of recent successful restores of `database`."""
     with store.db() as db:
         rows = db.execute(
-            "SELECT result, plan FROM restore_requests WHERE database = ? AND status = ? ORDER BY id DESC LIMIT ?",
+            "SELECT result, backup_size FROM restore_requests WHERE database = ? AND status = ? ORDER BY id DESC LIMIT ?",
             [database, SUCCEEDED, limit]).fetchall()
     out = []
-    for result, plan in rows:
+    for result, size in rows:
         seconds = json.loads(result or "{}").get("restore_seconds")
         if seconds:
-            out.append((seconds, json.loads(plan).get("size", 0)))
+            out.append((seconds, size or 0))
     return out
 
 
 def new_database_restores(store: Store, database: str | None = None) -> list[RestoreRequestRow]:
     """Succeeded restore requests that created their target database (copies of `database`'s data), newest first."""
-    sql = ("SELECT * FROM restore_requests WHERE status = ? AND json_extract(plan, '$.target_exists') = 0"
+    sql = ("SELECT * FROM restore_requests WHERE status = ? AND created_dbname IS NOT NULL"
            + (" AND database = ?" if database else "") + " ORDER BY id DESC")
     with store.db() as db:
         rows = list(db.query(sql, [SUCCEEDED] + ([database] if database else [])))

@@ -14,6 +14,7 @@ from datetime import datetime
 from commands.backup.manifest import manifest_bytes
 from commands.backup.physical import physical_list_line
 from commands.backup.state_copy import after_job as copy_state_after_job
+from commands.backup.status import BackupJobStatus
 from commands.chat.access import ANYONE, OPERATOR
 from commands.chat.args import int_in_range, parse_args
 from commands.chat.context import Actor, Services
@@ -30,8 +31,7 @@ from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
 from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
-from state.backups import FULL_KINDS, BackupRecord, add_backup, list_backups
-from state.physical_backups import PhysicalBackupRecord, list_physical_backups
+from state.backups import FULL_KINDS, PHYSICAL, Backup, BackupRecord, add_backup, list_catalog
 from state.statuses import JobStatus
 from state.store import iso
 
@@ -107,24 +107,17 @@ def parse_tables_flag(flags: dict, usage: str) -> tuple[NameRef, ...]:
 # ---------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True)
-class BackupStatus:
-    """One backup job as its channel message shows it, from start to final verdict."""
+@dataclass(frozen=True, kw_only=True)
+class BackupStatus(BackupJobStatus):
+    """A logical backup job's message (commands.backup.status has the shape both engines share)."""
 
-    job_id: int
-    database: str
-    user: str | None
     format: str
-    state: JobStatus = JobStatus.RUNNING
-    kind: str = "manual"
     tables: tuple[str, ...] = ()
     schema_only: bool = False
     note: str | None = None
     raw_bytes: int = 0
     database_size: int | None = None
-    elapsed: float = 0.0
     record: BackupRecord | None = None
-    error: str | None = None
 
     @property
     def percent(self) -> int | None:
@@ -132,31 +125,23 @@ class BackupStatus:
             return None
         return min(99, int(100 * self.raw_bytes / self.database_size))
 
-    def headline(self) -> str:
-        who = f" started by <@{self.user}>" if self.user else f" ({self.kind})"
-        return f"Backup #{self.job_id} of {self.database}{who}"
-
-    def text(self) -> str:
+    def what(self) -> str:
         what = f"{self.format}"
         if self.tables:
             what += f", tables {', '.join(str(t) for t in self.tables)}"
         if self.schema_only:
             what += ", schema only"
-        lines = [self.headline() + f" — {what}"]
-        if self.note:
-            lines.append(f"Note: {self.note}")
-        if self.state == JobStatus.RUNNING and not self.raw_bytes:
-            lines.append(":hourglass_flowing_sand: starting pg_dump…")
-        elif self.state == JobStatus.RUNNING:
-            pct = f" ({self.percent}% of {human_bytes(self.database_size)})" if self.percent is not None else ""
-            lines.append(f":hourglass_flowing_sand: running: {human_bytes(self.raw_bytes)} dumped{pct}, "
-                         f"{human_rate(self.raw_bytes, self.elapsed)}, {human_duration(self.elapsed)}")
-        elif self.state == JobStatus.SUCCEEDED and self.record:
-            lines.extend(self.result_lines())
-        else:
-            lines.append(f":x: Backup #{self.job_id} failed: {self.error}")
-            lines.append("Nothing was stored as a backup.")
-        return "\n".join(lines)
+        return what
+
+    def note_lines(self) -> list[str]:
+        return [f"Note: {self.note}"] if self.note else []
+
+    def running_line(self) -> str:
+        if not self.raw_bytes:
+            return ":hourglass_flowing_sand: starting pg_dump…"
+        pct = f" ({self.percent}% of {human_bytes(self.database_size)})" if self.percent is not None else ""
+        return (f":hourglass_flowing_sand: running: {human_bytes(self.raw_bytes)} dumped{pct}, "
+                f"{human_rate(self.raw_bytes, self.elapsed)}, {human_duration(self.elapsed)}")
 
     def result_lines(self) -> list[str]:
         r = self.record
@@ -180,20 +165,20 @@ def _compression(name: str) -> str:
 
 @dataclass(frozen=True)
 class BackupList:
+    """`/backup list`: logical and pgBackRest backups together, newest first (state.backups.list_catalog)."""
+
     database: str | None
-    records: tuple[BackupRecord, ...]
+    backups: tuple[Backup, ...]
     now: datetime
-    physical: tuple[PhysicalBackupRecord, ...] = ()  # pgBackRest backups, listed among the others by time
 
     def text(self) -> str:
         scope = self.database or "all databases"
-        if not self.records and not self.physical:
+        if not self.backups:
             return f"No backups of {scope} yet. Run `/backup {self.database or ''}`.".replace("  ", " ")
         lines = [f"Backups of {scope} (newest first):"]
-        entries = [(r.created_at, r.id, r) for r in self.records] + [(p.created_at, p.id, p) for p in self.physical]
-        for _, _, r in sorted(entries, key=lambda e: (e[0], e[1]), reverse=True):
+        for r in self.backups:
             age = human_duration((self.now - datetime.fromisoformat(r.created_at)).total_seconds())
-            if isinstance(r, PhysicalBackupRecord):
+            if r.engine == PHYSICAL:
                 lines.append(physical_list_line(r, age))
                 continue
             what = r.format + (" schema-only" if r.schema_only else "") + (f" tables {','.join(r.tables)}" if r.tables else "")
@@ -342,13 +327,8 @@ def store_globals(services: Services, dsn: str, key: str, encrypt_to: tuple[str,
 
 
 def execute_backup_list(services: Services, request: BackupListRequest, actor: Actor, reply: Reply) -> BackupList:
-    records = tuple(list_backups(services.store, request.database, limit=request.limit))
-    physical = tuple(list_physical_backups(services.store, request.database, limit=request.limit))
-    if len(records) + len(physical) > request.limit:  # the newest `limit` of both kinds together
-        cut = sorted([(r.created_at, r.id) for r in records + physical], reverse=True)[request.limit - 1]
-        records = tuple(r for r in records if (r.created_at, r.id) >= cut)
-        physical = tuple(p for p in physical if (p.created_at, p.id) >= cut)
-    result = BackupList(database=request.database, records=records, now=services.clock(), physical=physical)
+    backups = tuple(list_catalog(services.store, request.database, limit=request.limit))
+    result = BackupList(database=request.database, backups=backups, now=services.clock())
     copies = copies_lines(production_copies(services, request.database))  # restores --into a new database
     reply.ephemeral(Notice("\n".join([result.text(), *copies])) if copies else result)
     return result

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
+from commands.backup.status import BackupJobStatus
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, Services
@@ -32,12 +33,8 @@ from commands.pg.pgbackrest.runner import version as pgbackrest_version
 from commands.redact import redact
 from commands.settings import Settings
 from commands.units import human_bytes, human_duration
-from state.physical_backups import (
-    PhysicalBackupRecord,
-    add_physical_backup,
-    list_physical_backups,
-    mark_expired,
-)
+from state.backups import PhysicalBackupRecord
+from state.physical_backups import add_physical_backup, list_physical_backups, mark_expired
 from state.statuses import JobStatus
 from state.store import iso
 
@@ -138,35 +135,27 @@ def parse_physical(text: str, services: Services) -> PhysicalBackupRequest:
 # ---------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True)
-class PhysicalBackupStatus:
-    job_id: int
-    database: str
+@dataclass(frozen=True, kw_only=True)
+class PhysicalBackupStatus(BackupJobStatus):
+    """A pgBackRest backup job's message (commands.backup.status has the shape both engines share)."""
+
     stanza: str
     type: str
-    user: str | None
-    kind: str = "manual"
-    state: JobStatus = JobStatus.RUNNING
-    elapsed: float = 0.0
     record: PhysicalBackupRecord | None = None
     retention: int | None = None
-    error: str | None = None
 
-    def headline(self) -> str:
-        who = f" started by <@{self.user}>" if self.user else f" ({self.kind})"
-        return f"Physical backup #{self.job_id} of {self.database}{who}"
+    title = "Physical backup"
+    not_stored = "Nothing was catalogued as a backup."
 
-    def text(self) -> str:
-        lines = [f"{self.headline()} — {self.type} (pgBackRest, stanza {self.stanza})"]
-        if self.state == JobStatus.RUNNING:
-            running = f" for {human_duration(self.elapsed)}" if self.elapsed >= 1 else ""
-            lines.append(f":hourglass_flowing_sand: pgbackrest backup --type={self.type} running{running}…")
-        elif self.state == JobStatus.SUCCEEDED and self.record:
-            lines.extend(self.result_lines())
-        else:
-            lines.append(f":x: Physical backup #{self.job_id} of {self.database} failed: {self.error}")
-            lines.append("Nothing was catalogued as a backup.")
-        return "\n".join(lines)
+    def what(self) -> str:
+        return f"{self.type} (pgBackRest, stanza {self.stanza})"
+
+    def running_line(self) -> str:
+        running = f" for {human_duration(self.elapsed)}" if self.elapsed >= 1 else ""
+        return f":hourglass_flowing_sand: pgbackrest backup --type={self.type} running{running}…"
+
+    def failed_line(self) -> str:
+        return f":x: Physical backup #{self.job_id} of {self.database} failed: {self.error}"
 
     def result_lines(self) -> list[str]:
         r = self.record

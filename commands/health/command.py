@@ -179,7 +179,7 @@ def production_copies(services: Services, database: str | None = None) -> list[P
     """Databases created by succeeded restore requests that still exist (or whose server did not answer)."""
     latest: dict[tuple[str, str], object] = {}
     for row in new_database_restores(services.store, database):
-        dbname = row.plan.get("target_dbname")
+        dbname = row.created_dbname
         if dbname and row.database in services.settings.databases:
             latest.setdefault((row.database, dbname), row)  # newest first: a name created again counts once
     if not latest:

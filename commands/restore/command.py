@@ -21,6 +21,7 @@ from commands.pg.restore.databases import validate_database_name
 from commands.restore.pitr_plan import PointInTimeMessage, PointInTimeRequest, build_pitr_plan, parse_time
 from commands.restore.plan import RestorePlanMessage, RestoreRequest, build_plan, plan_message
 from commands.restore.requests import submit_plan
+from commands.restore.rules import MAX_JOBS, MIN_JOBS
 from commands.restore.status import DRY_RUN
 from state import approvals as request_state
 
@@ -90,7 +91,7 @@ def parse_restore(text: str, services: Services):
         raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
     database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
     tables = parse_tables_flag(args.flags, USAGE)
-    jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", 1, 16, USAGE)
+    jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", MIN_JOBS, MAX_JOBS, USAGE)
     into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
     to = services.settings.target(str(args.flags["--to"])).name if "--to" in args.flags else None
     if ALLOW in args.flags and "--no-owner" in args.flags:

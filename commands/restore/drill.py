@@ -6,7 +6,6 @@ The scratch database's name carries a random part so it cannot collide, and it i
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from commands.pg.tools import with_dbname
 from commands.redact import redact
 from commands.restore.pitr import PhysicalDrillRequest, execute_physical_drill
 from commands.restore.plan import find_backup
+from commands.restore.rules import drill_database_name
 from commands.restore.verify import verify_restored
 from commands.units import human_duration
 from state.backups import set_verification
@@ -92,7 +92,7 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
     provenance = check_provenance(services.storage, record, keyring=services.settings.signing,
                                   encrypt_to=services.settings.encrypt_to, now=services.clock())
     dsn = services.settings.database(record.database).require_url()
-    scratch = f"backupbot_drill_{record.id}_{secrets.token_hex(4)}"
+    scratch = drill_database_name(record.id)
     with Run(services, "drill", record.database, actor, None, event="drill", record_event=record_event,
              after_job=after_job, lock_key=f"{record.database}:drill", detail={"backup_id": record.id},
              secrets=[dsn], on_queued=on_queued) as run:

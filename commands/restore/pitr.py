@@ -35,7 +35,8 @@ from commands.pg.restore.databases import create_database, drop_database
 from commands.pg.restore.runner import run_restore
 from commands.pg.tools import pg_bin, with_dbname
 from commands.redact import redact
-from commands.restore.pitr_plan import PointInTimePlan, find_physical_backup, pitr_message
+from commands.restore.pitr_plan import find_physical_backup, pitr_message
+from commands.restore.plans import PointInTimePlan, plan_from_dict
 from commands.restore.roles import create_copy_roles
 from commands.restore.verify import checks_text, verify_restored
 from commands.units import human_bytes, human_duration
@@ -50,7 +51,7 @@ from state.store import iso
 
 def run_pitr_request(services: Services, row: request_state.RestoreRequestRow, run: Run) -> dict:
     """Restore into the new data directory, wait until promoted, verify, and leave it running."""
-    plan = PointInTimePlan.from_dict(row.plan)
+    plan = plan_from_dict(row.plan)
     thread = ThreadReply(run.reply, row.message_id)
     result: dict = {"steps": {}}
     steps: list[str] = []

@@ -11,32 +11,28 @@ data directory is a job folder in the instance's private scratch (commands.pg.sc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from commands.backup.catalog import resolve_backup
 from commands.backup.physical import engine_config
 from commands.chat.access import OPERATOR
-from commands.chat.args import is_number
 from commands.chat.context import Actor, Services
-from commands.errors import NotFoundError, UsageError
+from commands.errors import UsageError
 from commands.pg import scratch
 from commands.pg.cluster import free_port
 from commands.pg.pgbackrest.archiver import time_reachable
 from commands.pg.restore.databases import database_exists
 from commands.pg.tools import with_dbname
 from commands.redact import describe_dsn
+from commands.restore.plans import PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_copy_roles, planned_roles, role_lines
+from commands.restore.rules import check_point_in_time_target
 from commands.restore.status import RequestMessage, request_message
 from state import approvals as request_state
-from state.physical_backups import (
-    PhysicalBackupRecord,
-    get_physical_backup,
-    get_physical_backup_by_label,
-    list_physical_backups,
-)
+from state.backups import PHYSICAL, PhysicalBackupRecord
+from state.physical_backups import get_physical_backup_by_label
 from state.store import iso
-
-PITR = "pitr"
 
 
 def parse_time(text: str) -> datetime:
@@ -63,62 +59,8 @@ class PointInTimeRequest:
 
 
 def find_physical_backup(services: Services, database: str, ref: str) -> PhysicalBackupRecord:
-    if ref == "latest":
-        records = list_physical_backups(services.store, database, limit=1)
-        if not records:
-            raise NotFoundError(f"there is no physical backup of {database} yet: run `/backup physical {database}`")
-        return records[0]
-    record = (get_physical_backup(services.store, int(ref)) if is_number(ref)
-              else get_physical_backup_by_label(services.store, database, ref))
-    if record is None or record.expired_at or record.database != database:
-        raise NotFoundError(f"there is no physical backup {ref} of {database}")
-    return record
-
-
-@dataclass(frozen=True)
-class PointInTimePlan:
-    """What approvers agree to: a new cluster, from this backup set, replayed to this time."""
-
-    database: str
-    stanza: str
-    target_time: str | None
-    backup_label: str
-    backup_stopped: str
-    wal_range: str
-    reachable: str  # why the time can be reached
-    datadir: str
-    lock_key: str
-    requested_by: str
-    requested_at: str
-    backup_id: int | None = None  # the physical backup's catalog id, when it has one
-    port: int | None = None  # proposed at plan time; another free one if it was taken by then
-    into: str | None = None  # copy the database at that moment into this new database, then remove the copy
-    server: str | None = None  # the [targets.NAME] server `into` is on; None: the database's own
-    into_target: str | None = None  # host:port/dbname of `into`, never credentials
-    latest_archived: str | None = None
-    kind: str = PITR
-    roles: tuple[dict, ...] = ()  # roles `into`'s server lacks, as approved (PlannedRole dicts)
-    allow_privileged_roles: bool = False
-    reach_known: bool = True  # False: a dry run, which switches no WAL, could not know
-
-    needs_approval = True  # a copy of production data, restored from the archive: always approved
-
-    @property
-    def target(self) -> str:
-        return f"a new cluster in {self.datadir} on port {self.port}" if self.port else \
-            f"a new cluster in {self.datadir} on a free port"
-
-    @property
-    def database_label(self) -> str:
-        return self.database
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> PointInTimePlan:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    """The physical backup `ref` (an id, a pgBackRest label or `latest`) names (commands.backup.catalog)."""
+    return resolve_backup(services.store, database, ref, kind=PHYSICAL)
 
 
 def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Actor) -> PointInTimePlan:
@@ -139,9 +81,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         label, stopped, wal = record.label, record.stopped_at or record.created_at, record.wal_range
         reason, known = f"backup set {label} to its consistent point (end of the backup)", True
     into_target, roles = None, ()
-    if request.to and not request.into:
-        raise UsageError("--to with --time needs --into NEW_DB: the database at that moment is copied into a new "
-                         "database on that server")
+    check_point_in_time_target(request.to, request.into)
     if request.into:
         server_dsn = services.settings.target(request.to).require_url() if request.to else dsn
         if database_exists(server_dsn, request.into):
@@ -195,7 +135,7 @@ class PointInTimeMessage(RequestMessage):
 
 
 def pitr_message(services: Services, row: request_state.RestoreRequestRow, **overrides) -> PointInTimeMessage:
-    return request_message(services, row, PointInTimeMessage, PointInTimePlan.from_dict(row.plan), **overrides)
+    return request_message(services, row, PointInTimeMessage, plan_from_dict(row.plan), **overrides)
 
 
 # ---------------------------------------------------------------- running

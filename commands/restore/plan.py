@@ -7,14 +7,14 @@ The plan is stored with its hash and never changes; changing anything means a ne
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 
+from commands.backup.catalog import resolve_backup
 from commands.backup.manifest import check_provenance
 from commands.chat.context import Actor, Services
-from commands.errors import EncryptionError, NotFoundError, UsageError
+from commands.errors import EncryptionError, UsageError
 from commands.pg import snapshot as pg_snapshot
-from commands.pg.dump import FORMATS
 from commands.pg.globals import missing_roles
 from commands.pg.names import NameRef, QualifiedName, parse_key, resolve_names
 from commands.pg.restore.artifact import artifact_decompressor, verify_artifact
@@ -22,13 +22,20 @@ from commands.pg.restore.databases import database_exists
 from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
-from commands.restore.pitr_plan import PITR, pitr_message
+from commands.restore.pitr_plan import PointInTimeMessage
+from commands.restore.plans import LogicalPlan, PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
+from commands.restore.rules import (
+    check_logical_options,
+    is_custom,
+    restore_method,
+    runs_in_one_transaction,
+)
 from commands.restore.status import RequestMessage, request_message
 from commands.storage.encryption import DecryptChain, check_identity
 from commands.units import human_bytes, human_duration
 from state import approvals as request_state
-from state.backups import BackupRecord, get_backup, latest_backup
+from state.backups import LOGICAL, BackupRecord
 from state.store import iso
 
 # custom archive versions each pg_restore major reads (K_VERS_MAX in pg_backup_archiver.h)
@@ -53,19 +60,10 @@ class RestoreRequest:
 
 
 def find_backup(services: Services, ref: str, database: str | None) -> BackupRecord:
+    """The logical backup `ref` names (commands.backup.catalog), checked restorable here."""
     if ref == "latest":
         database = database or services.settings.default_database
-        record = latest_backup(services.store, database, full_only=True)
-        if record is None:
-            raise NotFoundError(f"there is no full backup of {database} yet")
-        return require_identity(services, record)
-    record = get_backup(services.store, int(ref))
-    if record is None or record.pruned_at:
-        raise NotFoundError(f"there is no backup #{ref}" + (" (it was pruned)" if record else ""))
-    if database and record.database != database:
-        raise UsageError(f"backup #{ref} is of {record.database}, not {database}; "
-                         f"to restore it elsewhere use --into")
-    return require_identity(services, record)
+    return require_identity(services, resolve_backup(services.store, database, ref, kind=LOGICAL))
 
 
 def require_identity(services: Services, record: BackupRecord) -> BackupRecord:
@@ -81,7 +79,7 @@ def require_identity(services: Services, record: BackupRecord) -> BackupRecord:
 
 def check_archive_version(services: Services, record: BackupRecord) -> None:
     """pg_restore must know the archive's format version (a newer pg_dump writes newer archives)."""
-    if FORMATS[record.format].pg_format != "custom":
+    if not is_custom(record.format):
         return
     decompressor = artifact_decompressor(record, services.settings.identity_file)
     head = b""
@@ -124,95 +122,19 @@ def expected_seconds(services: Services, database: str, size: int) -> float | No
     return rates[len(rates) // 2] * max(size, 1)
 
 
-SINGLE_TRANSACTION, SIDE_DATABASE, NEW_DATABASE = "single transaction", "side database", "new database"
-
-
-@dataclass(frozen=True)
-class RestorePlan:
-    """What approvers agree to. Stored as JSON with its hash when requested; it never changes after."""
-
-    kind = "logical"  # not a field: a stored plan without "kind" is logical (pitr plans store theirs)
-
-    backup_id: int
-    backup_created_at: str
-    backup_database: str
-    backup_dbname: str | None
-    backup_kind: str
-    database: str  # the configured database whose server receives the restore
-    target_dbname: str
-    target: str  # host:port/dbname, never credentials
-    target_exists: bool
-    lock_key: str
-    format: str
-    size: int
-    backup_tables: tuple[str, ...]
-    tables: tuple[str, ...]
-    jobs: int
-    method: str  # SINGLE_TRANSACTION, SIDE_DATABASE or NEW_DATABASE
-    replaces: str
-    safety_snapshot: bool
-    expected_seconds: float | None
-    requested_by: str
-    requested_at: str
-    server: str | None = None  # a [targets.NAME]; None is the database's own server
-    server_version: str | None = None
-    no_owner: bool = False
-    warnings: tuple[str, ...] = ()
-    create_roles: tuple[str, ...] = ()  # roles the dump needs that the receiving server lacks
-    roles: tuple[dict, ...] = ()  # those roles as approved: PlannedRole dicts (attributes, memberships, flags)
-    allow_privileged_roles: bool = False
-    provenance: str = ""  # how the bot knows the backup is its own (commands/backup/manifest.py)
-
-    @property
-    def needs_approval(self) -> bool:
-        """Replacing anything is approved; a new database only when [access] says so (submit_plan)."""
-        return self.target_exists
-
-    @property
-    def method_text(self) -> str:
-        if self.method == NEW_DATABASE:
-            return "into a new database, which is dropped again if the restore fails"
-        if self.method == SIDE_DATABASE:
-            return (f"side database: {self.jobs} parallel jobs restore into a new database that is verified, then "
-                    f"swapped in by name (sessions on {self.target_dbname} are ended); the current "
-                    f"{self.target_dbname} is kept as backupbot_prev_<request>_<random> until someone drops it")
-        if self.tables or self.backup_tables:
-            return ("single transaction: the tables are dropped and restored (no CASCADE: objects of other tables "
-                    "that depend on them make it fail and roll back), then verified before COMMIT")
-        return "single transaction: restored and verified before COMMIT; any failure rolls everything back"
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> RestorePlan:
-        known = {f.name for f in fields(cls)}
-        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
-        return cls(**kept)
-
-
-def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> RestorePlan:
+def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> LogicalPlan:
     record = find_backup(services, request.backup, request.database)
     provenance = check_provenance(services.storage, record, keyring=services.settings.signing,
                                   encrypt_to=services.settings.encrypt_to, now=services.clock())
     database = request.database or record.database
     db_config = services.settings.database(database)
     dsn = db_config.require_url()
-    fmt = FORMATS[record.format]
-    if (request.tables or request.jobs > 1) and fmt.pg_format != "custom":
-        flag = "--tables" if request.tables else "--jobs"
-        raise UsageError(f"{flag} needs a custom-format backup; backup #{record.id} is {record.format}. "
-                         f"Restore it whole, or pick a custom-format backup")
-    if request.jobs > 1 and (request.tables or record.tables):
-        raise UsageError("--jobs restores a whole backup in parallel, which cannot be one transaction; a restore of "
-                         "tables runs in one transaction, so it takes no --jobs: drop one of the two")
+    check_logical_options(record.format, record.id, bool(request.tables), request.jobs, bool(record.tables),
+                          request.no_owner)
     tables = resolve_restore_tables(record, request.tables) if request.tables else []
     verify_artifact(services.storage, record)
     check_archive_version(services, record)
     warnings: list[str] = []
-    if request.no_owner and fmt.pg_format != "custom":
-        raise UsageError(f"--no-owner needs a custom-format backup; backup #{record.id} is {record.format}")
     base_dbname = pg_snapshot.dbname_of(dsn)
     if request.to:
         dsn = services.settings.target(request.to).require_url()
@@ -228,21 +150,17 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Res
     refuse_privileged(planned, request.allow_privileged_roles, f"backup #{record.id}",
                       f"target {request.to}" if request.to else f"{database}'s server",
                       "restore with --no-owner, which creates no roles")
-    if exists and not (tables or record.tables) and not request.jobs > 1:
+    some_tables = bool(tables or record.tables)
+    if runs_in_one_transaction(exists, request.jobs, some_tables):
         refuse_what_a_transaction_cannot_replace(target_dsn, target_dbname)
-    if not exists:
-        method = NEW_DATABASE
-    elif request.jobs > 1 and not tables and not record.tables:
-        method = SIDE_DATABASE
-    else:
-        method = SINGLE_TRANSACTION
+    method = restore_method(exists, request.jobs, some_tables)
     if tables:
         replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
     elif record.tables:
         replaces = f"tables {', '.join(record.tables)} in {target_dbname}"
     else:
         replaces = f"every schema the backup contains in {target_dbname}"
-    return RestorePlan(
+    return LogicalPlan(
         backup_id=record.id, backup_created_at=record.created_at, backup_database=record.database,
         backup_dbname=record.dbname, backup_kind=record.what, database=database, target_dbname=target_dbname,
         target=describe_dsn(target_dsn), target_exists=exists,
@@ -382,9 +300,9 @@ class RestorePlanMessage(RequestMessage):
 
 def plan_message(services: Services, row: request_state.RestoreRequestRow, **overrides):
     """The request's message, for whichever kind of plan it holds."""
-    if row.plan.get("kind") == PITR:
-        return pitr_message(services, row, **overrides)
-    return request_message(services, row, RestorePlanMessage, RestorePlan.from_dict(row.plan), **overrides)
+    plan = plan_from_dict(row.plan)
+    message_class = PointInTimeMessage if isinstance(plan, PointInTimePlan) else RestorePlanMessage
+    return request_message(services, row, message_class, plan, **overrides)
 
 
 

@@ -17,14 +17,15 @@ from commands.incident.audit import record_event
 from commands.pg.restore.databases import database_exists, databases_like, drop_database
 from commands.redact import redact
 from commands.restore.pitr import remove_restored_copy
-from commands.restore.pitr_plan import PITR, PointInTimePlan
-from commands.restore.plan import NEW_DATABASE, RestorePlan, RestoreRequest, build_plan, plan_message
+from commands.restore.plan import RestoreRequest, build_plan, plan_message
+from commands.restore.plans import LOGICAL, Plan, PointInTimePlan, plan_from_dict, plan_to_dict
+from commands.restore.rules import NEW_DATABASE, SIDE_PREFIX, like_pattern, owner_of
 from commands.restore.run import run_restore_request
 from state import approvals as request_state
 from state.store import iso
 
 
-def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Reply, note: str | None = None):
+def submit_plan(services: Services, plan: Plan, actor: Actor, reply: Reply, note: str | None = None):
     """Store the immutable plan as a request and post it; a restore into a new database starts at once."""
     access = services.settings.access
     now = services.clock()
@@ -34,9 +35,10 @@ def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Repl
     if needs_approval:
         require_approvable_where_asked(actor, "this restore")
     row = request_state.create_request(
-        services.store, plan.to_dict(), plan.database, actor.user, actor.channel, needs_approval,
+        services.store, plan_to_dict(plan), plan.database, actor.user, actor.channel, needs_approval,
         access.required_approvals if needs_approval else 0, iso(now),
         iso(now + timedelta(minutes=access.approval_ttl_minutes)),
+        created_dbname=plan.created_dbname, backup_size=plan.backup_size,
     )
     message = plan_message(services, row, note=note)
     message_id = reply.post(message)
@@ -44,7 +46,7 @@ def submit_plan(services: Services, plan: RestorePlan, actor: Actor, reply: Repl
     record_event(services, "restore.requested", database=plan.database, actor=actor,
                  text=f"Restore request #{row.id}: backup #{plan.backup_id or '?'} into {plan.target}"
                       + (" with --allow-privileged-roles" if plan.allow_privileged_roles else ""),
-                 detail={"backup_id" if plan.kind == "logical" else "physical_backup_id": plan.backup_id,
+                 detail={"backup_id" if plan.kind == LOGICAL else "physical_backup_id": plan.backup_id,
                          "request_id": row.id, "allow_privileged_roles": plan.allow_privileged_roles}, reply=reply)
     if needs_approval:
         if message_id:
@@ -87,7 +89,7 @@ def expire_requests(services: Services, reply: Reply) -> list[int]:
 
 def offer_rollback(services: Services, row: request_state.RestoreRequestRow, snapshot_id: int, reply: Reply) -> None:
     """A new request to put the safety snapshot back; it needs approval like any other."""
-    plan = RestorePlan.from_dict(row.plan)
+    plan = plan_from_dict(row.plan)
     into = plan.target_dbname
     try:
         rollback = build_plan(services, RestoreRequest(backup=str(snapshot_id), database=plan.database, into=into,
@@ -112,8 +114,9 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
     done = []
     for row in rows:
         try:
-            if row.plan.get("kind") == PITR:
-                pitr = PointInTimePlan.from_dict(row.plan)
+            plan = plan_from_dict(row.plan)
+            if isinstance(plan, PointInTimePlan):
+                pitr = plan
                 removed = remove_restored_copy(services, pitr)
                 if pitr.into:  # a new database it had begun to fill
                     dsn = (services.settings.target(pitr.server).require_url() if pitr.server
@@ -123,10 +126,10 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
                         removed.append(f"dropped {pitr.into}, which it had created")
                 done += [f"restore request #{row.id}: {what}" for what in removed]
                 continue
-            plan = RestorePlan.from_dict(row.plan)
             dsn = (services.settings.target(plan.server).require_url() if plan.server
                    else services.settings.database(plan.database).require_url())
-            leftovers = databases_like(dsn, f"backupbot\\_side\\_{row.id}\\_%")
+            leftovers = [name for name in databases_like(dsn, like_pattern(SIDE_PREFIX, row.id))
+                         if owner_of(name, SIDE_PREFIX) == row.id]
             if plan.method == NEW_DATABASE and database_exists(dsn, plan.target_dbname):
                 leftovers.append(plan.target_dbname)
             for name in leftovers:

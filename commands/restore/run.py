@@ -7,7 +7,6 @@ in a truthful status whatever happens.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from pathlib import Path
 
@@ -27,10 +26,11 @@ from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
 from commands.restore.pitr import run_pitr_request
-from commands.restore.pitr_plan import PITR
-from commands.restore.plan import NEW_DATABASE, SIDE_DATABASE, RestorePlan, plan_message
+from commands.restore.plan import plan_message
+from commands.restore.plans import PITR, plan_from_dict
 from commands.restore.result import RestoreResult
 from commands.restore.roles import planned_roles, record_privileged
+from commands.restore.rules import NEW_DATABASE, SIDE_DATABASE, previous_database_name, side_database_name
 from commands.restore.verify import Check, check_health_url, checks_text, verify_restored
 from commands.units import human_duration
 from state import approvals as request_state
@@ -41,14 +41,6 @@ from state.statuses import JobStatus
 log = logging.getLogger(__name__)
 
 
-def side_database_name(request_id: int) -> str:
-    return f"backupbot_side_{request_id}_{secrets.token_hex(3)}"
-
-
-def previous_database_name(request_id: int) -> str:
-    return f"backupbot_prev_{request_id}_{secrets.token_hex(3)}"
-
-
 def run_restore_request(services: Services, row: request_state.RestoreRequestRow, reply: Reply) -> RestoreResult:
     """Run the request that just moved to `running` as a Run (its claim, a job slot ([jobs] max_running),
     its verdict and event); returns its result (also stored and posted)."""
@@ -57,7 +49,7 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
               reply, event="restore", record_event=record_event, after_job=after_job, lock_key=row.plan.get("lock_key"),
               detail={"request_id": row.id}, slot=f"restore request #{row.id}",
               on_queued=lambda ahead: thread.post(Notice(queued_text(ahead))))
-    if row.plan.get("kind") == PITR:
+    if plan_from_dict(row.plan).kind == PITR:
         return RestoreResult.from_dict(run_pitr_request(services, row, run))
     return RestoreResult.from_dict(RestoreRun(services, row, run).run())
 
@@ -71,7 +63,7 @@ class RestoreRun:
     def __init__(self, services: Services, row: request_state.RestoreRequestRow, run: Run):
         self.services = services
         self.row = row
-        self.plan = RestorePlan.from_dict(row.plan)
+        self.plan = plan_from_dict(row.plan)
         self.run_ = run  # the claim, the slot, the guarded reply, the job's verdict and its event
         self.reply = run.reply
         self.thread = ThreadReply(self.reply, row.message_id)

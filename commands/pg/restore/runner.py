@@ -12,7 +12,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from commands.errors import DumpError, UsageError
+from commands.errors import DumpError
 from commands.pg.dump import FORMATS
 from commands.pg.names import QualifiedName, parse_key
 from commands.pg.restore.artifact import FetchedArtifact
@@ -37,6 +37,9 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
       entries, in the same kind of transaction, verified before COMMIT;
     - custom with --jobs N: `pg_restore --jobs N` straight into `dbname`, which must be a database the
       caller created for it (a new target or a side database): parallel jobs cannot share a transaction.
+
+    `tables` and `jobs` are a checked plan's: commands.restore.rules refused what this backup cannot do
+    (--tables or --jobs of a non-custom backup, --jobs of some tables) before anyone was asked.
     """
     env = pg_env(dsn, dbname=dbname)
     # index and constraint builds are most of a restore's work after the data: give them memory
@@ -47,11 +50,7 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     pg_restore = [client("pg_restore"), "--no-password", "--exit-on-error"]
     if no_owner:  # onto a server without the backup's roles: objects belong to whoever restores them
         pg_restore += ["--no-owner", "--no-privileges"]
-    if fmt.pg_format != "custom" and (tables or jobs > 1):
-        raise UsageError("--tables and --jobs need a custom-format backup")
     verify = verification_sql(record, list(tables or ()))
-    if jobs > 1 and (tables or record.tables):
-        raise UsageError("--jobs restores a whole backup; a restore of tables runs in one transaction, without --jobs")
     if jobs > 1:
         _run_children([[*pg_restore, f"--jobs={jobs}", f"--dbname={dbname}", str(artifact.path)]], env, secrets)
         return
