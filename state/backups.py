@@ -13,6 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from state.statuses import JobStatus, Verification
 from state.store import Store
 
 LOGICAL, PHYSICAL = "logical", "physical"
@@ -34,7 +35,7 @@ class Backup:
     size: int
     requested_by: str | None = None
     duration_s: float | None = None
-    verification: str = "unverified"
+    verification: str = Verification.UNVERIFIED
     verified_at: str | None = None
     restore_seconds: float | None = None
     job_id: int | None = None
@@ -278,8 +279,8 @@ def add_rebuilt_backup(store: Store, record: BackupRecord, source: str) -> Backu
     with store.db() as db:
         db.execute(
             "INSERT INTO jobs (id, kind, database, status, requested_by, started_at, finished_at, detail, reported)"
-            " VALUES (?, 'backup', ?, 'succeeded', ?, ?, ?, ?, 1)",
-            [record.id, record.database, record.requested_by, record.created_at, record.created_at,
+            " VALUES (?, 'backup', ?, ?, ?, ?, ?, ?, 1)",
+            [record.id, record.database, JobStatus.SUCCEEDED, record.requested_by, record.created_at, record.created_at,
              json.dumps({"rebuilt_from": source, "kind": record.kind, "format": record.format})],
         )
     try:
