@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from commands.errors import ConfigError
-from commands.signing import SigningKey, read_key_file, write_key_file
+from commands.signing import SigningKey, create_private_file, read_key_file, write_key_file
 
 DEFAULT_CONFIG = "backupbot.toml"
 DEFAULT_DATA_DIR = "/var/lib/backupbot"
@@ -95,16 +95,8 @@ def ensure_signing_key(path: str | os.PathLike) -> tuple[SigningKey, bool]:
 def write_starter_config(path: str | os.PathLike, data_dir: str = DEFAULT_DATA_DIR,
                          signing_key: str = "/etc/backupbot/signing.key") -> Path:
     """Create the config file 0600; an existing file is never overwritten."""
-    target = Path(path)
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{target} already exists; not overwriting it (remove it or pass --config NEW_PATH)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create {target}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(starter_config(data_dir, signing_key))
-    return target
+    return create_private_file(path, starter_config(data_dir, signing_key),
+                               "not overwriting it (remove it or pass --config NEW_PATH)")
 
 
 def manifest_text() -> str:

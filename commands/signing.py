@@ -160,18 +160,25 @@ def read_key_file(path: str) -> SigningKey:
     return parse_key(text, path)
 
 
-def write_key_file(path: str | os.PathLike) -> SigningKey:
-    """Create a new key file 0600; an existing file is never overwritten."""
+def create_private_file(path: str | os.PathLike, text: str, exists: str) -> Path:
+    """Create `path` 0600 with `text`, never overwriting: `exists` is the ConfigError's text when it is there.
+    (Secrets and the config that names them are created private from the first byte, not chmod'ed after.)"""
     target = Path(path)
-    text = new_key_text()
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise ConfigError(f"{target} already exists; not overwriting a signing key") from None
+        raise ConfigError(f"{target} already exists; {exists}") from None
     except OSError as exc:
         raise ConfigError(f"cannot create {target}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as out:
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
+    return target
+
+
+def write_key_file(path: str | os.PathLike) -> SigningKey:
+    """Create a new key file 0600; an existing file is never overwritten."""
+    text = new_key_text()
+    target = create_private_file(path, text, "not overwriting a signing key")
     return parse_key(text, str(target))
 
 

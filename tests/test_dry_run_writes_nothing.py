@@ -56,7 +56,10 @@ def assert_wrote_nothing(dsn: str, before: dict, command: str) -> None:
     after = server_state(dsn)
     written = wal_written_between(dsn, before["lsn"], after["lsn"])
     assert not {r for r in written if is_write(r)}, (command, written)  # no marker, no switch
-    for key in ("segment", "archived", "next_xid", "databases", "rows"):
+    # The WAL records are the exact evidence (no commit, no row written, no SWITCH); the segment's name and the
+    # archive count can also move with what the server logs by itself (a checkpoint, hint-bit page images), so
+    # they are not compared. No transaction id was spent, no database made, no row changed.
+    for key in ("next_xid", "databases", "rows"):
         assert after[key] == before[key], (command, key, before[key], after[key])
 
 
