@@ -28,8 +28,8 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in COMMANDS.rglob("*.py")}
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """Every commands.* module this file imports, anywhere in it."""
+def imports_of(path: Path, known: set[str], packages: tuple[str, ...] = ("commands",)) -> set[str]:
+    """Every module of `packages` this file imports, anywhere in it."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -39,7 +39,7 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         else:
             continue
         for name in names:
-            if name.startswith("commands"):
+            if name.split(".")[0] in packages:
                 while name not in known and "." in name:
                     name = name.rsplit(".", 1)[0]
                 if name in known:
@@ -151,25 +151,7 @@ def all_modules() -> dict[str, Path]:
 
 def whole_graph() -> dict[str, set[str]]:
     mods = all_modules()
-    known = set(mods)
-    edges = {}
-    for name, path in mods.items():
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for imported in names:
-                if imported.split(".")[0] in PACKAGES:
-                    while imported not in known and "." in imported:
-                        imported = imported.rsplit(".", 1)[0]
-                    if imported in known:
-                        found.add(imported)
-        edges[name] = found - {name}
-    return edges
+    return {name: imports_of(path, set(mods), PACKAGES) - {name} for name, path in mods.items()}
 
 
 def test_state_depends_only_on_the_leaf_kernel():
