@@ -24,6 +24,7 @@ from state import incidents as incident_state
 from state.backups import list_backups
 from state.jobs import recent_jobs
 from tests.builders import Recorder, make_console, make_settings
+from tests.test_restore import message_id
 
 ME = os_account()
 PRODUCTION = {"operators": ["U0OPS"], "approvers": ["U0APPROVER"], "console_operators": [ME]}
@@ -32,14 +33,6 @@ PRODUCTION = {"operators": ["U0OPS"], "approvers": ["U0APPROVER"], "console_oper
 def os_console(tmp_path, dsn, **access) -> Console:
     """The console `backupbot console --config …` opens: no --as, no way to play a Slack user."""
     return Console(start_services(make_settings(tmp_path, dsn, access={**PRODUCTION, **access})))
-
-
-def shown_id(out: str, needle: str) -> str:
-    for line in out.splitlines():
-        m = re.match(r"\[(M\d+)\] (.*)", line)
-        if m and needle in m.group(2):
-            return m.group(1)
-    raise AssertionError(f"no message with {needle!r} in:\n{out}")
 
 
 def audit(console: Console) -> list[dict]:
@@ -78,7 +71,7 @@ def test_react_cannot_approve_or_reject_a_restore_outside_the_demo(tmp_path, sam
     in_slack = Actor("U0OPS", console.channel, source="slack")
     console._buffer = []
     dispatch.run_command(console.services, "/restore", "latest", in_slack, ConsoleReply(console, in_slack))
-    request = shown_id("\n".join(console._buffer), "Restore request #1")
+    request = message_id("\n".join(console._buffer), "Restore request #1")
     for line in (":as U0APPROVER", f":react {request} white_check_mark", f":react {request} white_check_mark::skin-tone-2",
                  f":react {request} x", f":unreact {request} white_check_mark"):
         out = console.run(line)
@@ -168,12 +161,12 @@ def test_two_console_sessions_on_one_state_never_share_a_message_id(tmp_path, sa
     settings = make_settings(tmp_path, sample_dsn, access={"approvers": ["U0APP1"]})
     first = make_console(settings)
     first.run("/backup")
-    first_request = shown_id(first.run("/restore latest"), "Restore request #1")
+    first_request = message_id(first.run("/restore latest"), "Restore request #1")
     first.services.close()  # the first session ends; its request stays pending
 
     second = make_console(settings)  # a new session on the same state numbers from M1 again
     second.run("/backup")
-    second_request = shown_id(second.run("/restore 1"), "Restore request #2")
+    second_request = message_id(second.run("/restore 1"), "Restore request #2")
     assert first_request == second_request  # the same short id on the screen
     stored = [request_state.get_request(second.services.store, n).message_id for n in (1, 2)]
     assert stored[0] != stored[1]  # but not the same message
