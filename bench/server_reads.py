@@ -56,8 +56,9 @@ def generate_many_tables(dsn: str, count: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def read_rows(label: str, dsn: str, bare: Callable[[], object], bot: Callable[[], object], rows: list) -> None:
-    """Two rows of run.py's table: the server's reads during a bot backup against pg_dump alone."""
+def read_rows(label: str, dsn: str, bare: Callable[[], object], bot: Callable[[], object], rows: list) -> tuple[float, float]:
+    """Two rows of run.py's table: the server's reads during a bot backup against pg_dump alone.
+    Returns the two ratios (rows, buffers)."""
     bare_rows, bare_buffers = server_reads(dsn, bare)
     bot_rows, bot_buffers = server_reads(dsn, bot)
     rows.append((label, "rows the server reads during a bot backup (custom) vs `pg_dump -Fc` alone",
@@ -66,3 +67,4 @@ def read_rows(label: str, dsn: str, bare: Callable[[], object], bot: Callable[[]
     rows.append((label, "buffer reads during a bot backup (custom) vs `pg_dump -Fc` alone",
                  f"{bot_buffers / max(bare_buffers, 1):.2f}x", "", f"{bot_buffers:,} buffers",
                  f"{bare_buffers:,} alone", "≤ 1.1x", "met" if bot_buffers <= 1.1 * bare_buffers else "**MISSED**"))
+    return bot_rows / max(bare_rows, 1), bot_buffers / max(bare_buffers, 1)
