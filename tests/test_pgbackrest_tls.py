@@ -115,7 +115,8 @@ def bot_backup_and_restore(config: Path, dsn: str) -> dict:
     asked = console.run(f'/restore --time "{moment.strftime("%Y-%m-%d %H:%M:%S.%f%z")}"')
     done = approve(console, message_id(asked, "Restore request #1"), "U0APP1") if "Restore request #1" in asked else ""
     row = request_state.get_request(console.services.store, 1)
-    return {"backup": backup, "asked": asked, "done": done, "result": row.result if row else None}
+    drill = console.run("/backup verify physical latest")
+    return {"backup": backup, "asked": asked, "done": done, "result": row.result if row else None, "drill": drill}
 
 
 @pytest.fixture
@@ -205,6 +206,23 @@ def test_an_unprivileged_bot_backs_up_and_restores_a_remote_cluster_to_a_time_ov
     # the copy is on the bot's host, the bot user's: restored from the repository there, not on the database host
     assert os.stat(result["datadir"]).st_uid == pwd.getpwnam(BOT_USER).pw_uid
     assert not str(result["datadir"]).startswith(str(cluster.dir))
+    # a drill restores the same way, and `pgbackrest verify` checks the repository on the bot's host
+    assert "Drill of physical backup #1" in flow["drill"] and "passed" in flow["drill"], flow["drill"]
+    assert "pgbackrest verify: ok" in flow["drill"]
+
+
+def test_init_for_a_cluster_on_this_host_says_there_is_no_remote_side(tmp_path):
+    config = tmp_path / "backupbot.toml"
+    config.write_text(f'''[state]
+path = "{tmp_path}/backupbot.db"
+[databases.main]
+url_env = "DATABASE_URL"
+pgbackrest = {{ stanza = "main", repo_path = "{tmp_path}/repo", pg_path = "/var/lib/postgresql/16/main" }}
+''')
+    code, out, err = cli(["init", "--config", str(config), "--pgbackrest-remote", "main"])
+    assert code != 0 and out == ""
+    assert "databases.main.pgbackrest has no pg_host: the cluster is on this host" in err, err
+    assert not config.with_name("backupbot.signing.key").exists()  # no starter config, no key either
 
 
 def test_tls_settings_are_checked_when_the_config_loads(tmp_path):
