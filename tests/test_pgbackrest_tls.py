@@ -19,7 +19,8 @@ from psycopg import sql
 
 from commands.errors import ConfigError
 from commands.pg.cluster import TemporaryCluster, free_port
-from commands.pg.pgbackrest.remote import server_argv
+from commands.pg.pgbackrest.config import PgBackRestConfig, TlsConfig
+from commands.pg.pgbackrest.remote import remote_archive_command, remote_config, server_argv
 from commands.pg.tools import pg_bin
 from commands.settings import load_settings
 from commands.settings.databases import parse_pgbackrest
@@ -223,6 +224,26 @@ pgbackrest = {{ stanza = "main", repo_path = "{tmp_path}/repo", pg_path = "/var/
     assert code != 0 and out == ""
     assert "databases.main.pgbackrest has no pg_host: the cluster is on this host" in err, err
     assert not config.with_name("backupbot.signing.key").exists()  # no starter config, no key either
+
+
+def test_the_database_hosts_config_in_the_default_layout(tmp_path):
+    certs = make_certificates()
+    for name in ("ca.crt", "bot.crt", "bot.key"):
+        (tmp_path / name).write_bytes(certs[name])
+    cfg = PgBackRestConfig(stanza="main", repo_path=Path("/var/lib/backupbot/repo"),
+                           pg_path=Path("/var/lib/postgresql/16/main"),
+                           config_path=Path("/var/lib/backupbot/pgbackrest/main/pgbackrest.conf"),
+                           tls=TlsConfig(pg_host="db1", repo_host="backup1", ca_file=tmp_path / "ca.crt",
+                                         cert_file=tmp_path / "bot.crt", key_file=tmp_path / "bot.key"))
+    # db1's own pgbackrest and its own config at the default place: nothing under the bot's state folder
+    assert remote_archive_command(cfg) == "pgbackrest --stanza=main archive-push %p"
+    text = remote_config(cfg)
+    for line in ("repo1-host=backup1", "repo1-host-type=tls", "repo1-host-port=8432",
+                 "repo1-host-config=/var/lib/backupbot/pgbackrest/main/pgbackrest.conf",
+                 "repo1-host-cert-file=/etc/pgbackrest/tls/server.crt", "tls-server-port=8432",
+                 "tls-server-auth=bot.test=main", "pg1-path=/var/lib/postgresql/16/main"):
+        assert line in text.splitlines(), (line, text)
+    assert "log-path" not in text  # pgBackRest's own defaults on db1
 
 
 def test_tls_settings_are_checked_when_the_config_loads(tmp_path):
