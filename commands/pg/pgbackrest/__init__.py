@@ -14,8 +14,7 @@ its WAL comes back to this host's TLS server, and restores of it run here from t
 
 One module per concern, each importing only those before it: `config` (the stanza and the
 pgbackrest.conf the bot writes) <- `remote` (the other host's side of a TLS stanza) and `runner`
-(the subprocess, its errors) <- `backups` (`info` and
-`backup`) <- `archiver` (pg_stat_archiver, forcing WAL out, reachability of a time) <-
-`restored_cluster` (a restore into a new data directory, started and stopped). Import from the
-module that owns a name.
+(the subprocess, its errors) <- `backups` (`info` and `backup`) <- `archiver` (pg_stat_archiver,
+forcing WAL out, reachability of a time) <- `restored_cluster` (a restore into a new data directory,
+started and stopped). Import from the module that owns a name.
 """

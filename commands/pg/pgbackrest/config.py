@@ -94,7 +94,7 @@ class PgBackRestConfig:
         return None if user == "root" else user
 
 
-def _ini_value(key: str, value: object) -> str:
+def ini_value(key: str, value: object) -> str:
     text = str(value)
     if "\n" in text or "\r" in text or text != text.strip():
         raise ConfigError(f"pgbackrest.{key}: line breaks and surrounding spaces are not allowed")
@@ -126,11 +126,11 @@ def write_config(cfg: PgBackRestConfig, directory: Path) -> Path:
         chown(repo, owner)
     lines = [
         "[global]",
-        f"repo1-path={_ini_value('repo_path', repo)}",
+        f"repo1-path={ini_value('repo_path', repo)}",
         f"repo1-retention-full={cfg.retention_full}",
-        f"log-path={_ini_value('log_path', folders['log'])}",
-        f"lock-path={_ini_value('lock_path', folders['lock'])}",
-        f"spool-path={_ini_value('spool_path', folders['spool'])}",
+        f"log-path={ini_value('log_path', folders['log'])}",
+        f"lock-path={ini_value('lock_path', folders['lock'])}",
+        f"spool-path={ini_value('spool_path', folders['spool'])}",
         "log-level-console=off",
         "log-level-stderr=warn",
         "log-level-file=info",
@@ -144,12 +144,12 @@ def write_config(cfg: PgBackRestConfig, directory: Path) -> Path:
     lines += [
         "",
         f"[{cfg.stanza}]",
-        f"pg1-path={_ini_value('pg_path', cfg.pg_path)}",
+        f"pg1-path={ini_value('pg_path', cfg.pg_path)}",
         f"pg1-port={int(cfg.pg_port)}",
-        f"pg1-user={_ini_value('pg_user', cfg.pg_user)}",
+        f"pg1-user={ini_value('pg_user', cfg.pg_user)}",
     ]
     if cfg.pg_socket_path:
-        lines.append(f"pg1-socket-path={_ini_value('pg_socket_path', cfg.pg_socket_path)}")
+        lines.append(f"pg1-socket-path={ini_value('pg_socket_path', cfg.pg_socket_path)}")
     if cfg.tls:
         lines += _tls_client_lines(cfg.tls)
     return _write_private(directory / "pgbackrest.conf", lines, owner)
@@ -158,24 +158,24 @@ def write_config(cfg: PgBackRestConfig, directory: Path) -> Path:
 def _tls_server_lines(tls: TlsConfig, stanza: str) -> list[str]:
     """This host's `pgbackrest server`: only the database host's certificate, only for this stanza."""
     return [
-        f"tls-server-address={_ini_value('tls_server_address', tls.server_address)}",
+        f"tls-server-address={ini_value('tls_server_address', tls.server_address)}",
         f"tls-server-port={int(tls.server_port)}",
-        f"tls-server-ca-file={_ini_value('tls_ca_file', tls.ca_file)}",
-        f"tls-server-cert-file={_ini_value('tls_cert_file', tls.cert_file)}",
-        f"tls-server-key-file={_ini_value('tls_key_file', tls.key_file)}",
-        f"tls-server-auth={_ini_value('pg_host_cn', tls.client_cn)}={stanza}",
+        f"tls-server-ca-file={ini_value('tls_ca_file', tls.ca_file)}",
+        f"tls-server-cert-file={ini_value('tls_cert_file', tls.cert_file)}",
+        f"tls-server-key-file={ini_value('tls_key_file', tls.key_file)}",
+        f"tls-server-auth={ini_value('pg_host_cn', tls.client_cn)}={stanza}",
     ]
 
 
 def _tls_client_lines(tls: TlsConfig) -> list[str]:
     return [
-        f"pg1-host={_ini_value('pg_host', tls.pg_host)}",
+        f"pg1-host={ini_value('pg_host', tls.pg_host)}",
         "pg1-host-type=tls",
         f"pg1-host-port={int(tls.pg_host_port)}",
-        f"pg1-host-config={_ini_value('pg_host_config', tls.pg_host_config)}",
-        f"pg1-host-ca-file={_ini_value('tls_ca_file', tls.ca_file)}",
-        f"pg1-host-cert-file={_ini_value('tls_cert_file', tls.cert_file)}",
-        f"pg1-host-key-file={_ini_value('tls_key_file', tls.key_file)}",
+        f"pg1-host-config={ini_value('pg_host_config', tls.pg_host_config)}",
+        f"pg1-host-ca-file={ini_value('tls_ca_file', tls.ca_file)}",
+        f"pg1-host-cert-file={ini_value('tls_cert_file', tls.cert_file)}",
+        f"pg1-host-key-file={ini_value('tls_key_file', tls.key_file)}",
     ]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commands.errors import ConfigError
-from commands.pg.pgbackrest.config import PgBackRestConfig, _ini_value
+from commands.pg.pgbackrest.config import PgBackRestConfig, ini_value
 
 DEFAULT_REMOTE_DIR = Path("/etc/pgbackrest")
 
@@ -81,11 +81,11 @@ def remote_config(cfg: PgBackRestConfig) -> str:
         f"# {tls.client_cn} and {certs}/server.key (mode 0600); all owned by postgres.",
         "[global]",
         # WAL goes to the bot host's TLS server, which holds the repository
-        f"repo1-host={_ini_value('repo_host', tls.repo_host)}",
+        f"repo1-host={ini_value('repo_host', tls.repo_host)}",
         "repo1-host-type=tls",
         f"repo1-host-port={int(tls.server_port)}",
         # the config the bot host's server processes read (they run as the bot's user)
-        f"repo1-host-config={_ini_value('config_path', cfg.config_path)}",
+        f"repo1-host-config={ini_value('config_path', cfg.config_path)}",
         f"repo1-host-ca-file={certs / 'ca.crt'}",
         f"repo1-host-cert-file={certs / 'server.crt'}",
         f"repo1-host-key-file={certs / 'server.key'}",
@@ -102,12 +102,12 @@ def remote_config(cfg: PgBackRestConfig) -> str:
         f"compress-type={cfg.compress_type}",
         "",
         f"[{cfg.stanza}]",
-        f"pg1-path={_ini_value('pg_path', cfg.pg_path)}",
+        f"pg1-path={ini_value('pg_path', cfg.pg_path)}",
         f"pg1-port={int(cfg.pg_port)}",
-        f"pg1-user={_ini_value('pg_user', cfg.pg_user)}",
+        f"pg1-user={ini_value('pg_user', cfg.pg_user)}",
     ]
     if cfg.pg_socket_path:
-        lines.append(f"pg1-socket-path={_ini_value('pg_socket_path', cfg.pg_socket_path)}")
+        lines.append(f"pg1-socket-path={ini_value('pg_socket_path', cfg.pg_socket_path)}")
     return "\n".join(lines) + "\n"
 
 
