@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--manifest-only", action="store_true", help="only print the manifest; write no config")
     init.add_argument("--signing-key", metavar="PATH",
                       help="the signing key file (default: beside the config); with an existing config, only create the key")
+    init.add_argument("--pgbackrest-remote", metavar="DB",
+                      help="print the database host's pgBackRest config (TLS) for DB's pg_host; write no starter config")
     catalog = sub.add_parser("catalog", help="the backup catalog: rebuild it from the manifests in storage")
     catalog.add_argument("catalog_action", choices=["rebuild"])
     catalog.add_argument("--verify", action="store_true", help="also check every artifact's sha256 (reads them all)")
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.preflight import run_preflight
 
             return run_preflight(args.config)
+        if args.action == "init" and args.pgbackrest_remote:
+            from bot.init_pgbackrest import run_pgbackrest_remote
+
+            return run_pgbackrest_remote(args)
         if args.action == "init":
             from bot.init import run_init
 

@@ -9,6 +9,7 @@ import uuid
 from commands.backup.physical import engine_config
 from commands.errors import BackupbotError
 from commands.pg.pgbackrest.archiver import archiver_status
+from commands.pg.pgbackrest.backups import ensure_stanza
 from commands.pg.pgbackrest.runner import check as pgbackrest_check
 from commands.pg.snapshot import connect
 from commands.pg.tools import major, tool_version
@@ -143,12 +144,38 @@ def check_pgbackrest(settings: Settings) -> list[tuple[bool, str]]:
             failures += f", last {status.last_failed_wal} at {status.last_failed_time:%Y-%m-%d %H:%M:%S%z}"
         results.append((not status.failing, f"{name}: {last}; {failures}"
                         + ("; the latest attempt FAILED" if status.failing else "")))
+        listening = check_tls_server(name, cfg) if cfg.remote else (True, "")
+        if cfg.remote:
+            results.append(listening)
         try:
+            if ensure_stanza(cfg):
+                results.append((True, f"{name}: stanza created (pgbackrest stanza-create"
+                                      + (f" over TLS to {cfg.tls.pg_host}" if cfg.remote else "") + ")"))
+            if not listening[0]:  # its WAL could not arrive: `pgbackrest check` would only time out
+                continue
             pgbackrest_check(cfg)
-            results.append((True, f"{name}: pgbackrest check ok (a WAL switch reached the repository)"))
+            over = (f" over TLS: this host reached {cfg.tls.pg_host}:{cfg.tls.pg_host_port} and the WAL switch came "
+                    f"back to this host's pgbackrest server" if cfg.remote else "")
+            results.append((True, f"{name}: pgbackrest check ok (a WAL switch reached the repository){over}"))
         except BackupbotError as exc:
             results.append((False, f"{name}: {redact(str(exc), settings.secrets())}"))
     return results
+
+
+def check_tls_server(name: str, cfg) -> tuple[bool, str]:
+    """The database host pushes its WAL to this host's `pgbackrest server`: something must listen there."""
+    import socket
+
+    tls = cfg.tls
+    host = "127.0.0.1" if tls.server_address in ("*", "0.0.0.0") else tls.server_address
+    try:
+        with socket.create_connection((host, tls.server_port), timeout=5):
+            pass
+    except OSError as exc:
+        return False, (f"{name}: nothing listens on {host}:{tls.server_port} ({exc.strerror or exc}): the database "
+                       f"host's archive_command pushes WAL to this host's TLS server; start it as this user: "
+                       f"pgbackrest --config={cfg.config_path} server")
+    return True, f"{name}: this host's pgbackrest server listens on {host}:{tls.server_port} (for the WAL of {tls.pg_host})"
 
 
 def check_storage(settings: Settings) -> tuple[bool, str]:

@@ -42,6 +42,18 @@ def _private_dir(prefix: str) -> Path:
     return path
 
 
+def restart_cluster(cluster: TemporaryCluster) -> None:
+    """pg_ctl restart (as postgres when root): archive_mode only changes with a restart."""
+    data = cluster.dir / "data"
+    argv = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(cluster.dir / "server.log"), "-w", "-t", "60", "restart"]
+    if _owner():
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    if result.returncode != 0:
+        raise BackupbotError(f"pg_ctl restart failed: {result.stderr.strip()[-800:]}")
+
+
 def start_archiving_cluster(workdir: Path, stanza: str = "main",
                             retention_full: int = 2) -> tuple[TemporaryCluster, PgBackRestConfig]:
     """A TemporaryCluster restarted with archive_mode=on and archive_command pushing into a new
@@ -57,14 +69,7 @@ def start_archiving_cluster(workdir: Path, stanza: str = "main",
             conn.execute("ALTER SYSTEM SET archive_mode = 'on'")
             conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(archive_command(cfg))))
             conn.execute("ALTER SYSTEM SET archive_timeout = '60s'")
-        data = cluster.dir / "data"
-        argv = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(cluster.dir / "server.log"), "-w", "-t", "60", "restart"]
-        if _owner():
-            argv = ["runuser", "-u", "postgres", "--", *argv]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", timeout=120)
-        if result.returncode != 0:
-            raise BackupbotError(f"pg_ctl restart failed: {result.stderr.strip()[-800:]}")
+        restart_cluster(cluster)
         stanza_create(cfg)
         return cluster, cfg
     except BaseException:

@@ -28,7 +28,7 @@ from commands.errors import BackupbotError, ConfigError, UsageError
 from commands.incident.audit import record_event
 from commands.pg.pgbackrest import backups as pgbackrest_backups
 from commands.pg.pgbackrest.backups import BACKUP_TYPES, PhysicalBackup
-from commands.pg.pgbackrest.config import PgBackRestConfig, write_config
+from commands.pg.pgbackrest.config import PgBackRestConfig, TlsConfig, write_config
 from commands.pg.pgbackrest.runner import version as pgbackrest_version
 from commands.redact import redact
 from commands.settings import Settings
@@ -80,11 +80,18 @@ def engine_config(settings: Settings, database: str, *, write: bool = True) -> P
         return PgBackRestConfig(stanza=conf.stanza, config_path=Path(conf.config), password=password)
     host = str(params.get("host") or "")
     socket_dir = conf.pg_socket_path or (host if host.startswith("/") else None)
+    remote = conf.remote
+    if remote is not None:  # the DSN's host is the database host: its socket folder is no default here
+        socket_dir = conf.pg_socket_path
     cfg = PgBackRestConfig(
         stanza=conf.stanza, repo_path=Path(conf.repo_path), pg_path=Path(conf.pg_path), pg_port=conf.pg_port,
         pg_socket_path=Path(socket_dir) if socket_dir else None,
         pg_user=conf.pg_user or params.get("user") or "postgres", retention_full=conf.retention_full,
-        password=password)
+        password=password, tls=TlsConfig(
+            pg_host=remote.pg_host, repo_host=remote.repo_host, ca_file=Path(remote.tls_ca_file),
+            cert_file=Path(remote.tls_cert_file), key_file=Path(remote.tls_key_file), pg_host_port=remote.pg_host_port,
+            pg_host_cn=remote.pg_host_cn, pg_host_config=Path(remote.pg_host_config), server_address=remote.tls_server_address,
+            server_port=remote.tls_server_port) if remote else None)
     directory = generated_config_dir(settings, database)
     path = write_config(cfg, directory) if write else directory / "pgbackrest.conf"
     return cfg.with_config(path)

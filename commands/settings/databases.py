@@ -10,11 +10,16 @@ health_url = "https://app.example.com/healthz"    # optional, checked after a re
 heartbeat_url = "https://hc-ping.com/UUID"        # optional, pinged after each scheduled backup
 pgbackrest = { stanza = "main", repo_path = "/var/lib/pgbackrest", pg_path = "/var/lib/postgresql/16/main" }
 ```
+
+A database on another host adds `pg_host` (and the TLS keys of PGBACKREST_TLS_KEYS): the bot then drives
+pgBackRest's own TLS server on that host, and runs one of its own for the WAL that host pushes back.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,7 +28,12 @@ from commands.settings.values import ENV_RE, http_url, known_keys, named_tables,
 
 DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest")
 PGBACKREST_STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as commands.pg.pgbackrest checks it
-PGBACKREST_GENERATED_KEYS = ("stanza", "repo_path", "pg_path", "pg_port", "pg_user", "pg_socket_path", "retention_full")
+PGBACKREST_TLS_KEYS = ("pg_host", "pg_host_port", "pg_host_cn", "pg_host_config", "repo_host", "tls_ca_file", "tls_cert_file",
+                       "tls_key_file", "tls_server_address", "tls_server_port")
+PGBACKREST_GENERATED_KEYS = ("stanza", "repo_path", "pg_path", "pg_port", "pg_user", "pg_socket_path", "retention_full",
+                             *PGBACKREST_TLS_KEYS)
+HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")  # a DNS name or an IPv4 address
+TLS_PORT = 8432  # pgBackRest's default tls-server-port
 PG_ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -41,10 +51,29 @@ class PgBackRestSettings:
     pg_user: str | None = None  # None: the user of the database's DSN
     pg_socket_path: str | None = None  # None: the DSN's host when it is a socket folder
     retention_full: int = 2
+    remote: PgBackRestRemote | None = None  # the cluster is on another host, reached through pgBackRest's TLS server
 
     @property
     def generated(self) -> bool:
         return self.config is None
+
+
+@dataclass(frozen=True)
+class PgBackRestRemote:
+    """The database host's `pgbackrest server` (pg_host:pg_host_port), and the bot host's own one
+    (tls_server_address:tls_server_port, reached from there as repo_host) that takes the WAL the
+    database host pushes. One certificate (with its CA and key) is the bot host's identity both ways."""
+
+    pg_host: str
+    repo_host: str
+    tls_ca_file: str
+    tls_cert_file: str
+    tls_key_file: str
+    pg_host_port: int = TLS_PORT
+    pg_host_cn: str | None = None  # the CN of the database host's certificate; None: pg_host
+    pg_host_config: str = "/etc/pgbackrest/pgbackrest.conf"  # the database host's pgbackrest.conf
+    tls_server_address: str = "*"
+    tls_server_port: int = TLS_PORT
 
 
 @dataclass(frozen=True)
@@ -104,7 +133,56 @@ def parse_pgbackrest(value, where: str) -> PgBackRestSettings | None:
         pg_path=_absolute_path(value, where, "pg_path", True), pg_port=pg_port, pg_user=pg_user,
         pg_socket_path=_absolute_path(value, where, "pg_socket_path", False),
         retention_full=whole_number(value, where, "retention_full", 2),
+        remote=_parse_remote(value, where),
     )
+
+
+def _parse_remote(value: Mapping, where: str) -> PgBackRestRemote | None:
+    """The TLS keys, all checked now: a missing certificate or a key others can read is a config error
+    at start-up, not a failed backup at 2am."""
+    given = [key for key in PGBACKREST_TLS_KEYS if key in value]
+    if not given:
+        return None
+    if "pg_host" not in value:
+        raise ConfigError(f"{where}.{given[0]}: only with pg_host (the database host running `pgbackrest server`)")
+    hosts = {key: _host(value, where, key) for key in ("pg_host", "repo_host", "pg_host_cn", "tls_server_address")}
+    if hosts["repo_host"] is None:
+        raise ConfigError(f"{where}.repo_host: missing: the name the database host reaches this host by (its WAL "
+                          "goes to this host's `pgbackrest server`)")
+    files = {key: _tls_file(value, where, key, private=key == "tls_key_file")
+             for key in ("tls_ca_file", "tls_cert_file", "tls_key_file")}
+    return PgBackRestRemote(
+        pg_host=hosts["pg_host"], repo_host=hosts["repo_host"], pg_host_cn=hosts["pg_host_cn"],
+        tls_server_address=hosts["tls_server_address"] or "*", **files,
+        pg_host_config=_absolute_path(value, where, "pg_host_config", False) or PgBackRestRemote.pg_host_config,
+        pg_host_port=whole_number(value, where, "pg_host_port", TLS_PORT, 1, 65535, what="a port number 1-65535"),
+        tls_server_port=whole_number(value, where, "tls_server_port", TLS_PORT, 1, 65535, what="a port number 1-65535"))
+
+
+def _host(table: Mapping, where: str, key: str) -> str | None:
+    text = table.get(key)
+    if text is None:
+        return None
+    if not isinstance(text, str) or not (HOST_RE.match(text) or (key == "tls_server_address" and text == "*")):
+        raise ConfigError(f"{where}.{key}: expected a host name or address, got {text!r}")
+    return text
+
+
+def _tls_file(table: Mapping, where: str, key: str, private: bool) -> str:
+    path = _absolute_path(table, where, key, False)
+    if path is None:
+        raise ConfigError(f"{where}.{key}: missing (an absolute path): pg_host needs tls_ca_file, tls_cert_file "
+                          "and tls_key_file")
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"{where}.{key}: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.R_OK):
+        raise ConfigError(f"{where}.{key}: {path} is not a file this user can read")
+    if private and info.st_mode & 0o077:
+        raise ConfigError(f"{where}.{key}: {path} is readable by others (mode {info.st_mode & 0o777:04o}): "
+                          f"chmod 600 {path}")
+    return path
 
 
 def _absolute_path(table: Mapping, where: str, key: str, required: bool) -> str | None:

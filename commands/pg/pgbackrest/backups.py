@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from commands.errors import ConfigError
 from commands.pg.pgbackrest.config import PgBackRestConfig
-from commands.pg.pgbackrest.runner import DEFAULT_TIMEOUT, PgBackRestError, run_pgbackrest
+from commands.pg.pgbackrest.runner import DEFAULT_TIMEOUT, PgBackRestError, run_pgbackrest, stanza_create
 
 BACKUP_TYPES = ("full", "diff", "incr")
 
@@ -66,6 +66,19 @@ def info_json(cfg: PgBackRestConfig, *, timeout: float = 300) -> dict:
                                       status.get("code"))
             return entry
     raise PgBackRestError(f"pgbackrest info knows no stanza {cfg.stanza!r}")
+
+
+def ensure_stanza(cfg: PgBackRestConfig, *, timeout: float = 300) -> bool:
+    """Create the stanza when the repository has none yet (pgBackRest reaches the cluster for it, over
+    TLS for a remote one); True when it was created. Any other state of the stanza is left alone."""
+    try:
+        info_json(cfg, timeout=timeout)
+        return False
+    except PgBackRestError as exc:
+        if exc.code != 1 and "knows no stanza" not in str(exc):
+            raise
+    stanza_create(cfg, timeout=timeout)
+    return True
 
 
 def _backup_from_json(item: dict) -> PhysicalBackup:

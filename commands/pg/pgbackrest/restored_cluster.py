@@ -186,7 +186,9 @@ def restore_to_new_datadir(cfg: PgBackRestConfig, target_time: datetime | None, 
                                password=cfg.password, log_path=log_path, run_as=owner,
                                target_time=target_time, set_label=set_label)
     try:
-        run_pgbackrest(cfg, restore_args(cfg, datadir, target_time, set_label), timeout=timeout)
+        # a remote cluster's copy is restored here, from the repository here (restore.conf: no pg1-host)
+        local = cfg.restore_side()
+        run_pgbackrest(local, restore_args(local, datadir, target_time, set_label), timeout=timeout)
         for attempt in range(_START_ATTEMPTS):
             _write_local_settings(datadir, restored.port, owner)
             logged = log_path.stat().st_size if log_path.exists() else 0
