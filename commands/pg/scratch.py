@@ -143,14 +143,15 @@ def keep(path: Path) -> None:
         marker.write(b"restored and verified; remove this folder and this file when done with the copy\n")
 
 
-def remove_job(settings, path: Path) -> bool:
-    """Stop a server still running in the job folder `path`, then delete it; only ever a folder
-    directly in this instance's root (never a live cluster elsewhere)."""
+def remove_job(settings, path: Path, mode: str = "immediate") -> bool:
+    """Stop a server still running in the job folder `path` (pg_ctl stop -m `mode`, as the folder's
+    owner), then delete it; only ever a folder directly in this instance's root (never a live cluster
+    elsewhere)."""
     path = Path(path)
     if path.parent != scratch_root(settings) or path.is_symlink() or not path.is_dir():
         return False
     if (path / "postmaster.pid").exists():
-        argv = [pg_bin("pg_ctl"), "-D", str(path), "-m", "immediate", "-w", "stop"]
+        argv = [pg_bin("pg_ctl"), "-D", str(path), "-m", mode, "-w", "stop"]
         owner = os.stat(path).st_uid
         if owner != os.geteuid():
             argv = ["runuser", "-u", pwd.getpwuid(owner).pw_name, "--", *argv]
