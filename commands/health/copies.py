@@ -37,7 +37,7 @@ class ClusterCopy:
 
 
 def cluster_copies(services: Services, database: str | None = None) -> list[ClusterCopy]:
-    now = services.clock()
+    now = services.clock().replace(microsecond=0)  # started_at is stored to the second
     ttl = timedelta(hours=services.settings.restore.copy_ttl_hours)
     copies = []
     for row in live_restored_clusters(services.store, database):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from commands.chat.access import OPERATOR, is_approver
+from commands.chat.access import ANYONE, is_approver
 from commands.chat.args import is_number, parse_args
 from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply
@@ -34,7 +34,8 @@ DROP_USAGE = "`/restore drop-copy ID` (ID: the restore request that made the cop
 @dataclass(frozen=True)
 class DropCopyRequest:
     request_id: int
-    permission = OPERATOR  # and then only the requester or an approver (execute_drop_copy)
+    # checked in execute_drop_copy: only the copy's requester or an approver (who need not be an operator)
+    permission = ANYONE
 
 
 def parse_drop_copy(text: str, usage: str) -> DropCopyRequest:
@@ -51,7 +52,8 @@ def execute_drop_copy(services: Services, request: DropCopyRequest, actor: Actor
                             "that are running, by the number of the restore request that made them")
     if copy.dropped_at:
         raise UsageError(f"copy #{copy.request_id} was already dropped at {copy.dropped_at} ({copy.drop_reason})")
-    if actor.user != copy.requested_by and not is_approver(services, actor):
+    # a console's OS account is never the Slack user who asked, nor an approver (commands/chat/access.py)
+    if not (actor.slack_identity and actor.user == copy.requested_by) and not is_approver(services, actor):
         raise NotAllowedError(f"only <@{copy.requested_by}>, who asked for copy #{copy.request_id}, or an approver "
                               "may drop it")
     text = drop_copy(services, copy, by=actor.user, reason=f"dropped by <@{actor.user}>", reply=reply)
