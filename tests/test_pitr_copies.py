@@ -15,11 +15,13 @@ import re
 import shutil
 import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from bot.scheduler import build_scheduler
 from commands.pg.pgbackrest.backups import backup
 from commands.pg.pgbackrest.restored_cluster import copy_preload, copy_settings
 from commands.restore.copies import expire_copies
@@ -156,6 +158,8 @@ def test_a_copy_is_dropped_when_its_ttl_runs_out_by_the_sweep(tmp_path, copies_s
         digest = build_digest(console.services).text()
         line = next(x for x in digest.splitlines() if f"copy #{request_id}:" in x)
         assert f"on 127.0.0.1:{port}, running, age 1h00m; dropped in 1h00m" in line, line
+        job = build_scheduler(console.services, Recorder).get_job("drop expired copies")  # the sweep, every minute
+        assert job.func.__name__ == "expire_copies" and job.trigger.interval == timedelta(minutes=1)
         recorder = Recorder()
         assert expire_copies(console.services, recorder) == []  # not yet
         assert port_answers(port)
@@ -189,7 +193,7 @@ def test_startup_drops_expired_copies_and_a_row_pointing_elsewhere_is_never_foll
         console.run(":as U0APP1")  # an approver may drop anyone's copy, but not this row's folder
         out = console.run(f"/restore drop-copy {request_id}")
         assert "is not a point-in-time copy's folder in this bot's scratch folder" in out, out
-        assert "nothing was touched" in out
+        assert "nothing was touched" in out and "only @" not in out  # allowed; the folder is what is refused
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT 1").fetchone()[0] == 1
         assert get_restored_cluster(store, request_id).dropped_at is None
@@ -210,8 +214,8 @@ def test_startup_drops_expired_copies_and_a_row_pointing_elsewhere_is_never_foll
 
 
 def test_job_running_preload_libraries_are_left_out_of_a_copy():
-    assert copy_preload('pg_stat_statements, "$libdir/pg_cron.so",pglogical,timescaledb,pg_partman_bgw') == (
-        "pg_stat_statements", "timescaledb")
+    inherited = 'pg_stat_statements, "$libdir/pg_cron.so",pglogical,timescaledb,pg_partman_bgw,pg_squeeze,powa'
+    assert copy_preload(inherited) == ("pg_stat_statements", "timescaledb")
     lines = copy_settings(5999, copy_preload("timescaledb,pg_cron"))
     assert "shared_preload_libraries = 'timescaledb'" in lines
     assert "timescaledb.max_background_workers = 0" in lines  # kept, so its tables read, but no policy jobs run

@@ -11,7 +11,8 @@ by its group or others is refused. Files are created 0600.
 
 A killed bot cleans nothing, so `clean_scratch()` runs at start (under the instance lock, after
 interrupted restores were handled): everything there goes, except the point-in-time copies that
-were restored and verified, which stay the user's until they remove them.
+were restored and verified, which stay until `/restore drop-copy` or `[restore] copy_ttl_hours`
+drops them (commands/restore/copies.py).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def private_file(path: Path):
 def keep(path: Path) -> None:
     """Mark a job folder as a result to keep (a verified point-in-time copy) across restarts."""
     with private_file(Path(f"{path}{KEEP_SUFFIX}")) as marker:
-        marker.write(b"restored and verified; remove this folder and this file when done with the copy\n")
+        marker.write(b"restored and verified; `/restore drop-copy` or [restore] copy_ttl_hours removes it\n")
 
 
 def remove_job(settings, path: Path, mode: str = "immediate") -> bool:
