@@ -47,6 +47,7 @@ def parse_drop_copy(text: str, usage: str) -> DropCopyRequest:
 
 def execute_drop_copy(services: Services, request: DropCopyRequest, actor: Actor, reply: Reply) -> str:
     copy = get_restored_cluster(services.store, request.request_id)
+    # HOOK: when request #N made a logical kept database (backupbot_prev_*, --to ... --into), drop that here
     if copy is None:
         raise NotFoundError(f"there is no point-in-time copy #{request.request_id}: `/backup list` lists the copies "
                             "that are running, by the number of the restore request that made them")
