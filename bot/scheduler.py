@@ -15,6 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from commands.chat.context import Services
 from commands.chat.reply import Reply
+from commands.restore.copies import expire_copies
 from commands.restore.requests import expire_requests
 from commands.schedules import check_rpo, cron_trigger, run_scheduled, scheduled_jobs
 
@@ -32,6 +33,8 @@ def build_scheduler(services: Services, reply_factory: Callable[[], Reply], time
                       id="rpo check", name="rpo check")
     scheduler.add_job(_safely(expire_requests), IntervalTrigger(minutes=1), args=[services, _Lazy(reply_factory)],
                       id="expire restore requests", name="expire restore requests")
+    scheduler.add_job(_safely(expire_copies), IntervalTrigger(minutes=1), args=[services, _Lazy(reply_factory)],
+                      id="drop expired copies", name="drop expired copies")  # [restore] copy_ttl_hours
     return scheduler
 
 

@@ -9,6 +9,7 @@ from bot.logs import register_secrets
 from commands.chat.context import Services, build_services
 from commands.chat.reply import Notice, Reply
 from commands.pg.scratch import clean_scratch
+from commands.restore.copies import expire_copies
 from commands.restore.requests import clean_up_interrupted
 from commands.settings import Settings
 from state.approvals import mark_interrupted_requests
@@ -40,6 +41,8 @@ def start_services(settings: Settings, **overrides) -> Services:
     for line in clean_up_interrupted(services, mark_interrupted_requests(services.store)):
         log.warning("after a restart: %s", line)
     for line in clean_scratch(settings):  # after the interrupted restores stopped the clusters they started
+        log.warning("after a restart: %s", line)
+    for line in expire_copies(services):  # point-in-time copies whose [restore] copy_ttl_hours ran out meanwhile
         log.warning("after a restart: %s", line)
     for job in services.interrupted_jobs:
         log.warning("%s #%s of %s was interrupted by a restart", job.kind, job.id, job.database)

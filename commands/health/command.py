@@ -36,6 +36,7 @@ from commands.health.checks import (
     slow_statements_section,
     storage_section,
 )
+from commands.health.copies import ClusterCopy, cluster_copies
 from commands.incident.audit import record_event
 from commands.pg.snapshot import database_size
 from commands.redact import redact
@@ -175,7 +176,16 @@ class ProductionCopy:
         return f"{self.dbname} created by restore request #{self.request_id} on {self.created_on} — {state}"
 
 
-def production_copies(services: Services, database: str | None = None) -> list[ProductionCopy]:
+def production_copies(services: Services, database: str | None = None) -> list[ProductionCopy | ClusterCopy]:
+    """Every copy of production data the bot made that is not dropped yet, oldest request first: the one list
+    /backup list and the digest show. Each kind has its own source, and each copy a `request_id` and `line()`."""
+    copies: list = new_database_copies(services, database)  # restores --into NEW_DB
+    copies += cluster_copies(services, database)  # point-in-time clusters left running
+    # HOOK: the logical kept databases (backupbot_prev_* of replacing restores, --to ... --into copies) join here
+    return sorted(copies, key=lambda c: c.request_id)
+
+
+def new_database_copies(services: Services, database: str | None = None) -> list[ProductionCopy]:
     """Databases created by succeeded restore requests that still exist (or whose server did not answer)."""
     latest: dict[tuple[str, str], object] = {}
     for row in new_database_restores(services.store, database):

@@ -11,7 +11,8 @@ by its group or others is refused. Files are created 0600.
 
 A killed bot cleans nothing, so `clean_scratch()` runs at start (under the instance lock, after
 interrupted restores were handled): everything there goes, except the point-in-time copies that
-were restored and verified, which stay the user's until they remove them.
+were restored and verified, which stay until `/restore drop-copy` or `[restore] copy_ttl_hours`
+drops them (commands/restore/copies.py).
 """
 
 from __future__ import annotations
@@ -140,17 +141,18 @@ def private_file(path: Path):
 def keep(path: Path) -> None:
     """Mark a job folder as a result to keep (a verified point-in-time copy) across restarts."""
     with private_file(Path(f"{path}{KEEP_SUFFIX}")) as marker:
-        marker.write(b"restored and verified; remove this folder and this file when done with the copy\n")
+        marker.write(b"restored and verified; `/restore drop-copy` or [restore] copy_ttl_hours removes it\n")
 
 
-def remove_job(settings, path: Path) -> bool:
-    """Stop a server still running in the job folder `path`, then delete it; only ever a folder
-    directly in this instance's root (never a live cluster elsewhere)."""
+def remove_job(settings, path: Path, mode: str = "immediate") -> bool:
+    """Stop a server still running in the job folder `path` (pg_ctl stop -m `mode`, as the folder's
+    owner), then delete it; only ever a folder directly in this instance's root (never a live cluster
+    elsewhere)."""
     path = Path(path)
     if path.parent != scratch_root(settings) or path.is_symlink() or not path.is_dir():
         return False
     if (path / "postmaster.pid").exists():
-        argv = [pg_bin("pg_ctl"), "-D", str(path), "-m", "immediate", "-w", "stop"]
+        argv = [pg_bin("pg_ctl"), "-D", str(path), "-m", mode, "-w", "stop"]
         owner = os.stat(path).st_uid
         if owner != os.geteuid():
             argv = ["runuser", "-u", pwd.getpwuid(owner).pw_name, "--", *argv]

@@ -18,6 +18,7 @@ from commands.chat.reply import Notice, Reply
 from commands.errors import NotAllowedError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.pg.restore.databases import validate_database_name
+from commands.restore.copies import DropCopyRequest, execute_drop_copy, parse_drop_copy
 from commands.restore.pitr_plan import PointInTimeMessage, PointInTimeRequest, build_pitr_plan, parse_time
 from commands.restore.plan import RestorePlanMessage, RestoreRequest, build_plan, plan_message
 from commands.restore.requests import submit_plan
@@ -33,6 +34,7 @@ USAGE = (
     "  (point in time, pgBackRest)\n"
     "`/restore physical BACKUP_ID|LABEL|latest [DB] [--dry-run]`\n"
     "`/restore cancel REQUEST_ID`\n"
+    "`/restore drop-copy ID`  (stop and remove a point-in-time copy; `/backup list` lists them)\n"
     "`/restore help`\n"
     "Roles a restore creates are never given SUPERUSER, CREATEROLE, REPLICATION, BYPASSRLS or membership in "
     "pg_execute_server_program, pg_read_server_files, pg_write_server_files, pg_read_all_data or pg_write_all_data "
@@ -60,6 +62,8 @@ def parse_restore(text: str, services: Services):
         if len(args.words) != 1 or not is_number(args.words[0].lstrip("#")):
             raise UsageError(f"cancel needs a request number, like `/restore cancel 3`\n{USAGE}")
         return CancelRequest(int(args.words[0].lstrip("#")))
+    if sub == "drop-copy":
+        return parse_drop_copy(words[1] if len(words) > 1 else "", USAGE)
     if sub == "physical":
         args = parse_args(words[1] if len(words) > 1 else "", {"--dry-run": "bool"}, USAGE)
         if not args.words or len(args.words) > 2:
@@ -139,4 +143,4 @@ def execute_cancel(services: Services, request: CancelRequest, actor: Actor, rep
 
 
 EXECUTORS = {RestoreRequest: execute_restore, PointInTimeRequest: execute_restore, CancelRequest: execute_cancel,
-             HelpRequest: execute_help}
+             DropCopyRequest: execute_drop_copy, HelpRequest: execute_help}

@@ -45,6 +45,7 @@ from state import jobs as job_state
 from state.physical_backups import (
     set_physical_verification,
 )
+from state.restored_clusters import RestoredClusterRow, add_restored_cluster
 from state.statuses import JobStatus, Verification
 from state.store import iso
 
@@ -98,8 +99,11 @@ def _pitr_in_run(services: Services, row, plan: PointInTimePlan, run: Run, threa
         if plan.into:
             copy_into_new_database(services, plan, restored, row, actor, thread, step)
             restored.stop_and_remove()
-        else:  # the copy stays up for the user: kept by clean_scratch at start
+        else:  # the copy stays up for the user until dropped: kept by clean_scratch at start, listed until then
             scratch.keep(restored.datadir)
+            add_restored_cluster(services.store, RestoredClusterRow(
+                request_id=row.id, database=plan.database, datadir=str(restored.datadir), port=restored.port,
+                requested_by=row.requester, started_at=iso(services.clock())))
         # the incident's data-loss window is measured from the recovery target, not from a dump's time
         record_event(services, "restore.verified", database=plan.database, actor=actor,
                      text=f"Restore request #{row.id} verification passed (point in time)",
@@ -118,8 +122,11 @@ def _pitr_in_run(services: Services, row, plan: PointInTimePlan, run: Run, threa
     else:
         result.update(ok=True, restore_seconds=round(seconds, 3), port=restored.port, datadir=str(restored.datadir))
         where = f"on 127.0.0.1:{restored.port}"
-        note = (f"The restored cluster runs on 127.0.0.1:{restored.port} ({restored.datadir}); connect with the "
-                "database's own credentials. When done, stop it (`pg_ctl -D DATADIR stop`) and remove DATADIR and DATADIR.keep.")
+        ttl = human_duration(services.settings.restore.copy_ttl_hours * 3600)
+        note = (f"The restored cluster (copy #{row.id}) runs on 127.0.0.1:{restored.port}, with archiving off and "
+                "without the live cluster's scheduled jobs; connect with the database's own credentials. When done, "
+                f"`/restore drop-copy {row.id}` stops and removes it; otherwise it is dropped in {ttl} "
+                "([restore] copy_ttl_hours).")
     request_state.finish_request(services.store, row.id, request_state.SUCCEEDED, result)
     run.succeed(f"Restore request #{row.id}: point-in-time restore of {plan.database}"
                 + (f" to {plan.target_time}" if plan.target_time else "") + " succeeded",

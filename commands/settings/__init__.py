@@ -25,6 +25,7 @@ from commands.settings.databases import DatabaseConfig, PgBackRestSettings, pars
 from commands.settings.health import HealthSettings, parse_health
 from commands.settings.incidents import IncidentSettings, parse_incidents
 from commands.settings.jobs import JobsConfig, parse_jobs
+from commands.settings.restore import RestoreSettings, parse_restore
 from commands.settings.retention import RetentionRules, parse_retention
 from commands.settings.schedules import ScheduledJob, parse_schedules
 from commands.settings.state import StateConfig, parse_state
@@ -35,13 +36,13 @@ from commands.signing import KEY_ENV, Keyring
 
 __all__ = [
     "AccessConfig", "AlertsConfig", "ChannelsConfig", "DatabaseConfig", "HealthSettings", "IncidentSettings",
-    "JobsConfig", "PgBackRestSettings", "RetentionRules", "ScheduledJob", "Settings", "StateConfig", "StorageConfig",
-    "TargetConfig", "load_settings", "parse_settings",
+    "JobsConfig", "PgBackRestSettings", "RestoreSettings", "RetentionRules", "ScheduledJob", "Settings", "StateConfig",
+    "StorageConfig", "TargetConfig", "load_settings", "parse_settings",
 ]
 
 KNOWN_SECTIONS = {
     "state", "storage", "databases", "access", "channels", "alerts", "schedules", "retention", "health",
-    "incidents", "jobs", "targets",
+    "incidents", "jobs", "targets", "restore",
 }
 T = TypeVar("T")
 
@@ -63,6 +64,7 @@ class Settings:
     retention: Mapping[str, RetentionRules] = field(default_factory=dict)  # per configured database
     health: HealthSettings = field(default_factory=HealthSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)  # [restore] copy_ttl_hours
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)  # servers that may receive restores
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
@@ -141,6 +143,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
         retention=parse_retention(section(raw, "retention"), databases),
         health=parse_health(section(raw, "health"), env),
         incidents=parse_incidents(section(raw, "incidents")),
+        restore=parse_restore(section(raw, "restore")),
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
         slack_app_token=env.get("SLACK_APP_TOKEN") or None,

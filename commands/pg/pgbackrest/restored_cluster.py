@@ -2,6 +2,10 @@
 
 The copy runs with archiving off, so it never pushes WAL into the same stanza, and as root it runs
 as the same user as pgBackRest, so every file of the repository and the copy stays owned by one user.
+It listens on 127.0.0.1 only, and it does not do the live cluster's work: the preload libraries that
+run jobs or replicate (pg_cron, pg_partman_bgw, pglogical, ...) are not loaded, TimescaleDB (kept, or
+its tables could not be read) gets no background workers, and no logical replication worker starts,
+so a copy neither runs yesterday's scheduled jobs against itself nor takes a subscription's slot.
 """
 
 from __future__ import annotations
@@ -46,6 +50,49 @@ def _run_as(argv: list[str], user: str | None, timeout: float) -> subprocess.Com
 
 
 _MARK = "# backupbot: restored copy settings"
+# preload libraries whose background workers do the live cluster's work: scheduled jobs, partition
+# maintenance, replication, table rewrites, statistics snapshots written into tables
+JOB_LIBRARIES = frozenset({"pg_cron", "pg_partman_bgw", "pglogical", "pg_squeeze", "powa"})
+
+
+def library_name(entry: str) -> str:
+    """`$libdir/pg_cron.so` -> `pg_cron`: how an entry of shared_preload_libraries names its library."""
+    name = entry.strip().strip('"').rsplit("/", 1)[-1]
+    return name.removesuffix(".so")
+
+
+def copy_preload(inherited: str) -> tuple[str, ...]:
+    """The entries of the inherited shared_preload_libraries a copy may load: all but JOB_LIBRARIES."""
+    entries = [e.strip() for e in inherited.split(",") if e.strip()]
+    return tuple(e for e in entries if library_name(e) not in JOB_LIBRARIES)
+
+
+def copy_settings(port: int, preload: tuple[str, ...]) -> list[str]:
+    """The lines appended to the copy's postgresql.auto.conf (read last, so they win)."""
+    quoted = ",".join(preload).replace("'", "''")
+    lines = [
+        "listen_addresses = '127.0.0.1'",
+        f"port = {port}",
+        "unix_socket_directories = ''",  # TCP on 127.0.0.1 only: no socket file in a shared folder
+        "archive_mode = off",
+        "archive_command = ''",
+        "hot_standby = on",
+        "logging_collector = off",
+        f"shared_preload_libraries = '{quoted}'",
+        "max_logical_replication_workers = 0",  # the live cluster's subscriptions stay idle in a copy
+    ]
+    if any(library_name(e) == "timescaledb" for e in preload):
+        lines.append("timescaledb.max_background_workers = 0")  # no compression/retention policies run
+    return lines
+
+
+def inherited_preload(datadir: Path, owner: str | None) -> str:
+    """shared_preload_libraries as the restored configuration sets it (`postgres -C`, which reads every
+    include). '' when it cannot be read: then nothing is preloaded, the safe side."""
+    if not (datadir / "postgresql.conf").exists():
+        return ""
+    result = _run_as([pg_bin("postgres"), "-D", str(datadir), "-C", "shared_preload_libraries"], owner, 60)
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 @dataclass
@@ -110,22 +157,12 @@ def restore_args(cfg: PgBackRestConfig, datadir: Path, target_time: datetime | N
     return args
 
 
-def _write_local_settings(datadir: Path, port: int, owner: str | None) -> None:
+def _write_local_settings(datadir: Path, port: int, owner: str | None, preload: tuple[str, ...]) -> None:
     auto = datadir / "postgresql.auto.conf"
     text = auto.read_text() if auto.exists() else ""
     text = text.split(_MARK, 1)[0].rstrip("\n")
     # postgresql.auto.conf is read last, so these win over the copied postgresql.conf and its includes
-    text += "\n" + "\n".join([
-        _MARK,
-        "listen_addresses = '127.0.0.1'",
-        f"port = {port}",
-        "unix_socket_directories = ''",  # TCP on 127.0.0.1 only: no socket file in a shared folder
-        "archive_mode = off",
-        "archive_command = ''",
-        "hot_standby = on",
-        "logging_collector = off",
-        "",
-    ])
+    text += "\n" + "\n".join([_MARK, *copy_settings(port, preload), ""])
     auto.write_text(text)
     auto.chmod(0o600)
     chown(auto, owner)
@@ -189,8 +226,9 @@ def restore_to_new_datadir(cfg: PgBackRestConfig, target_time: datetime | None, 
         # a remote cluster's copy is restored here, from the repository here (restore.conf: no pg1-host)
         local = cfg.restore_side()
         run_pgbackrest(local, restore_args(local, datadir, target_time, set_label), timeout=timeout)
+        preload = copy_preload(inherited_preload(datadir, owner))
         for attempt in range(_START_ATTEMPTS):
-            _write_local_settings(datadir, restored.port, owner)
+            _write_local_settings(datadir, restored.port, owner, preload)
             logged = log_path.stat().st_size if log_path.exists() else 0
             result = _run_as([_pg_ctl(), "-D", str(datadir), "-l", str(log_path), "-w", "-t", str(int(start_timeout)),
                               "start"], owner, start_timeout + 30)
