@@ -134,3 +134,17 @@ def test_a_dr_copy_keeps_its_subscriptions_disabled_and_slot_less(tmp_path, subs
     assert subscriptions(dr_cluster.dsn("dr_sub_copy")) == [("nowhere_sub", False, None)]
     forget_subscriptions(dr_cluster.dsn("dr_sub_copy"))
     dr_cluster.drop_database("dr_sub_copy")
+
+
+def test_over_slack_the_drill_of_a_subscribed_database_posts_its_receipt(tmp_path, subscribed_dsn, pg_cluster, slack_env,
+                                                                         fake_slack, start_bot):
+    bot = start_bot(make_settings(tmp_path, subscribed_dsn, env=slack_env, databases={
+        "main": {"url_env": "DATABASE_URL", "smoke_sql": ["SELECT count(*) = 500 FROM users"]}}))
+    bot.slack.command("/backup", "main", user="U0OPS")
+    fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update")
+    bot.slack.command("/backup", "verify latest", user="U0OPS")
+    text = fake_slack.wait_for_text("Drill of backup #1 (main)", timeout=120)["text"]
+    assert "Drill of backup #1 (main) passed" in text and "(RTO)" in text and " MB/s" in text, text
+    assert "• amcheck: ok (" in text and "• assertion `SELECT count(*) = 500 FROM users`: ok (true)" in text
+    assert "and its subscription(s) nowhere_sub (disabled and slot released first" in text
+    assert scratch_databases(pg_cluster) == []
