@@ -91,3 +91,25 @@ def test_smoke_sql_must_be_a_list_of_queries(tmp_path, sample_dsn):
         make_settings(tmp_path, sample_dsn, databases={"main": {"url_env": "DATABASE_URL", "smoke_sql": "SELECT true"}})
     with pytest.raises(ConfigError, match=r"databases.main.smoke_sql"):
         make_settings(tmp_path, sample_dsn, databases={"main": {"url_env": "DATABASE_URL", "smoke_sql": [""]}})
+
+
+def test_without_a_superuser_the_amcheck_line_fails_and_says_why(pg_cluster):
+    """amcheck is not a trusted extension: a bot role that cannot install it gets a failed amcheck line
+    naming the reason, never a drill that passes unchecked."""
+    from psycopg.conninfo import make_conninfo
+
+    with pg_cluster.admin() as conn:
+        conn.execute("DROP DATABASE IF EXISTS amcheck_plain_owner")
+        conn.execute("DROP ROLE IF EXISTS amcheck_plain")
+        conn.execute("CREATE ROLE amcheck_plain LOGIN CREATEDB PASSWORD 'plain-pw'")
+        conn.execute("CREATE DATABASE amcheck_plain_owner OWNER amcheck_plain")
+    try:
+        dsn = make_conninfo(pg_cluster.dsn(), user="amcheck_plain", password="plain-pw")
+        [check] = deep_verify(dsn, "amcheck_plain_owner", [])
+        assert check.name == "amcheck" and not check.ok
+        assert 'permission denied to create extension "amcheck"' in check.detail, check.detail
+        assert "plain-pw" not in check.detail
+    finally:
+        with pg_cluster.admin() as conn:
+            conn.execute("DROP DATABASE amcheck_plain_owner")
+            conn.execute("DROP ROLE amcheck_plain")
