@@ -148,3 +148,30 @@ def test_over_slack_the_drill_of_a_subscribed_database_posts_its_receipt(tmp_pat
     assert "• amcheck: ok (" in text and "• assertion `SELECT count(*) = 500 FROM users`: ok (true)" in text
     assert "and its subscription(s) nowhere_sub (disabled and slot released first" in text
     assert scratch_databases(pg_cluster) == []
+
+
+class Killed(BaseException):
+    """The bot dying between the restore's COMMIT and the release of the copy's subscriptions."""
+
+
+def test_a_copy_left_with_its_subscription_by_a_killed_restore_is_dropped_at_restart(tmp_path, subscribed_dsn, pg_cluster,
+                                                                                     monkeypatch):
+    import commands.restore.run
+    from state import approvals as request_state
+
+    settings = make_settings(tmp_path, subscribed_dsn, access=ACCESS)
+    console = make_console(settings)
+    console.run("/backup")
+
+    def die(dsn):
+        raise Killed()
+
+    monkeypatch.setattr(commands.restore.run, "release_subscriptions", die)
+    with pytest.raises(Killed):
+        console.run("/restore 1 --into left_copy")
+    monkeypatch.undo()
+    assert subscriptions(with_dbname(subscribed_dsn, "left_copy")) == [("nowhere_sub", False, "nowhere_sub")]
+    console.services.close()  # the bot that died
+    restarted = make_console(settings)
+    assert request_state.get_request(restarted.services.store, 1).status == "interrupted"
+    assert not pg_cluster.database_exists("left_copy")
