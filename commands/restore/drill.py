@@ -1,7 +1,11 @@
-"""Restore drills: restore a backup into a scratch database, compare counts, drop it, record the RTO.
+"""Restore drills: restore a backup into a scratch database, check it, drop it, post a receipt.
 
-The scratch database's name carries a random part so it cannot collide, and it is dropped in a
-`finally`, so a failed drill leaves nothing behind either.
+The checks: row counts and NOT VALID constraints against the manifest, pg_amcheck of every table and
+B-tree index, and the operator's `smoke_sql` assertions (commands.restore.deep_verify). The receipt
+names the RTO, the MB/s, each check and what was dropped. The scratch database's name carries a
+random part so it cannot collide, its subscriptions are disabled and lose their slot right after the
+restore (commands.pg.subscriptions: nothing reaches a publisher), and it is dropped in a `finally`,
+so a failed drill leaves nothing behind either.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ from commands.incident.audit import record_event
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir
 from commands.pg.restore.databases import create_database, drop_database
 from commands.pg.restore.runner import run_restore
+from commands.pg.subscriptions import drop_subscriptions_of, release_subscriptions
 from commands.pg.tools import with_dbname
 from commands.redact import redact
+from commands.restore.deep_verify import deep_verify
 from commands.restore.pitr import PhysicalDrillRequest, execute_physical_drill
 from commands.restore.plan import find_backup
 from commands.restore.rules import drill_database_name
-from commands.restore.verify import verify_restored
-from commands.units import human_duration
+from commands.restore.verify import Check, verify_restored
+from commands.units import human_bytes, human_duration
 from state.backups import set_verification
 from state.statuses import Verification
 from state.store import iso
@@ -63,6 +69,8 @@ def parse_verify(text: str, services: Services) -> VerifyRequest | PhysicalDrill
 
 @dataclass(frozen=True)
 class DrillResult:
+    """A drill's receipt: what was restored how fast, each check it passed or failed, what it dropped."""
+
     backup_id: int
     database: str
     ok: bool
@@ -71,18 +79,36 @@ class DrillResult:
     scratch: str
     drop_error: str | None = None  # why the scratch database could not be dropped; None once it is gone
     provenance: str = ""  # how the bot knew the backup was its own (commands/backup/manifest.py)
+    size: int = 0  # the backup's bytes, for MB/s
+    checks: tuple[Check, ...] = ()  # row counts, NOT VALID constraints, amcheck, each smoke_sql assertion
+    subscriptions: tuple[str, ...] = ()  # restored subscriptions, disabled and slot-less, dropped with the database
+
+    def rate(self) -> str:
+        if not self.seconds or not self.size:
+            return ""
+        return f", {human_bytes(self.size)} at {self.size / self.seconds / 1e6:.2f} MB/s"
+
+    def receipt(self) -> list[str]:
+        lines = [f"• {c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})" for c in self.checks]
+        subs = (f" and its subscription(s) {', '.join(self.subscriptions)} (disabled and slot released first: "
+                "nothing connected to a publisher)" if self.subscriptions else "")
+        if self.drop_error is None:
+            lines.append(f"• dropped after: scratch database {self.scratch}{subs}")
+        return lines
 
     def text(self) -> str:
-        proof = f"\n{self.provenance}" if self.provenance else ""
+        proof = [self.provenance] if self.provenance else []
         if self.ok:
-            return (f":white_check_mark: Drill of backup #{self.backup_id} ({self.database}) passed: restored into a scratch "
-                    f"database in {human_duration(self.seconds)} (RTO), {self.detail}. Scratch database dropped.{proof}")
-        if self.drop_error is not None:
-            return (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: scratch database {self.scratch} "
+            head = (f":white_check_mark: Drill of backup #{self.backup_id} ({self.database}) passed: restored into a scratch "
+                    f"database in {human_duration(self.seconds)} (RTO){self.rate()}, {self.detail}. Scratch database dropped.")
+        elif self.drop_error is not None:
+            head = (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: scratch database {self.scratch} "
                     f"could NOT be dropped: {self.drop_error}; drop it by hand (DROP DATABASE {self.scratch} WITH (FORCE)). "
                     f"Restore and checks: {self.detail}. The backup is not marked verified.")
-        return (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: {self.detail}. "
-                f"Scratch database {self.scratch} dropped.")
+        else:
+            head = (f":x: Drill of backup #{self.backup_id} ({self.database}) FAILED: {self.detail}. "
+                    f"Scratch database {self.scratch} dropped.")
+        return "\n".join([head, *self.receipt(), *proof])
 
 
 def run_drill(services: Services, backup_ref: str, database: str | None, actor: Actor,
@@ -100,7 +126,7 @@ def run_drill(services: Services, backup_ref: str, database: str | None, actor: 
 
 
 def _drill_job(services: Services, record, run: Run, dsn: str, scratch: str, provenance: str) -> DrillResult:
-    seconds = None
+    seconds, checks, subscriptions = None, [], []
     try:
         with scratch_dir(services.settings) as workdir:
             artifact = fetch_artifact(services.storage, record, Path(workdir))
@@ -108,15 +134,19 @@ def _drill_job(services: Services, record, run: Run, dsn: str, scratch: str, pro
                 create_database(dsn, scratch)
                 run_restore(dsn, scratch, record, artifact, Path(workdir), secrets=run.secrets)
             seconds = run.steps["restore"]
+        # restored disabled (pg_dump writes connect = false), but still naming production's slot
+        subscriptions = release_subscriptions(with_dbname(dsn, scratch))
         checks = verify_restored(with_dbname(dsn, scratch), record, [], None)
+        checks += deep_verify(dsn, scratch, services.settings.database(record.database).smoke_sql, run.secrets)
         failed = [c for c in checks if not c.ok]
         ok = not failed
-        detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or checks))
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or checks[:1]))
     except Exception as exc:
         ok, detail = False, error_text(exc, run.secrets, limit=None)
     finally:
         drop_error = None
         try:
+            subscriptions = drop_subscriptions_of(dsn, scratch) or subscriptions  # DROP DATABASE refuses them
             drop_database(dsn, scratch)
         except Exception as exc:  # reported, never hidden: a scratch database is left behind
             drop_error = redact(str(exc) or type(exc).__name__, run.secrets)
@@ -125,7 +155,8 @@ def _drill_job(services: Services, record, run: Run, dsn: str, scratch: str, pro
         error = f"could not drop {scratch}: {drop_error}; restore and checks: {detail}"
     else:
         error = None if ok else detail
-    result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error, provenance)
+    result = DrillResult(record.id, record.database, ok, seconds, detail, scratch, drop_error, provenance,
+                         record.size, tuple(checks), tuple(subscriptions))
     run.finish(ok, error, result.text(), {"backup_id": record.id, "rto_seconds": seconds},
                also=lambda: set_verification(services.store, record.id, Verification.VERIFIED if ok else Verification.FAILED,
                                              iso(services.clock()), round(seconds, 3) if ok and seconds is not None else None))

@@ -31,8 +31,9 @@ from commands.pg import snapshot as pg_snapshot
 from commands.pg.pgbackrest.restored_cluster import RestoredCluster, restore_to_new_datadir
 from commands.pg.pgbackrest.runner import verify_repo
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir
-from commands.pg.restore.databases import create_database, drop_database
+from commands.pg.restore.databases import create_database
 from commands.pg.restore.runner import run_restore
+from commands.pg.subscriptions import drop_restored_database, release_subscriptions
 from commands.pg.tools import pg_bin, with_dbname
 from commands.redact import redact
 from commands.restore.pitr_plan import find_physical_backup, pitr_message
@@ -165,12 +166,13 @@ def copy_into_new_database(services: Services, plan: PointInTimePlan, restored: 
             created = True
             run_restore(server_dsn, plan.into, record, artifact, Path(workdir),
                         secrets=services.secrets() + [server_dsn])
+            release_subscriptions(with_dbname(server_dsn, plan.into))  # a copy: never reaches a publisher
         checks = verify_restored(with_dbname(server_dsn, plan.into), record, [], None)
         if any(not c.ok for c in checks):
             raise BackupbotError("the copy did not verify: " + checks_text(checks))
     except BaseException:
         if created:
-            drop_database(server_dsn, plan.into)
+            drop_restored_database(server_dsn, plan.into)
         raise
     step("copy", time.monotonic() - started, f"backup #{record.id} of the restored database into new database "
          f"{plan.into_target}; {checks_text(checks)}")

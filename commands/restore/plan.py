@@ -22,6 +22,7 @@ from commands.pg.restore.databases import database_exists
 from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
+from commands.restore.dependents import refuse_dependents
 from commands.restore.pitr_plan import PointInTimeMessage
 from commands.restore.plans import LogicalPlan, PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
@@ -146,6 +147,8 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
     target_dsn = with_dbname(dsn, target_dbname)
     server_version = check_server_versions(dsn, record)
     exists = database_exists(dsn, target_dbname)
+    if tables and exists:  # what depends on them there would fail the restore after approval
+        refuse_dependents(target_dsn, target_dbname, tables, record)
     planned = () if request.no_owner else roles_to_create(dsn, record)
     refuse_privileged(planned, request.allow_privileged_roles, f"backup #{record.id}",
                       f"target {request.to}" if request.to else f"{database}'s server",

@@ -14,7 +14,8 @@ from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, check_can_collect_reactions
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
-from commands.pg.restore.databases import database_exists, databases_like, drop_database
+from commands.pg.restore.databases import database_exists, databases_like
+from commands.pg.subscriptions import drop_restored_database
 from commands.redact import redact
 from commands.restore.pitr import remove_restored_copy
 from commands.restore.plan import RestoreRequest, build_plan, plan_message
@@ -122,7 +123,7 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
                     dsn = (services.settings.target(pitr.server).require_url() if pitr.server
                            else services.settings.database(pitr.database).require_url())
                     if database_exists(dsn, pitr.into):
-                        drop_database(dsn, pitr.into)
+                        drop_restored_database(dsn, pitr.into)
                         removed.append(f"dropped {pitr.into}, which it had created")
                 done += [f"restore request #{row.id}: {what}" for what in removed]
                 continue
@@ -133,7 +134,7 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
             if plan.method == NEW_DATABASE and database_exists(dsn, plan.target_dbname):
                 leftovers.append(plan.target_dbname)
             for name in leftovers:
-                drop_database(dsn, name)
+                drop_restored_database(dsn, name)  # its subscriptions first, never reaching a publisher
                 done.append(f"restore request #{row.id}: dropped {name}, which it had created")
         except Exception as exc:  # reported, never hidden: an admin may have to drop it by hand
             done.append(f"restore request #{row.id}: could not clean up ({redact(str(exc), services.secrets())})")

@@ -20,9 +20,10 @@ from commands.errors import AlreadyRunningError, BackupbotError
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir
-from commands.pg.restore.databases import create_database, drop_database, swap_databases
+from commands.pg.restore.databases import create_database, swap_databases
 from commands.pg.restore.runner import run_restore
 from commands.pg.roles import create_roles, parse_definitions
+from commands.pg.subscriptions import drop_restored_database, release_subscriptions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.redact import redact
 from commands.restore.pitr import run_pitr_request
@@ -157,6 +158,7 @@ class RestoreRun:
                             tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_, no_owner=plan.no_owner,
                             server_major=self.server_major)
                 self.target_changed = plan.method != NEW_DATABASE  # run_restore returns only after COMMIT
+                self.release_copy_subscriptions()
             seconds = time.monotonic() - started
             tool = tool_version(pg_bin_for("pg_restore", self.server_major)) if self.server_major else None
             self.step("restore", seconds, f"{record.format} into {plan.target}" + (f" with pg_restore {tool}" if tool else "")
@@ -170,6 +172,17 @@ class RestoreRun:
         checks = verify_restored(self.target_dsn, record, list(plan.tables), health_url)
         self.step("verify", time.monotonic() - started, checks_text(checks))
         return checks
+
+    def release_copy_subscriptions(self) -> None:
+        """A copy (--into another database, or onto another server) keeps its subscriptions disabled and
+        without a slot: enabling or dropping one must never touch production's publisher slot."""
+        plan = self.plan
+        if not plan.server and plan.target_dbname == pg_snapshot.dbname_of(self.dsn):
+            return  # the database itself, restored in place: its subscriptions are its own
+        released = release_subscriptions(self.target_dsn)
+        if released:
+            self.step("subscriptions", 0, f"{', '.join(released)} left disabled with slot_name = NONE in "
+                      f"{plan.target_dbname}: the copy never connects to a publisher")
 
     def create_roles(self) -> None:
         """From the approved plan's definitions; privileges are checked again against the server as it is."""
@@ -230,7 +243,7 @@ class RestoreRun:
         created = ([plan.target_dbname] if self.created_target else []) + ([self.created_side] if self.created_side else [])
         for name in created:
             try:  # a database this request created holds nothing anyone needs: remove it
-                drop_database(self.dsn, name)
+                drop_restored_database(self.dsn, name)
             except Exception:
                 log.exception("could not drop %s after a failed restore", name)
         self.result.update(ok=False, error=reason, snapshot_id=self.snapshot_id)

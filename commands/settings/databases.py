@@ -9,6 +9,7 @@ url_env = "DATABASE_URL"
 health_url = "https://app.example.com/healthz"    # optional, checked after a restore
 heartbeat_url = "https://hc-ping.com/UUID"        # optional, pinged after each scheduled backup
 pgbackrest = { stanza = "main", repo_path = "/var/lib/pgbackrest", pg_path = "/var/lib/postgresql/16/main" }
+smoke_sql = ["SELECT count(*) > 0 FROM users"]    # optional: queries a drill's copy must answer true
 ```
 
 A database on another host adds `pg_host` (and the TLS keys of PGBACKREST_TLS_KEYS): the bot then drives
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from commands.errors import ConfigError
 from commands.settings.values import ENV_RE, http_url, known_keys, named_tables, string, whole_number
 
-DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest")
+DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest", "smoke_sql")
 PGBACKREST_STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as commands.pg.pgbackrest checks it
 PGBACKREST_TLS_KEYS = ("pg_host", "pg_host_port", "pg_host_cn", "pg_host_config", "repo_host", "tls_ca_file", "tls_cert_file",
                        "tls_key_file", "tls_server_address", "tls_server_port")
@@ -84,6 +85,7 @@ class DatabaseConfig:
     url: str | None = None  # resolved from url_env; never logged
     heartbeat_url: str | None = None  # pinged after each successful scheduled backup (healthchecks.io-style)
     pgbackrest: PgBackRestSettings | None = None  # physical backups and WAL archiving (see parse_pgbackrest)
+    smoke_sql: tuple[str, ...] = ()  # the operator's assertions on a restored copy: each must return true
 
     def require_url(self) -> str:
         if not self.url:
@@ -106,8 +108,19 @@ def parse_databases(tables: Mapping, env: Mapping[str, str]) -> dict[str, Databa
             name=name, url_env=url_env, health_url=http_url(table, where, "health_url", secret=False),
             url=env.get(url_env), heartbeat_url=http_url(table, where, "heartbeat_url"),
             pgbackrest=parse_pgbackrest(table.get("pgbackrest"), f"{where}.pgbackrest"),
+            smoke_sql=parse_smoke_sql(table, where),
         )
     return databases
+
+
+def parse_smoke_sql(table: Mapping, where: str) -> tuple[str, ...]:
+    """`smoke_sql = ["SELECT ...", ...]`: queries that must each return one row whose first column is
+    true, run read-only on a drill's (or a side database's) restored copy (commands.restore.deep_verify)."""
+    value = table.get("smoke_sql", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}.smoke_sql: expected a list of SQL queries, each returning true, "
+                          'like ["SELECT count(*) > 0 FROM users"]')
+    return tuple(v.strip() for v in value)
 
 
 def parse_pgbackrest(value, where: str) -> PgBackRestSettings | None:

@@ -93,7 +93,7 @@ def run_in_transaction(env: dict[str, str], prologue: sql.Composable, dump_file:
         source = subprocess.Popen(dump_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=env, preexec_fn=die_with_parent)
         source_tail = StderrTail(source.stderr)
-    commit_sent = False
+    commit_sent = killed = False
     try:
         try:
             psql.stdin.write(b"BEGIN;\n" + prologue.as_string(None).encode())
@@ -113,11 +113,15 @@ def run_in_transaction(env: dict[str, str], prologue: sql.Composable, dump_file:
                 pass
     finally:
         if source is not None and source.poll() is None:
-            source.kill()
+            source.kill()  # psql stopped first: pg_restore would block on a pipe nobody reads
+            killed = True
         psql_code = psql.wait()
         source_code = source.wait() if source is not None else 0
-    # the source's own failure comes first: psql's complaint about a cut-off stream is only its echo
-    if source_code != 0 and not (psql_code != 0 and source_code == -signal.SIGPIPE):
+    # the source's own failure comes first: psql's complaint about a cut-off stream is only its echo;
+    # but a pg_restore that died of SIGPIPE, or that the bot killed because psql had stopped, only
+    # echoes psql's error, which is the one the report names
+    source_echoes_psql = psql_code != 0 and (source_code == -signal.SIGPIPE or (killed and source_code == -signal.SIGKILL))
+    if source_code != 0 and not source_echoes_psql:
         detail = last_lines(redact(source_tail.text(), secrets), 4)
         what = f"was killed by signal {-source_code}" if source_code < 0 else f"exited with status {source_code}"
         raise DumpError(f"pg_restore {what}; the transaction was rolled back, nothing was changed"
