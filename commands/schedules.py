@@ -20,6 +20,7 @@ from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, ping_heartbeat
 from commands.errors import BackupbotError
 from commands.health.command import check_database, copies_lines, production_copies
+from commands.incident.alarms import clear_alarm, raise_alarm
 from commands.incident.audit import record_event
 from commands.pg.pgbackrest.archiver import archiver_status
 from commands.redact import redact
@@ -58,9 +59,22 @@ def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> JobSta
         problem = f"{type(exc).__name__}: {exc}"
     status = JobStatus.FAILED if problem else JobStatus.SUCCEEDED
     health_state.finish_run(services.store, run_id, iso(services.clock()), status, problem)
-    if problem:
+    if job.kind in ALARMING:  # a failed backup or drill opens (or adds to) the database's alert incident
+        key = f"scheduled:{job.name}"
+        if problem:
+            health_state.set_alert(services.store, key, True, iso(services.clock()))
+            raise_alarm(services, reply, job.database, f"scheduled {job.name} failed",
+                        text=f":rotating_light: Scheduled {job.name} failed: {problem}",
+                        evidence={"alarm": key, "schedule": job.name, "run_id": run_id, "error": problem})
+        elif health_state.set_alert(services.store, key, False, iso(services.clock())):
+            clear_alarm(services, reply, job.database, f":white_check_mark: Scheduled {job.name} succeeded again.",
+                        evidence={"alarm": key, "run_id": run_id})
+    elif problem:
         alert(services, reply, f":rotating_light: Scheduled {job.name} failed: {problem}")
     return status
+
+
+ALARMING = frozenset({"backup", "physical", "drill"})
 
 
 def alert(services: Services, reply: Reply, text: str, database: str | None = None) -> None:
@@ -174,7 +188,7 @@ def check_rpo(services: Services, reply: Reply) -> list[str]:
             else:
                 text = (f":white_check_mark: {database} is within its RPO again: "
                         f"backup #{backups[0].id} at {backups[0].created_at}.")
-            if fire(services, reply, f"rpo:{database}", breached, text, database, now):
+            if fire(services, reply, f"rpo:{database}", breached, text, database, now, problem="RPO breached"):
                 posted.append(text)
         if services.settings.database(database).pgbackrest is not None:
             posted += check_archiving(services, reply, database, now)
@@ -198,14 +212,20 @@ def check_archiving(services: Services, reply: Reply, database: str, now: dateti
     text = (f":rotating_light: {database}: {problem}; point-in-time recovery loses everything after the last "
             f"archived segment (limit {human_duration(limit)})" if problem else
             f":white_check_mark: {database}: WAL archiving is back within {human_duration(limit)}.")
-    return [text] if fire(services, reply, f"archive:{database}", problem is not None, text, database, now) else []
+    return [text] if fire(services, reply, f"archive:{database}", problem is not None, text, database, now,
+                          problem=problem) else []
 
 
-def fire(services: Services, reply: Reply, key: str, firing: bool, text: str, database: str, now: datetime) -> bool:
-    """Post an alert whose state already changed; when it cannot be posted, put the state back so the
-    next minute's check tries again (an alert is never lost to one failed post)."""
+def fire(services: Services, reply: Reply, key: str, firing: bool, text: str, database: str, now: datetime,
+         problem: str | None = None) -> bool:
+    """Raise (or clear) an alarm whose state already changed; when it cannot be posted, put the state back
+    so the next minute's check tries again (an alert is never lost to one failed post)."""
     try:
-        alert(services, reply, text, database)
+        if firing:
+            raise_alarm(services, reply, database, problem or key, text=text,
+                        evidence={"alarm": key, "since": iso(now), "alert": text})
+        else:
+            clear_alarm(services, reply, database, text, evidence={"alarm": key, "at": iso(now)})
         return True
     except Exception:
         log.exception("could not post the %s alert; it is tried again at the next check", key)
