@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from commands.backup.command import BackupRequest, execute_backup
+from commands.backup.holds import ceiling_lines, hold_labels
 from commands.backup.physical import PhysicalBackupRequest, execute_physical_backup
 from commands.backup.prune import prune
+from commands.backup.retention import ceiling_warnings
 from commands.backup.state_copy import copy_now as copy_state_now
 from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, ping_heartbeat
@@ -112,7 +114,9 @@ def _physical(services: Services, reply: Reply, job: ScheduledJob) -> str | None
 def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     report = prune(services, job.database, dry_run=False)
     if report.blocked:
-        return f"retention of {job.database} deleted nothing: {report.blocked}"
+        gone = [d for d in report.decisions if not d.keep]
+        return (f"retention of {job.database} deleted "
+                + (f"only the {len(gone)} backup(s) past max_age_days" if gone else "nothing") + f": {report.blocked}")
     if report.errors:
         return "; ".join(report.errors)
     return None
@@ -192,6 +196,36 @@ def check_rpo(services: Services, reply: Reply) -> list[str]:
                 posted.append(text)
         if services.settings.database(database).pgbackrest is not None:
             posted += check_archiving(services, reply, database, now)
+        posted += check_ceiling(services, reply, database, now)
+    return posted
+
+
+def check_ceiling(services: Services, reply: Reply, database: str, now: datetime) -> list[str]:
+    """Days before a backup with nothing newer to replace it reaches max_age_days, alert once and open an
+    incident: at the ceiling it is deleted unless a legal hold names it. The alarm clears when it is
+    replaced, held or gone."""
+    rules = services.settings.retention_for(database)
+    records = list_backups(services.store, database)
+    warned = {record.id: (record, due) for record, due in
+              ceiling_warnings(records, rules, now, hold_labels(services, database))}
+    posted = []
+    for backup_id, (record, due) in warned.items():
+        key = f"ceiling:{database}:{backup_id}"
+        if not health_state.set_alert(services.store, key, True, iso(now)):
+            continue
+        text = (f":rotating_light: {database}: backup #{backup_id} ({record.created_at}, {record.verification}) reaches "
+                f"the {rules.max_age_days}-day ceiling at {iso(due)} (in {human_duration((due - now).total_seconds())}) "
+                "with nothing newer to replace it; it is deleted then unless a legal hold names it: "
+                f"`/backup keep {backup_id} --reason TEXT`.")
+        if fire(services, reply, key, True, text, database, now, problem=f"backup #{backup_id} reaches the ceiling"):
+            posted.append(text)
+    for key in health_state.firing_keys(services.store, f"ceiling:{database}:"):
+        backup_id = int(key.rsplit(":", 1)[1])
+        if backup_id in warned or not health_state.set_alert(services.store, key, False, iso(now)):
+            continue
+        text = f":white_check_mark: {database}: backup #{backup_id} is no longer about to reach the ceiling unreplaced."
+        if fire(services, reply, key, False, text, database, now):
+            posted.append(text)
     return posted
 
 
@@ -274,6 +308,7 @@ def build_digest(services: Services) -> Digest:
             f"  failures since the previous digest: {len(failures)}",
         ]
         lines += copies_lines(production_copies(services, database), indent="  ")  # until they are dropped
+        lines += ceiling_lines(services, database, now)  # legal holds, and what the ceiling deletes next
         if services.settings.database(database).pgbackrest is not None:
             lines.append(f"  WAL archiving (the real RPO): {archiving_text(services, database)}")
     return Digest(tuple(lines))

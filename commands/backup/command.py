@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from commands.backup.holds import ceiling_lines
 from commands.backup.manifest import manifest_bytes
 from commands.backup.physical import physical_list_line
 from commands.backup.state_copy import after_job as copy_state_after_job
@@ -347,6 +348,8 @@ def execute_backup_list(services: Services, request: BackupListRequest, actor: A
     backups = tuple(list_catalog(services.store, request.database, limit=request.limit))
     result = BackupList(database=request.database, backups=backups, now=services.clock())
     copies = copies_lines(production_copies(services, request.database))  # restores --into a new database
+    for database in [request.database] if request.database else list(services.settings.databases):
+        copies += ceiling_lines(services, database, result.now, indent="")  # legal holds, the ceiling's next
     reply.ephemeral(Notice("\n".join([result.text(), *copies])) if copies else result)
     return result
 
