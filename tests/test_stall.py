@@ -98,3 +98,40 @@ def test_stall_minutes_is_checked():
     assert parse_settings({"jobs": {"stall_minutes": 5}}, {}).jobs.stall_minutes == 5
     with pytest.raises(ConfigError, match="jobs.stall_minutes: expected a whole number from 1 to 1440, got 0"):
         parse_settings({"jobs": {"stall_minutes": 0}}, {})
+
+
+def test_a_table_restore_waiting_on_a_lock_is_stopped_rolled_back_and_alerted(tmp_path, sample_dsn):
+    from tests.test_restore import ACCESS, approve, message_id
+
+    clock = FakeClock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    console = make_console(make_settings(tmp_path, sample_dsn, access=ACCESS, channels={"alerts": "C0ALERTS"},
+                                         jobs={"stall_minutes": 5}), clock=clock)
+    assert "succeeded" in console.run("/backup")
+    with psycopg.connect(sample_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM public.abandoned_carts WHERE id <= 100")
+    request = message_id(console.run("/restore 1 --tables abandoned_carts"), "Restore request #1")
+    holder = psycopg.connect(sample_dsn, application_name="analyst-session")
+    try:
+        holder.execute("LOCK TABLE abandoned_carts IN ROW EXCLUSIVE MODE")  # blocks DROP, not pg_dump's read
+        out: list[str] = []
+        approval = threading.Thread(target=lambda: out.append(approve(console, request, "U0APP3")))
+        approval.start()
+        with psycopg.connect(sample_dsn, autocommit=True) as conn:
+            wait_for(lambda: conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'backupbot restore #%' "
+                                          "AND wait_event_type = 'Lock'").fetchone(), "the restore to wait on the lock")
+        [dog] = stall.active()
+        clock.advance(minutes=5, seconds=1)
+        assert dog.check() is True
+        approval.join(30)
+        assert not approval.is_alive()
+        [text] = out
+        assert "Restore request #1 failed: stalled: restore #" in text and "moved no bytes for 5m01s" in text
+        assert f"held by pid {holder.info.backend_pid} (user postgres, application analyst-session" in text
+        assert holder.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted").fetchone()[0] > 0
+    finally:
+        holder.rollback()
+        holder.close()
+    with psycopg.connect(sample_dsn) as conn:  # the restore's transaction was rolled back: nothing changed
+        assert conn.execute("SELECT count(*) FROM public.abandoned_carts").fetchone()[0] == 700
+    incident = incident_state.open_incident_in(console.services.store, "C0ALERTS")
+    assert incident is not None and incident.title.startswith("main: restore #") and incident.title.endswith("stalled")

@@ -31,7 +31,7 @@ from commands.pg.dump import FORMATS, DumpFormat, RowCounter, dump_argv, run_pg_
 from commands.pg.globals import dump_globals, role_definitions, roles_in_database
 from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
-from commands.pg.waits import describe_waits, end_own_sessions, job_application_name
+from commands.pg.waits import JobSessions
 from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
 from state.backups import FULL_KINDS, PHYSICAL, Backup, BackupRecord, add_backup, list_catalog
@@ -274,17 +274,8 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         status = replace(status, database_size=database_size)
 
-        appname = job_application_name("backup", job_id)
-        env = {**pg_env(dsn), "PGAPPNAME": appname}  # the watchdog finds pg_dump's session by it
-        children: list = []
-
-        def stop() -> None:  # the job's own pg_dump and its session; never the one it waits for
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-            end_own_sessions(dsn, appname)
-
-        dog = watchdog(lambda: describe_waits(dsn, appname), stop)
+        sessions = JobSessions(dsn, "backup", job_id)  # the watchdog finds pg_dump's session by its name
+        dog = watchdog(sessions.describe, sessions.stop)
 
         def progress(raw: int, elapsed: float) -> None:
             dog.moved(raw)
@@ -295,7 +286,7 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         writer = services.storage.open_writer(key, expected_size=database_size)
         argv = dump_argv(fmt, snapshot, tables if request.tables else [], request.schema_only, binary=pg_dump)
         with dog:
-            outcome = run_pg_dump(argv, env, fmt, writer, on_progress=progress, on_start=children.append,
+            outcome = run_pg_dump(argv, sessions.env(pg_env(dsn)), fmt, writer, on_progress=progress, on_start=sessions.child,
                                   progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to,
                                   row_counter=row_counter)
         counts = outcome.row_counts or {}

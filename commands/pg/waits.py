@@ -59,3 +59,35 @@ def end_own_sessions(dsn: str, application_name: str, connect_timeout: int = 10)
         rows = conn.execute("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE application_name = %s AND pid <> pg_backend_pid()", [application_name]).fetchall()
     return [pid for pid, _ in rows]
+
+
+class JobSessions:
+    """One job's children and server sessions, found by its application_name: what the stall watchdog
+    describes (`describe`) and ends (`stop`). The tools report the bytes they move through `moved`."""
+
+    def __init__(self, dsn: str, kind: str, job_id: int | None):
+        self.dsn = dsn
+        self.application_name = job_application_name(kind, job_id)
+        self.children: list = []
+        self.on_bytes = None  # the watchdog's `moved`, set once it exists
+
+    def child(self, proc) -> None:
+        self.children.append(proc)
+
+    def moved(self, total_bytes: int) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(total_bytes)
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, "PGAPPNAME": self.application_name}
+
+    def describe(self) -> str | None:
+        return describe_waits(self.dsn, self.application_name)
+
+    def stop(self) -> None:
+        """The job's own processes, then its own sessions (a killed client's backend can wait on its lock
+        for hours); never the session it waited for."""
+        for proc in self.children:
+            if proc.poll() is None:
+                proc.kill()
+        end_own_sessions(self.dsn, self.application_name)
