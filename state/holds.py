@@ -69,6 +69,12 @@ def active_holds(store: Store, database: str | None = None) -> dict[int, Hold]:
     return held
 
 
+def due_to_expire(store: Store, now_iso: str) -> list[Hold]:
+    with store.db() as db:
+        rows = list(db.query("SELECT * FROM legal_holds WHERE status = ? AND expires_at <= ?", [HoldStatus.PENDING, now_iso]))
+    return [Hold(**r) for r in rows]
+
+
 def vote(store: Store, hold_id: int, user: str, added: bool, at: str) -> list[str]:
     """Add or withdraw `user`'s approval while the hold is pending; returns the approvers now counted."""
     with store.immediate() as db:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from commands.backup.holds import expire_holds
 from commands.schedules import ScheduledJob, build_digest, check_rpo, run_scheduled
 from state import incidents as incident_state
 from state.backups import list_backups
@@ -118,7 +119,12 @@ def test_a_hold_request_expires_and_a_rejected_hold_keeps_nothing(tmp_path, samp
     second = message_id(console.run("/backup keep 1 --reason audit again"), "Legal hold request #2")
     console.run(":as U0APP1")
     assert "rejected legal hold #2" in console.run(f":react {second} x")
-    clock.advance(minutes=31)
+    clock.advance(minutes=29)
+    assert expire_holds(console.services, Recorder()) == []
+    clock.advance(minutes=2)
+    reply = Recorder()
+    assert expire_holds(console.services, reply) == [1]  # the scheduler's every-minute job
+    assert any(t.startswith(":hourglass: Legal hold EXPIRED #1") for _, t in reply.posts)
     assert "Legal hold #1 is expired" in console.run(f":react {first} white_check_mark")
     console.run(":as U0OPS")
     clock.advance(days=31)

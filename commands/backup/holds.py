@@ -116,10 +116,7 @@ def on_hold_reaction(services: Services, event: ReactionEvent, reply: Reply) -> 
         return
     now = iso(services.clock())
     if hold.status == HoldStatus.PENDING and now >= hold.expires_at:
-        if hold_state.transition(services.store, hold.id, HoldStatus.PENDING, HoldStatus.EXPIRED, now):
-            _refresh(services, hold.id, reply)
-            record_event(services, "retention.hold_expired", database=hold.database, channel=hold.channel,
-                         text=f"Legal hold #{hold.id} expired without enough approvals", detail={"hold_id": hold.id})
+        expire_holds(services, reply)
         hold = hold_state.get_hold(services.store, hold.id)
     if hold.status != HoldStatus.PENDING:
         if event.added:
@@ -157,6 +154,19 @@ def on_hold_reaction(services: Services, event: ReactionEvent, reply: Reply) -> 
     else:
         reply.thread(hold.message_id, Notice(f"<@{event.user}> {verb} legal hold #{hold.id} "
                                              f"({len(voters)}/{hold.required_approvals})"))
+
+
+def expire_holds(services: Services, reply: Reply) -> list[int]:
+    """Expire pending holds past `approval_ttl_minutes`; the scheduler calls this every minute, reactions too."""
+    now = iso(services.clock())
+    expired = []
+    for hold in hold_state.due_to_expire(services.store, now):
+        if hold_state.transition(services.store, hold.id, HoldStatus.PENDING, HoldStatus.EXPIRED, now):
+            expired.append(hold.id)
+            _refresh(services, hold.id, reply)
+            record_event(services, "retention.hold_expired", database=hold.database, channel=hold.channel,
+                         text=f"Legal hold #{hold.id} expired without enough approvals", detail={"hold_id": hold.id})
+    return expired
 
 
 def _refresh(services: Services, hold_id: int, reply: Reply) -> None:
