@@ -13,6 +13,7 @@ from datetime import UTC
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from commands.backup.holds import expire_holds
 from commands.chat.context import Services
 from commands.chat.reply import Reply
 from commands.restore.copies import expire_copies
@@ -35,6 +36,8 @@ def build_scheduler(services: Services, reply_factory: Callable[[], Reply], time
                       id="expire restore requests", name="expire restore requests")
     scheduler.add_job(_safely(expire_copies), IntervalTrigger(minutes=1), args=[services, _Lazy(reply_factory)],
                       id="drop expired copies", name="drop expired copies")  # [restore] copy_ttl_hours
+    scheduler.add_job(_safely(expire_holds), IntervalTrigger(minutes=1), args=[services, _Lazy(reply_factory)],
+                      id="expire legal holds", name="expire legal holds")
     return scheduler
 
 

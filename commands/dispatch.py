@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from commands.backup import command as backup
-from commands.backup import physical, prune
+from commands.backup import holds, physical, prune
 from commands.chat.access import require
 from commands.chat.context import Actor, ReactionEvent, Services
 from commands.chat.reply import Notice, Reply
@@ -44,6 +44,8 @@ def parse_backup_command(text: str, services: Services):
     rest = words[1] if len(words) > 1 else ""
     if sub == "prune":
         return prune.parse_prune(rest, services)
+    if sub == "keep":
+        return holds.parse_keep(rest, services)
     if sub == "physical":
         return physical.parse_physical(rest, services)
     if sub == "verify":
@@ -54,7 +56,8 @@ def parse_backup_command(text: str, services: Services):
 # What Slack shows under each command; manifest.yml carries the same hints (tests/test_docs.py)
 USAGE_HINTS = {
     "/backup": ("[DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT] "
-                "| physical [DB] [--type full|diff|incr] | list | prune [--dry-run] | verify [physical] ID|latest | help"),
+                "| physical [DB] [--type full|diff|incr] | list | prune [--dry-run] | keep ID --reason TEXT "
+                "| verify [physical] ID|latest | help"),
     "/restore": ("BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into DB] [--to SERVER] [--no-owner] "
                  "[--allow-privileged-roles] [--dry-run] "
                  "| --time \"2026-11-29 14:04:00+00\" [DB] [--into NEW_DB] | physical ID|latest | cancel ID "
@@ -68,7 +71,7 @@ COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in [
         CommandSpec("/backup", "Back up a database, list backups", USAGE_HINTS["/backup"], parse_backup_command,
-                    {**backup.EXECUTORS, **prune.EXECUTORS, **drill.EXECUTORS, **physical.EXECUTORS}),
+                    {**backup.EXECUTORS, **prune.EXECUTORS, **holds.EXECUTORS, **drill.EXECUTORS, **physical.EXECUTORS}),
         CommandSpec("/restore", "Approved restores", USAGE_HINTS["/restore"], restore.parse_restore, restore.EXECUTORS),
         CommandSpec("/db-health", "Database health", USAGE_HINTS["/db-health"], health.parse_health, health.EXECUTORS),
         CommandSpec("/incident", "Incident timelines", USAGE_HINTS["/incident"], parse_incident,
@@ -105,6 +108,7 @@ def run_command(services: Services, command: str, text: str, actor: Actor, reply
 # Handlers for reactions, in order: each may act on the event or ignore it.
 REACTION_HANDLERS: list[Callable] = []
 REACTION_HANDLERS.append(approvals.on_reaction)
+REACTION_HANDLERS.append(holds.on_hold_reaction)
 REACTION_HANDLERS.append(incident.handle_stopwatch)
 
 

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from commands.backup.command import BackupRequest, execute_backup
+from commands.backup.holds import ceiling_lines, hold_labels
 from commands.backup.physical import PhysicalBackupRequest, execute_physical_backup
 from commands.backup.prune import prune
+from commands.backup.retention import ceiling_warnings
 from commands.backup.state_copy import copy_now as copy_state_now
 from commands.chat.context import Actor, Services
 from commands.chat.reply import Notice, Reply, ping_heartbeat
 from commands.errors import BackupbotError
 from commands.health.command import check_database, copies_lines, production_copies
+from commands.incident.alarms import clear_alarm, raise_alarm
 from commands.incident.audit import record_event
 from commands.pg.pgbackrest.archiver import archiver_status
 from commands.redact import redact
@@ -58,9 +61,22 @@ def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> JobSta
         problem = f"{type(exc).__name__}: {exc}"
     status = JobStatus.FAILED if problem else JobStatus.SUCCEEDED
     health_state.finish_run(services.store, run_id, iso(services.clock()), status, problem)
-    if problem:
+    if job.kind in ALARMING:  # a failed backup or drill opens (or adds to) the database's alert incident
+        key = f"scheduled:{job.name}"
+        if problem:
+            health_state.set_alert(services.store, key, True, iso(services.clock()))
+            raise_alarm(services, reply, job.database, f"scheduled {job.name} failed",
+                        text=f":rotating_light: Scheduled {job.name} failed: {problem}",
+                        evidence={"alarm": key, "schedule": job.name, "run_id": run_id, "error": problem})
+        elif health_state.set_alert(services.store, key, False, iso(services.clock())):
+            clear_alarm(services, reply, job.database, f":white_check_mark: Scheduled {job.name} succeeded again.",
+                        evidence={"alarm": key, "run_id": run_id})
+    elif problem:
         alert(services, reply, f":rotating_light: Scheduled {job.name} failed: {problem}")
     return status
+
+
+ALARMING = frozenset({"backup", "physical", "drill"})
 
 
 def alert(services: Services, reply: Reply, text: str, database: str | None = None) -> None:
@@ -98,7 +114,9 @@ def _physical(services: Services, reply: Reply, job: ScheduledJob) -> str | None
 def _retention(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     report = prune(services, job.database, dry_run=False)
     if report.blocked:
-        return f"retention of {job.database} deleted nothing: {report.blocked}"
+        gone = [d for d in report.decisions if not d.keep]
+        return (f"retention of {job.database} deleted "
+                + (f"only the {len(gone)} backup(s) past max_age_days" if gone else "nothing") + f": {report.blocked}")
     if report.errors:
         return "; ".join(report.errors)
     return None
@@ -174,10 +192,40 @@ def check_rpo(services: Services, reply: Reply) -> list[str]:
             else:
                 text = (f":white_check_mark: {database} is within its RPO again: "
                         f"backup #{backups[0].id} at {backups[0].created_at}.")
-            if fire(services, reply, f"rpo:{database}", breached, text, database, now):
+            if fire(services, reply, f"rpo:{database}", breached, text, database, now, problem="RPO breached"):
                 posted.append(text)
         if services.settings.database(database).pgbackrest is not None:
             posted += check_archiving(services, reply, database, now)
+        posted += check_ceiling(services, reply, database, now)
+    return posted
+
+
+def check_ceiling(services: Services, reply: Reply, database: str, now: datetime) -> list[str]:
+    """Days before a backup with nothing newer to replace it reaches max_age_days, alert once and open an
+    incident: at the ceiling it is deleted unless a legal hold names it. The alarm clears when it is
+    replaced, held or gone."""
+    rules = services.settings.retention_for(database)
+    records = list_backups(services.store, database)
+    warned = {record.id: (record, due) for record, due in
+              ceiling_warnings(records, rules, now, hold_labels(services, database))}
+    posted = []
+    for backup_id, (record, due) in warned.items():
+        key = f"ceiling:{database}:{backup_id}"
+        if not health_state.set_alert(services.store, key, True, iso(now)):
+            continue
+        text = (f":rotating_light: {database}: backup #{backup_id} ({record.created_at}, {record.verification}) reaches "
+                f"the {rules.max_age_days}-day ceiling at {iso(due)} (in {human_duration((due - now).total_seconds())}) "
+                "with nothing newer to replace it; it is deleted then unless a legal hold names it: "
+                f"`/backup keep {backup_id} --reason TEXT`.")
+        if fire(services, reply, key, True, text, database, now, problem=f"backup #{backup_id} reaches the ceiling"):
+            posted.append(text)
+    for key in health_state.firing_keys(services.store, f"ceiling:{database}:"):
+        backup_id = int(key.rsplit(":", 1)[1])
+        if backup_id in warned or not health_state.set_alert(services.store, key, False, iso(now)):
+            continue
+        text = f":white_check_mark: {database}: backup #{backup_id} is no longer about to reach the ceiling unreplaced."
+        if fire(services, reply, key, False, text, database, now):
+            posted.append(text)
     return posted
 
 
@@ -198,14 +246,20 @@ def check_archiving(services: Services, reply: Reply, database: str, now: dateti
     text = (f":rotating_light: {database}: {problem}; point-in-time recovery loses everything after the last "
             f"archived segment (limit {human_duration(limit)})" if problem else
             f":white_check_mark: {database}: WAL archiving is back within {human_duration(limit)}.")
-    return [text] if fire(services, reply, f"archive:{database}", problem is not None, text, database, now) else []
+    return [text] if fire(services, reply, f"archive:{database}", problem is not None, text, database, now,
+                          problem=problem) else []
 
 
-def fire(services: Services, reply: Reply, key: str, firing: bool, text: str, database: str, now: datetime) -> bool:
-    """Post an alert whose state already changed; when it cannot be posted, put the state back so the
-    next minute's check tries again (an alert is never lost to one failed post)."""
+def fire(services: Services, reply: Reply, key: str, firing: bool, text: str, database: str, now: datetime,
+         problem: str | None = None) -> bool:
+    """Raise (or clear) an alarm whose state already changed; when it cannot be posted, put the state back
+    so the next minute's check tries again (an alert is never lost to one failed post)."""
     try:
-        alert(services, reply, text, database)
+        if firing:
+            raise_alarm(services, reply, database, problem or key, text=text,
+                        evidence={"alarm": key, "since": iso(now), "alert": text})
+        else:
+            clear_alarm(services, reply, database, text, evidence={"alarm": key, "at": iso(now)})
         return True
     except Exception:
         log.exception("could not post the %s alert; it is tried again at the next check", key)
@@ -254,6 +308,7 @@ def build_digest(services: Services) -> Digest:
             f"  failures since the previous digest: {len(failures)}",
         ]
         lines += copies_lines(production_copies(services, database), indent="  ")  # until they are dropped
+        lines += ceiling_lines(services, database, now)  # legal holds, and what the ceiling deletes next
         if services.settings.database(database).pgbackrest is not None:
             lines.append(f"  WAL archiving (the real RPO): {archiving_text(services, database)}")
     return Digest(tuple(lines))

@@ -80,3 +80,11 @@ def set_alert(store: Store, key: str, firing: bool, at: str) -> bool:
             [key, int(firing), at],
         )
         return True
+
+
+def firing_keys(store: Store, prefix: str) -> list[str]:
+    """The alerts firing now whose key starts with `prefix` (a literal, not a pattern)."""
+    with store.db() as db:
+        rows = db.execute("SELECT key FROM alert_state WHERE firing = 1 AND substr(key, 1, ?) = ? ORDER BY key",
+                          [len(prefix), prefix]).fetchall()
+    return [r[0] for r in rows]

@@ -46,6 +46,15 @@ class Verification(StrEnum):
     FAILED = "failed verification"
 
 
+class HoldStatus(StrEnum):
+    """A legal hold (`/backup keep`): pending votes, then active exactly once, or rejected or expired."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
 JOB_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.INTERRUPTED}),
 }
@@ -60,7 +69,11 @@ VERIFICATION_MOVES: dict[Verification, frozenset[Verification]] = {
     status: frozenset({Verification.VERIFIED, Verification.FAILED}) for status in Verification
 }
 
-MOVES = {JobStatus: JOB_MOVES, RequestStatus: REQUEST_MOVES, Verification: VERIFICATION_MOVES}
+HOLD_MOVES: dict[HoldStatus, frozenset[HoldStatus]] = {
+    HoldStatus.PENDING: frozenset({HoldStatus.ACTIVE, HoldStatus.REJECTED, HoldStatus.EXPIRED}),
+}
+
+MOVES = {JobStatus: JOB_MOVES, RequestStatus: REQUEST_MOVES, Verification: VERIFICATION_MOVES, HoldStatus: HOLD_MOVES}
 
 
 def allowed(from_status: StrEnum, to_status: StrEnum) -> bool:

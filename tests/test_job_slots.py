@@ -97,7 +97,7 @@ def test_max_running_is_validated():
     for raw, message in [({"jobs": {"max_running": 0}}, "jobs.max_running: expected a whole number >= 1, got 0"),
                          ({"jobs": {"max_running": "2"}}, "jobs.max_running: expected a whole number >= 1"),
                          ({"jobs": {"max_running": True}}, "jobs.max_running: expected a whole number >= 1"),
-                         ({"jobs": {"max_runing": 2}}, "jobs.max_runing: unknown key (known: max_running)")]:
+                         ({"jobs": {"max_runing": 2}}, "jobs.max_runing: unknown key (known: max_running, stall_minutes)")]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             parse_settings(raw, {})
     with pytest.raises(ValueError):

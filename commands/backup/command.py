@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from commands.backup.holds import ceiling_lines
 from commands.backup.manifest import manifest_bytes
 from commands.backup.physical import physical_list_line
 from commands.backup.state_copy import after_job as copy_state_after_job
@@ -23,12 +24,14 @@ from commands.chat.reply import Notice, Reply
 from commands.chat.run import Run
 from commands.errors import UsageError
 from commands.health.command import copies_lines, production_copies
+from commands.incident.alarms import raise_alarm
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.dump import FORMATS, DumpFormat, RowCounter, dump_argv, run_pg_dump
 from commands.pg.globals import dump_globals, role_definitions, roles_in_database
 from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
+from commands.pg.waits import JobSessions
 from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
 from state.backups import FULL_KINDS, PHYSICAL, Backup, BackupRecord, add_backup, list_catalog
@@ -215,7 +218,7 @@ def _backup_run(services: Services, request: BackupRequest, actor: Actor, reply:
                 job_id: int | None) -> Run:
     return Run(services, "backup", request.database, actor, reply, event="backup", record_event=record_event,
                after_job=copy_state_after_job, detail={"format": request.format, "kind": request.kind},
-               secrets=[dsn], job_id=job_id)
+               secrets=[dsn], job_id=job_id, alarm=raise_alarm)
 
 
 def _backup_in_run(services: Services, request: BackupRequest, run: Run, dsn: str) -> BackupStatus:
@@ -228,7 +231,8 @@ def _backup_in_run(services: Services, request: BackupRequest, run: Run, dsn: st
                           schema_only=request.schema_only, note=request.note)
     run.started(status.headline())
     return run.posted(
-        status, lambda message_id: _dump_and_store(services, request, job_id, dsn, status, reply, message_id),
+        status, lambda message_id: _dump_and_store(services, request, job_id, dsn, status, reply, message_id,
+                                                   watchdog=run.watchdog),
         failed=lambda error: replace(status, state=JobStatus.FAILED, error=error),
         succeeded=lambda record: (replace(status, state=JobStatus.SUCCEEDED, record=record, raw_bytes=record.raw_size,
                                           elapsed=record.duration_s or 0),
@@ -236,7 +240,7 @@ def _backup_in_run(services: Services, request: BackupRequest, run: Run, dsn: st
 
 
 def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn: str, status: BackupStatus,
-                    reply: Reply, message_id: str | None) -> BackupRecord:
+                    reply: Reply, message_id: str | None, *, watchdog) -> BackupRecord:
     fmt = FORMATS[request.format]
     created = services.clock()
     started = time.monotonic()
@@ -270,16 +274,21 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         status = replace(status, database_size=database_size)
 
+        sessions = JobSessions(dsn, "backup", job_id)  # the watchdog finds pg_dump's session by its name
+        dog = watchdog(sessions.describe, sessions.stop)
+
         def progress(raw: int, elapsed: float) -> None:
+            dog.moved(raw)
             if message_id:  # handed to a sender thread: no chat call in pg_dump's read loop
                 getattr(reply, "progress", reply.update)(message_id, replace(status, raw_bytes=raw, elapsed=elapsed))
 
         key = artifact_key(request.database, job_id, created, fmt) + (".age" if encrypt_to else "")
         writer = services.storage.open_writer(key, expected_size=database_size)
         argv = dump_argv(fmt, snapshot, tables if request.tables else [], request.schema_only, binary=pg_dump)
-        outcome = run_pg_dump(argv, pg_env(dsn), fmt, writer, on_progress=progress,
-                              progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to,
-                              row_counter=row_counter)
+        with dog:
+            outcome = run_pg_dump(argv, sessions.env(pg_env(dsn)), fmt, writer, on_progress=progress, on_start=sessions.child,
+                                  progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to,
+                                  row_counter=row_counter)
         counts = outcome.row_counts or {}
         conn.rollback()
     globals_file = None
@@ -330,6 +339,8 @@ def execute_backup_list(services: Services, request: BackupListRequest, actor: A
     backups = tuple(list_catalog(services.store, request.database, limit=request.limit))
     result = BackupList(database=request.database, backups=backups, now=services.clock())
     copies = copies_lines(production_copies(services, request.database))  # restores --into a new database
+    for database in [request.database] if request.database else list(services.settings.databases):
+        copies += ceiling_lines(services, database, result.now, indent="")  # legal holds, the ceiling's next
     reply.ephemeral(Notice("\n".join([result.text(), *copies])) if copies else result)
     return result
 

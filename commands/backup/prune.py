@@ -1,10 +1,16 @@
-"""/backup prune: apply retention to the catalog and storage, or show what it would do."""
+"""/backup prune: apply retention to the catalog and storage, or show what it would do.
+
+While the latest scheduled backup fails, only what is past the max_age_days ceiling is deleted (and
+the report says the rest is kept for that reason): the ceiling is a legal one, a legal hold
+(commands/backup/holds.py) is the only thing that passes it.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
 
+from commands.backup.holds import ceiling_lines, hold_labels
 from commands.backup.physical import retention_lines
 from commands.backup.retention import Decision, decide
 from commands.chat.access import OPERATOR
@@ -46,18 +52,20 @@ class PruneReport:
     blocked: str | None = None
     errors: tuple[str, ...] = ()
     physical: tuple[str, ...] = ()  # pgBackRest's own retention, reported by --dry-run
+    ceiling: tuple[str, ...] = ()  # legal holds and what the ceiling deletes next, reported by --dry-run
 
     def text(self) -> str:
         goes = [d for d in self.decisions if not d.keep]
         stays = [d for d in self.decisions if d.keep]
-        verb = "would delete" if self.dry_run or self.blocked else "deleted"
+        verb = "would delete" if self.dry_run else "deleted"
         head = f"Retention for {self.database}: {verb} {len(goes)}, keeps {len(stays)}" + (" (dry run)" if self.dry_run else "")
         lines = [head]
         if self.blocked:
-            lines.append(f":warning: Nothing deleted: {self.blocked}")
+            lines.append(f":warning: Only backups past max_age_days are deleted: {self.blocked}")
         lines += [f"  goes:  #{d.record.id} {d.record.created_at} — {'; '.join(d.reasons)}" for d in goes]
         lines += [f"  stays: #{d.record.id} {d.record.created_at} — {'; '.join(d.reasons)}" for d in stays]
         lines += [f"  error: {e}" for e in self.errors]
+        lines += list(self.ceiling)
         lines += list(self.physical)
         return "\n".join(lines)
 
@@ -70,9 +78,14 @@ def latest_scheduled_failing(services: Services, database: str) -> bool:
 
 def prune(services: Services, database: str, dry_run: bool) -> PruneReport:
     rules = services.settings.retention_for(database)
-    decisions = tuple(decide(list_backups(services.store, database), rules, services.clock()))
-    if latest_scheduled_failing(services, database):
-        return PruneReport(database, decisions, dry_run, blocked="the latest scheduled backup of this database failed")
+    decisions = tuple(decide(list_backups(services.store, database), rules, services.clock(),
+                             hold_labels(services, database)))
+    blocked = None
+    if latest_scheduled_failing(services, database):  # keep the rest while backups fail; the ceiling still holds
+        blocked = "the latest scheduled backup of this database failed"
+        decisions = tuple(d if d.keep or d.past_ceiling else
+                          replace(d, keep=True, reasons=d.reasons + ("kept while the latest scheduled backup fails",))
+                          for d in decisions)
     errors = []
     if not dry_run:
         for decision in decisions:
@@ -87,13 +100,14 @@ def prune(services: Services, database: str, dry_run: bool) -> PruneReport:
                 mark_pruned(services.store, record.id, iso(services.clock()), "; ".join(decision.reasons))
             except BackupbotError as exc:
                 errors.append(f"#{record.id}: {exc}")
-    return PruneReport(database, decisions, dry_run, errors=tuple(errors))
+    return PruneReport(database, decisions, dry_run, blocked=blocked, errors=tuple(errors))
 
 
 def execute_prune(services: Services, request: PruneRequest, actor: Actor, reply: Reply) -> PruneReport:
     report = prune(services, request.database, request.dry_run)
     if request.dry_run:
-        report = replace(report, physical=tuple(retention_lines(services, request.database)))
+        report = replace(report, physical=tuple(retention_lines(services, request.database)),
+                         ceiling=tuple(ceiling_lines(services, request.database, services.clock())))
     reply.post(report)
     if not request.dry_run:
         record_event(services, "retention.pruned", database=request.database, actor=actor, text=report.text().splitlines()[0])

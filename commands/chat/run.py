@@ -20,6 +20,7 @@ from typing import Any
 from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
 from commands.chat.reply import GuardedReply, Notice, Reply
+from commands.chat.stall import Watchdog
 from commands.errors import AlreadyRunningError, BackupbotError
 from commands.redact import redact
 from state import jobs as job_state
@@ -49,9 +50,12 @@ class Run:
                  event: str, record_event: Callable[..., object], lock_key: str | None = None,
                  label: str | None = None, detail: dict | None = None, secrets: list[str] | None = None,
                  job_id: int | None = None, after_job: Callable[[Services, str], object] | None = None,
-                 on_queued: Callable[[int], None] | None = None, slot: str | None = None):
+                 on_queued: Callable[[int], None] | None = None, slot: str | None = None,
+                 alarm: Callable[..., object] | None = None):
         self.services, self.kind, self.database, self.actor = services, kind, database, actor
         self.event, self.record_event, self.after_job = event, record_event, after_job
+        self.alarm = alarm  # commands/incident/alarms.raise_alarm, handed in like record_event
+        self.stall: Watchdog | None = None
         self.lock_key = lock_key or database
         self.label = label or kind
         self.detail = detail or {}
@@ -107,6 +111,13 @@ class Run:
         finally:
             self.steps[name] = time.monotonic() - started
 
+    def watchdog(self, describe: Callable[[], str | None], stop: Callable[[], None]) -> Watchdog:
+        """The job's stall watchdog (`with run.watchdog(...) as dog:`; report bytes with `dog.moved`): after
+        `[jobs] stall_minutes` without bytes it stops the job's children, and the failure says why."""
+        self.stall = Watchdog(f"{self.label} #{self.job_id} of {self.database}", self.services.clock,
+                              self.services.settings.jobs.stall_minutes, describe, stop)
+        return self.stall
+
     def started(self, text: str, detail: dict | None = None) -> None:
         self.record_event(self.services, f"{self.event}.started", database=self.database, actor=self.actor,
                           text=text, **({"detail": detail} if detail is not None else {}))
@@ -123,7 +134,23 @@ class Run:
         self._finish(JobStatus.FAILED, reason)
         self.record_event(self.services, f"{self.event}.failed", database=self.database, actor=self.actor,
                           text=text or reason, **({"detail": detail} if detail is not None else {}))
+        if self.stall is not None and self.stall.stalled:
+            self._stall_alarm()
         return reason
+
+    def _stall_alarm(self) -> None:
+        """A stalled job is alerted and opens (or adds to) the database's alert incident."""
+        if self.alarm is None or self.reply is None:
+            log.warning("%s #%s stalled; no alarm to raise: %s", self.label, self.job_id, self.stall.reason)
+            return
+        try:
+            self.alarm(self.services, self.reply, self.database, f"{self.label} #{self.job_id} stalled",
+                       text=f":rotating_light: {self.label[0].upper() + self.label[1:]} #{self.job_id} of "
+                            f"{self.database} was stopped: {self.stall.reason}",
+                       evidence={"job_id": self.job_id, "alarm": f"stall:{self.job_id}",
+                                 "waiting_for": self.stall.waiting_for, "bytes_moved": self.stall.moved_bytes})
+        except Exception:
+            log.exception("could not raise the stall alarm of %s #%s", self.label, self.job_id)
 
     def finish(self, ok: bool, error: str | None, text: str, detail: dict | None = None, *,
                also: Callable[[], object] | None = None) -> None:

@@ -18,6 +18,8 @@ Event kinds (`area.what`) and what they tick:
     restore.verified (detail passed: bool, backup_id)                         -> verify (when passed)
     health.* / db_health.* (alerts, checks) while an incident is open         -> monitor
     drill.succeeded / drill.failed
+    alarm.raised / alarm.cleared: commands/incident/alarms.py (failures that open incidents; no tick)
+    retention.hold_requested / _approved / _approval_withdrawn / _active / _rejected / _expired: legal holds
     incident.*  written by /incident itself
     console.command / console.refused: each line typed at the console outside the demo, and what it
         refused (:as, approving at the console); kept off incident timelines, which have the actions

@@ -119,8 +119,9 @@ class IncidentHeader:
     def text(self) -> str:
         i = self.incident
         icon = ":rotating_light:" if i.is_open else ":white_check_mark:"
+        opener = f"<@{i.opened_by}>" if i.opened_by else "backupbot (an alarm)"
         lines = [f"{icon} Incident #{i.id} · {SEVERITY.get(i.severity, i.severity)} · {i.status.upper()} — {i.title}",
-                 f"Database: {i.database or 'any (events in this channel)'} · opened by <@{i.opened_by}>"]
+                 f"Database: {i.database or 'any (events in this channel)'} · opened by {opener}"]
         lines.append("Key times: " + " · ".join(f"{name} {local(value, self.zone)}" for name, value in self.key_times()))
         lines.append("DR checklist:")
         lines.extend(checklist_lines(i, self.zone))

@@ -6,6 +6,7 @@ in a truthful status whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply, ThreadReply
 from commands.chat.run import Run
 from commands.errors import AlreadyRunningError, BackupbotError
+from commands.incident.alarms import raise_alarm
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir
@@ -25,6 +27,7 @@ from commands.pg.restore.runner import run_restore
 from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.subscriptions import drop_restored_database, release_subscriptions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
+from commands.pg.waits import JobSessions
 from commands.redact import redact
 from commands.restore.pitr import run_pitr_request
 from commands.restore.plan import plan_message
@@ -49,7 +52,7 @@ def run_restore_request(services: Services, row: request_state.RestoreRequestRow
     run = Run(services, "restore", row.plan.get("database") or row.database, Actor(user=row.requester, channel=row.channel),
               reply, event="restore", record_event=record_event, after_job=after_job, lock_key=row.plan.get("lock_key"),
               detail={"request_id": row.id}, slot=f"restore request #{row.id}",
-              on_queued=lambda ahead: thread.post(Notice(queued_text(ahead))))
+              on_queued=lambda ahead: thread.post(Notice(queued_text(ahead))), alarm=raise_alarm)
     if plan_from_dict(row.plan).kind == PITR:
         return RestoreResult.from_dict(run_pitr_request(services, row, run))
     return RestoreResult.from_dict(RestoreRun(services, row, run).run())
@@ -147,16 +150,18 @@ class RestoreRun:
             if plan.method == NEW_DATABASE:
                 create_database(self.dsn, plan.target_dbname)
                 self.created_target = True
-            if plan.method == SIDE_DATABASE:
-                self.created_side = side_database_name(self.row.id)
-                create_database(self.dsn, self.created_side, like=plan.target_dbname)
-                run_restore(self.dsn, self.created_side, record, artifact, Path(workdir), jobs=plan.jobs, secrets=secrets_,
-                            no_owner=plan.no_owner,
-                            server_major=self.server_major)
-            else:
-                run_restore(self.dsn, plan.target_dbname, record, artifact, Path(workdir),
-                            tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_, no_owner=plan.no_owner,
-                            server_major=self.server_major)
+            sessions = JobSessions(self.dsn, "restore", self.run_.job_id)
+            with self.watched(sessions):
+                if plan.method == SIDE_DATABASE:
+                    self.created_side = side_database_name(self.row.id)
+                    create_database(self.dsn, self.created_side, like=plan.target_dbname)
+                    run_restore(self.dsn, self.created_side, record, artifact, Path(workdir), jobs=plan.jobs,
+                                secrets=secrets_, no_owner=plan.no_owner, server_major=self.server_major,
+                                sessions=sessions)
+                else:
+                    run_restore(self.dsn, plan.target_dbname, record, artifact, Path(workdir),
+                                tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_,
+                                no_owner=plan.no_owner, server_major=self.server_major, sessions=sessions)
                 self.target_changed = plan.method != NEW_DATABASE  # run_restore returns only after COMMIT
                 self.release_copy_subscriptions()
             seconds = time.monotonic() - started
@@ -236,6 +241,15 @@ class RestoreRun:
         self.thread.post(Notice(line))
         record_event(self.services, "restore.step", database=self.plan.database, actor=self.actor,
                      text=f"Restore request #{self.row.id}: {line}", detail={"step": name, "request_id": self.row.id})
+
+    def watched(self, sessions: JobSessions):
+        """The stall watchdog over the restore's tools. `--jobs N` writes straight into the database, so no
+        bytes pass the bot to be counted: that restore is not watched rather than stopped for working."""
+        if self.plan.jobs > 1:
+            return contextlib.nullcontext()
+        dog = self.run_.watchdog(sessions.describe, sessions.stop)
+        sessions.on_bytes = dog.moved
+        return dog
 
     def fail(self, reason: str) -> dict:
         services, row, plan = self.services, self.row, self.plan

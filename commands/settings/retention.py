@@ -3,7 +3,8 @@
 ```toml
 [retention]               # every database
 keep_last = 7
-max_age_days = 30         # 0: no maximum age
+max_age_days = 30         # 0: no maximum age; a ceiling only a legal hold (`/backup keep`) passes
+ceiling_warning_days = 3  # alert this long before a backup with nothing newer reaches the ceiling
 [retention.main]          # overrides for one database
 keep_monthly = 12
 ```
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from commands.errors import ConfigError
 from commands.settings.values import known_keys, whole_number
 
-RULE_KEYS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "max_age_days")
+RULE_KEYS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "max_age_days", "ceiling_warning_days")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class RetentionRules:
     keep_weekly: int = 4
     keep_monthly: int = 0
     max_age_days: int | None = 30
+    ceiling_warning_days: int = 3
 
 
 def retention_rules(raw: Mapping, database: str) -> RetentionRules:

@@ -20,6 +20,7 @@ from commands.pg.restore.script import clean_prologue, recorded_objects, verific
 from commands.pg.restore.toc import select_toc_entries
 from commands.pg.scratch import private_file
 from commands.pg.tools import StderrTail, die_with_parent, last_lines, pg_bin, pg_bin_for, pg_env
+from commands.pg.waits import JobSessions
 from commands.redact import redact
 from state.backups import BackupRecord
 
@@ -28,7 +29,7 @@ CHUNK = 1 << 20
 
 def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedArtifact, workdir: Path,
                 tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = (), no_owner: bool = False,
-                server_major: int | None = None) -> None:
+                server_major: int | None = None, sessions: JobSessions | None = None) -> None:
     """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail.
 
     - plain and gzip: psql over BEGIN, the cleaning prologue, the dump, the verification, COMMIT;
@@ -38,10 +39,15 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     - custom with --jobs N: `pg_restore --jobs N` straight into `dbname`, which must be a database the
       caller created for it (a new target or a side database): parallel jobs cannot share a transaction.
 
+    With `sessions` (commands/pg/waits.py), the tools connect under the job's application_name, every
+    child is handed to it and the bytes fed to psql are reported, for the stall watchdog.
+
     `tables` and `jobs` are a checked plan's: commands.restore.rules refused what this backup cannot do
     (--tables or --jobs of a non-custom backup, --jobs of some tables) before anyone was asked.
     """
     env = pg_env(dsn, dbname=dbname)
+    if sessions is not None:
+        env = sessions.env(env)
     # index and constraint builds are most of a restore's work after the data: give them memory
     env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c maintenance_work_mem=256MB").strip()
     fmt = FORMATS[record.format]
@@ -55,7 +61,7 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
         _run_children([[*pg_restore, f"--jobs={jobs}", f"--dbname={dbname}", str(artifact.path)]], env, secrets)
         return
     if fmt.pg_format != "custom":
-        run_in_transaction(env, clean_prologue(record), artifact.path, None, verify, secrets, client("psql"))
+        run_in_transaction(env, clean_prologue(record), artifact.path, None, verify, secrets, client("psql"), sessions)
         return
     objects = recorded_objects(record)
     if tables or record.tables:
@@ -64,10 +70,10 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
         with private_file(listing) as out:
             out.write(select_toc_entries(artifact.toc or "", objects, wanted, record.id).encode())
         source = [*pg_restore, "--file=-", "--clean", "--if-exists", f"--use-list={listing}", str(artifact.path)]
-        run_in_transaction(env, sql.SQL(""), None, source, verify, secrets, client("psql"))
+        run_in_transaction(env, sql.SQL(""), None, source, verify, secrets, client("psql"), sessions)
         return
     source = [*pg_restore, "--file=-", str(artifact.path)]
-    run_in_transaction(env, clean_prologue(record), None, source, verify, secrets, client("psql"))
+    run_in_transaction(env, clean_prologue(record), None, source, verify, secrets, client("psql"), sessions)
 
 
 def _key_name(key: str) -> QualifiedName:
@@ -81,19 +87,24 @@ def _psql_argv(psql: str | None = None) -> list[str]:
 
 def run_in_transaction(env: dict[str, str], prologue: sql.Composable, dump_file: Path | None,
                        dump_argv: list[str] | None, epilogue: sql.Composable, secrets: list[str],
-                       psql: str | None = None) -> None:
+                       psql: str | None = None, sessions: JobSessions | None = None) -> None:
     """Feed psql `BEGIN; prologue; dump; epilogue; COMMIT;` and decide COMMIT only after the dump's
     source (a file, or a pg_restore writing SQL) ended cleanly. Otherwise psql's input ends inside the
     open transaction and PostgreSQL rolls it back: the target is exactly as it was."""
     psql = subprocess.Popen(_psql_argv(psql), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env, preexec_fn=die_with_parent)
     psql_tail = StderrTail(psql.stderr)
+    if sessions is not None:
+        sessions.child(psql)
     source = source_tail = None
     if dump_argv is not None:
         source = subprocess.Popen(dump_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=env, preexec_fn=die_with_parent)
         source_tail = StderrTail(source.stderr)
+        if sessions is not None:
+            sessions.child(source)
     commit_sent = killed = False
+    fed = 0
     try:
         try:
             psql.stdin.write(b"BEGIN;\n" + prologue.as_string(None).encode())
@@ -101,6 +112,9 @@ def run_in_transaction(env: dict[str, str], prologue: sql.Composable, dump_file:
             with stream:
                 while chunk := stream.read(CHUNK):
                     psql.stdin.write(chunk)
+                    fed += len(chunk)
+                    if sessions is not None:
+                        sessions.moved(fed)
             if source is None or source.wait() == 0:
                 psql.stdin.write(b"\n" + epilogue.as_string(None).encode() + b"COMMIT;\n")
                 commit_sent = True
