@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from commands.backup.command import BackupRequest, execute_backup
@@ -24,6 +24,8 @@ from commands.incident.audit import record_event
 from commands.pg.pgbackrest.archiver import archiver_status
 from commands.redact import redact
 from commands.restore.drill import run_drill
+from commands.restore.rehearsal import digest_line as rehearsal_digest_line
+from commands.restore.rehearsal import first_failure, open_rehearsal_incident, run_rehearsal
 from commands.settings.schedules import ScheduledJob, cron_trigger
 from commands.units import human_bytes, human_duration
 from state import health as health_state
@@ -112,6 +114,17 @@ def _drill(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     return None if result.ok else result.text()
 
 
+def _rehearsal(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
+    """`[schedules.DB] rehearsal = CRON`: a DR rehearsal on a new server; a failed one opens an incident."""
+    result = run_rehearsal(services, job.database, job.target, SCHEDULER)
+    if not result.ok:
+        result = replace(result, incident_id=open_rehearsal_incident(services, reply, result))
+    channel = services.settings.channels.digest or services.settings.channels.alerts
+    if channel:
+        reply.post(result, channel=channel)
+    return None if result.ok else f"DR rehearsal of {job.database}: {first_failure(result)}"
+
+
 def _digest(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     digest = build_digest(services)
     channel = services.settings.channels.digest
@@ -129,7 +142,7 @@ def _state_copy(services: Services, reply: Reply, job: ScheduledJob) -> str | No
 
 
 JOB_BODIES: Mapping[str, Callable] = {"backup": _backup, "physical": _physical, "retention": _retention, "drill": _drill,
-                                      "digest": _digest, "state_copy": _state_copy}
+                                      "digest": _digest, "state_copy": _state_copy, "rehearsal": _rehearsal}
 
 
 class _ChannelReply:
@@ -253,6 +266,7 @@ def build_digest(services: Services) -> Digest:
             f"  RPO {human_duration(rpo.total_seconds())}: " + ("ok" if rpo_ok else "BREACHED"),
             f"  failures since the previous digest: {len(failures)}",
         ]
+        lines += [line for line in [rehearsal_digest_line(services, database)] if line]
         lines += copies_lines(production_copies(services, database), indent="  ")  # until they are dropped
         if services.settings.database(database).pgbackrest is not None:
             lines.append(f"  WAL archiving (the real RPO): {archiving_text(services, database)}")

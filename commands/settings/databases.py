@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from commands.errors import ConfigError
 from commands.settings.values import ENV_RE, http_url, known_keys, named_tables, string, whole_number
 
-DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest")
+DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest", "verify_command")
 PGBACKREST_STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as commands.pg.pgbackrest checks it
 PGBACKREST_GENERATED_KEYS = ("stanza", "repo_path", "pg_path", "pg_port", "pg_user", "pg_socket_path", "retention_full")
 PG_ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
@@ -55,6 +55,7 @@ class DatabaseConfig:
     url: str | None = None  # resolved from url_env; never logged
     heartbeat_url: str | None = None  # pinged after each successful scheduled backup (healthchecks.io-style)
     pgbackrest: PgBackRestSettings | None = None  # physical backups and WAL archiving (see parse_pgbackrest)
+    verify_command: str | None = None  # the application's own checks, run against a rehearsal's copy
 
     def require_url(self) -> str:
         if not self.url:
@@ -77,8 +78,25 @@ def parse_databases(tables: Mapping, env: Mapping[str, str]) -> dict[str, Databa
             name=name, url_env=url_env, health_url=http_url(table, where, "health_url", secret=False),
             url=env.get(url_env), heartbeat_url=http_url(table, where, "heartbeat_url"),
             pgbackrest=parse_pgbackrest(table.get("pgbackrest"), f"{where}.pgbackrest"),
+            verify_command=_command(table, where),
         )
     return databases
+
+
+def _command(table: Mapping, where: str) -> str | None:
+    """`verify_command = "pytest -q tests/smoke"`: split like a shell would, run without one."""
+    value = table.get("verify_command")
+    if value is None:
+        return None
+    import shlex
+
+    try:
+        words = shlex.split(value) if isinstance(value, str) else None
+    except ValueError as exc:
+        raise ConfigError(f"{where}.verify_command: {exc}") from None
+    if not words:
+        raise ConfigError(f"{where}.verify_command: expected a command line like \"pytest -q tests/smoke\"")
+    return value
 
 
 def parse_pgbackrest(value, where: str) -> PgBackRestSettings | None:
