@@ -13,6 +13,7 @@ import pytest
 
 from bot.scheduler import build_scheduler
 from commands.errors import ConfigError
+from commands.restore.app_checks import run_verify_command
 from commands.restore.rehearsal import run_rehearsal
 from commands.schedules import SCHEDULER, build_digest, run_scheduled, scheduled_jobs
 from state import incidents as incident_state
@@ -178,3 +179,14 @@ def test_a_rehearsal_on_a_configured_target_server(tmp_path, sample_dsn, dr_clus
 def test_bad_rehearsal_config_names_the_key(tmp_path, sample_dsn, sections, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         make_settings(tmp_path, sample_dsn, **sections)
+
+
+def test_the_application_checks_have_a_time_limit_and_their_output_is_redacted(pg_cluster):
+    copy = pg_cluster.dsn("postgres")
+    slow = run_verify_command(f"{sys.executable} -c 'import time; time.sleep(30)'", copy, [], timeout=0.5)
+    assert not slow.ok and slow.detail.endswith("did not finish within 0.5s")
+    loud = run_verify_command(f"{sys.executable} -c 'import os; print(os.environ[\"DATABASE_URL\"]); exit(1)'", copy, [])
+    assert not loud.ok and "exited with status 1" in loud.detail
+    assert pg_cluster.password not in loud.detail and "***" in loud.detail
+    missing = run_verify_command("/nonexistent/app-tests --fast", copy, [])
+    assert not missing.ok and "`/nonexistent/app-tests` was not found" in missing.detail

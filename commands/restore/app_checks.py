@@ -52,7 +52,7 @@ def run_verify_command(command: str, copy_dsn: str, secrets: list[str], timeout:
     except FileNotFoundError:
         return CommandOutcome(False, f"`{argv[0]}` was not found (verify_command)")
     except subprocess.TimeoutExpired:
-        return CommandOutcome(False, f"`{argv[0]}` did not finish within {timeout:.0f}s")
+        return CommandOutcome(False, f"`{argv[0]}` did not finish within {timeout:g}s")
     except OSError as exc:
         return CommandOutcome(False, f"`{argv[0]}` could not run: {exc.strerror or exc}")
     tail = redact(((done.stdout or "") + (done.stderr or "")).strip(), hidden)[-400:]
