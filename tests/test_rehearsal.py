@@ -190,3 +190,44 @@ def test_the_application_checks_have_a_time_limit_and_their_output_is_redacted(p
     assert pg_cluster.password not in loud.detail and "***" in loud.detail
     missing = run_verify_command("/nonexistent/app-tests --fast", copy, [])
     assert not missing.ok and "`/nonexistent/app-tests` was not found" in missing.detail
+
+
+LEDGER_CHECK = """
+import json, os, sys
+import psycopg
+with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+    seen = {"rows": conn.execute("SELECT count(*) FROM ledger").fetchone()[0],
+            "port": conn.execute("SHOW port").fetchone()[0], "PGDATABASE": os.environ["PGDATABASE"]}
+open(sys.argv[1], "w").write(json.dumps(seen))
+"""
+
+
+def test_a_pgbackrest_database_is_rehearsed_at_a_random_recent_moment(tmp_path, pgbackrest_setup, clock):
+    from tests.test_point_in_time_restore import pitr_state
+
+    dsn = pgbackrest_setup.create_database("rehearse_app")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO ledger SELECT generate_series(1, 100)")
+    script = tmp_path / "ledger_check.py"
+    script.write_text(LEDGER_CHECK)
+    databases = {"main": {"url_env": "DATABASE_URL", "verify_command": f"{sys.executable} {script} {tmp_path / 'seen.json'}",
+                          "pgbackrest": {"config": str(pgbackrest_setup.cfg.config_path),
+                                         "stanza": pgbackrest_setup.cfg.stanza}}}
+    console = make_console(make_settings(tmp_path, dsn, databases=databases, channels=CHANNELS,
+                                         schedules={"main": {"rehearsal": "0 6 * * 0"}},
+                                         state=pitr_state(tmp_path, pgbackrest_setup)), clock=clock)
+    assert "succeeded" in console.run("/backup physical --type incr")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO ledger SELECT generate_series(101, 150)")
+    reply = Recorder()
+    assert run_scheduled(console.services, reply, rehearsal_job(console.services)) == "succeeded", reply.posts
+    text = reply.texts("C0DIGEST")[-1]
+    assert "DR rehearsal of main passed: physical backup #" in text and "(pgBackRest restore) on port" in text, text
+    assert "replayed to a random recent moment" in text and "out of recovery" in text
+    assert "application checks: `" in text and "RTO: " in text and "within the target" in text
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["PGDATABASE"] == "rehearse_app" and seen["port"] != str(pgbackrest_setup.cluster.port)
+    assert 100 <= seen["rows"] <= 150  # the cluster as it was at some moment since the backup set ended
+    with pytest.raises(psycopg.OperationalError):  # the restored cluster is gone
+        psycopg.connect(f"host=127.0.0.1 port={seen['port']} dbname=postgres user=postgres connect_timeout=3")

@@ -58,6 +58,7 @@ class RehearsalResult:
     rto_target_hours: float
     steps: tuple[Step, ...] = ()
     incident_id: int | None = None
+    physical: bool = False  # a pgBackRest backup set replayed to a moment, not a logical backup
 
     @property
     def within_target(self) -> bool:
@@ -71,7 +72,8 @@ class RehearsalResult:
         return f"RTO: {human_duration(self.rto_seconds)} end to end, {verdict} the target of {target} (rto_full_hours)"
 
     def text(self) -> str:
-        backup = f"backup #{self.backup_id}" if self.backup_id else "no backup"
+        backup = (f"{'physical ' if self.physical else ''}backup #{self.backup_id}" if self.backup_id else
+                  "a physical backup set" if self.physical else "no backup")
         head = (f":white_check_mark: DR rehearsal of {self.database} passed: {backup} restored on {self.where}" if self.ok
                 else f":x: DR rehearsal of {self.database} FAILED ({backup}, on {self.where})")
         lines = [head, self.rto_text()]
@@ -139,6 +141,8 @@ def _rehearse(services: Services, database: str, target: str | None, target_dsn:
     started = timer()
     where = f"target {target}" if target else "a new cluster"
     cluster, record, server_dsn, dbname, restored = None, None, None, None, False
+    if target is None and services.settings.database(database).pgbackrest is not None:
+        return _physical(services, database, run, timer, progress, rto_hours, started)
     try:
         record = newest_intact_full_backup(services, database, progress)
         if target_dsn:
@@ -148,6 +152,9 @@ def _rehearse(services: Services, database: str, target: str | None, target_dsn:
         else:
             cluster = TemporaryCluster().start()
             server_dsn, dbname = cluster.dsn("postgres"), record.dbname or database
+            run.secrets.append(cluster.password)
+            if dbname in ("postgres", "template0", "template1"):  # initdb made it: restore beside it
+                dbname = f"{database}_rehearsal"
             where = f"a new cluster (initdb) on port {cluster.port}"
             progress.add("server", True, f"initdb, started on 127.0.0.1:{cluster.port}")
         run.secrets.append(server_dsn)
@@ -176,6 +183,23 @@ def _rehearse(services: Services, database: str, target: str | None, target_dsn:
     progress.add("teardown", *teardown(cluster, server_dsn if restored and cluster is None else None, dbname, run.secrets))
     ok = all(s.ok for s in progress.steps)
     return RehearsalResult(database, ok, where, record.id if record else None, rto, rto_hours, tuple(progress.steps))
+
+
+def _physical(services: Services, database: str, run: Run, timer, progress: _Progress, rto_hours: float,
+              started: float) -> RehearsalResult:
+    """pgBackRest: the cluster at a random recent moment (commands/restore/rehearsal_pitr.py)."""
+    from commands.restore.rehearsal_pitr import rehearse_physical
+
+    backup_id, where, done = None, "a new cluster (pgBackRest restore)", False
+    try:
+        backup_id, where, _ = rehearse_physical(services, database, run, progress)
+        done = True
+    except Exception as exc:
+        progress.add("error", False, error_text(exc, run.secrets, limit=800))
+    rto = timer() - started if done and all(s.ok for s in progress.steps) else None
+    progress.add("teardown", True, "the restored cluster was stopped and its data directory removed")
+    ok = done and all(s.ok for s in progress.steps)
+    return RehearsalResult(database, ok, where, backup_id, rto, rto_hours, tuple(progress.steps), physical=True)
 
 
 def apply_globals(services: Services, record: BackupRecord, server_dsn: str, allow_privileged: bool) -> str:
