@@ -23,6 +23,7 @@ from commands.chat.context import Actor, Services
 from commands.chat.run import Run, error_text
 from commands.errors import BackupbotError, IntegrityError
 from commands.incident.audit import record_event
+from commands.incident.header import header_for
 from commands.pg.cluster import TemporaryCluster
 from commands.pg.globals import create_roles_from_globals
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir, verify_artifact
@@ -32,11 +33,15 @@ from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.tools import with_dbname
 from commands.redact import describe_dsn, redact
 from commands.restore.app_checks import run_verify_command
+from commands.restore.rehearsal_pitr import rehearse_physical
 from commands.restore.verify import verify_restored
 from commands.storage.encryption import Decryptor
 from commands.units import human_duration
+from state import incidents as incident_state
 from state.backups import BackupRecord, list_backups
+from state.jobs import recent_jobs, update_job_detail
 from state.statuses import JobStatus
+from state.store import iso
 
 KIND = "rehearsal"
 
@@ -122,8 +127,6 @@ def run_rehearsal(services: Services, database: str, target: str | None, actor: 
         run.finish(result.ok, None if result.ok else first_failure(result), result.text(),
                    {"rto_seconds": result.rto_seconds, "backup_id": result.backup_id, "target": target,
                     "rto_target_hours": result.rto_target_hours})
-        from state.jobs import update_job_detail
-
         update_job_detail(services.store, run.job_id, rto_seconds=result.rto_seconds, backup_id=result.backup_id,
                           within_target=result.within_target)
         run.after(f"rehearsal of {database}")
@@ -188,8 +191,6 @@ def _rehearse(services: Services, database: str, target: str | None, target_dsn:
 def _physical(services: Services, database: str, run: Run, timer, progress: _Progress, rto_hours: float,
               started: float) -> RehearsalResult:
     """pgBackRest: the cluster at a random recent moment (commands/restore/rehearsal_pitr.py)."""
-    from commands.restore.rehearsal_pitr import rehearse_physical
-
     backup_id, where, done = None, "a new cluster (pgBackRest restore)", False
     try:
         backup_id, where, _ = rehearse_physical(services, database, run, progress)
@@ -240,10 +241,6 @@ def open_rehearsal_incident(services: Services, reply, result: RehearsalResult) 
     """Open an incident in the alerts channel and post its header there; when one is open there already,
     the failure is in it (the run's `rehearsal.failed` event goes to matching open incidents).
     Small and local on purpose: commands/incident/alarms.py's raise_alarm is meant to replace it."""
-    from commands.incident.header import header_for
-    from state import incidents as incident_state
-    from state.store import iso
-
     channel = services.settings.channels.alerts or services.settings.channels.digest
     if not channel:
         return None
@@ -260,8 +257,6 @@ def open_rehearsal_incident(services: Services, reply, result: RehearsalResult) 
 
 def rehearsal_history(services: Services, database: str, limit: int = 5) -> list[dict]:
     """The newest rehearsals' outcomes, newest first: {at, ok, rto_seconds}, for the digest's trend."""
-    from state.jobs import recent_jobs
-
     jobs = [j for j in recent_jobs(services.store, f"{database}:{KIND}", limit=limit * 4)
             if j.kind == KIND and j.finished_at]
     return [{"at": j.started_at, "ok": j.status == JobStatus.SUCCEEDED, "rto_seconds": j.detail.get("rto_seconds")}

@@ -17,6 +17,7 @@ from commands.backup.physical import engine_config
 from commands.chat.context import Services
 from commands.errors import BackupbotError
 from commands.pg import scratch
+from commands.pg import snapshot as pg_snapshot
 from commands.pg.pgbackrest.archiver import time_reachable
 from commands.restore.app_checks import run_verify_command
 from commands.restore.pitr import restore_cluster, verify_cluster
@@ -26,8 +27,6 @@ from state.store import iso
 
 
 def server_now(dsn: str) -> datetime:
-    from commands.pg import snapshot as pg_snapshot
-
     with pg_snapshot.connect(dsn) as conn:
         return conn.execute("SELECT now()").fetchone()[0]
 
@@ -74,6 +73,4 @@ def rehearse_physical(services: Services, database: str, run, progress, pick=ran
 
 
 def _dbname(dsn: str) -> str:
-    from commands.pg.snapshot import dbname_of
-
-    return dbname_of(dsn)
+    return pg_snapshot.dbname_of(dsn)

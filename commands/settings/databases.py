@@ -15,6 +15,7 @@ pgbackrest = { stanza = "main", repo_path = "/var/lib/pgbackrest", pg_path = "/v
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -88,8 +89,6 @@ def _command(table: Mapping, where: str) -> str | None:
     value = table.get("verify_command")
     if value is None:
         return None
-    import shlex
-
     try:
         words = shlex.split(value) if isinstance(value, str) else None
     except ValueError as exc:
