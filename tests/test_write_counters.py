@@ -149,3 +149,29 @@ def test_a_point_in_time_copy_lacks_the_changes_after_t_bounded_by_the_readings(
     assert line == (f"Not in the copy: the row changes made after {moment.isoformat()}: at least 2 (made since backup "
                     "#2, taken after it) and at most 1,607 (made since backup #1, taken before it); the counters cannot "
                     "place changes in time more exactly"), line
+
+
+def test_a_point_in_time_plan_says_which_changes_the_copy_lacks(tmp_path, pgbackrest_setup):
+    """Real time here (the moment is the server's): pgBackRest replays WAL by the server's clock."""
+    import time
+
+    from tests.fix_pgbackrest import server_now
+    from tests.test_point_in_time_restore import pitr_console
+
+    dsn = pgbackrest_setup.create_database("discards_app")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY)")
+    console = pitr_console(tmp_path, pgbackrest_setup, dsn)
+    assert "Backup #1 of main succeeded" in console.run("/backup")  # a reading before T
+    assert "succeeded" in console.run("/backup physical --type incr")
+    write(dsn, "INSERT INTO ledger SELECT generate_series(1, 40)")
+    time.sleep(1.2)  # WAL time, not a schedule: T must fall between two writes on the server's clock
+    moment = server_now(dsn)
+    time.sleep(1.2)
+    write(dsn, "DELETE FROM ledger WHERE id > 30")
+    assert "succeeded" in console.run("/backup")  # a reading after T
+    write(dsn, "DELETE FROM ledger WHERE id > 25")
+    out = console.run(f'/restore --time "{moment.isoformat()}" --dry-run')
+    assert "Not in the copy: the row changes made after" in out, out
+    assert ("at least 5 (made since backup #3, taken after it) and at most 55 (made since backup #1, taken before it)"
+            in out), out
