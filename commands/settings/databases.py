@@ -8,6 +8,7 @@ can be committed and shown without leaking credentials.
 url_env = "DATABASE_URL"
 health_url = "https://app.example.com/healthz"    # optional, checked after a restore
 heartbeat_url = "https://hc-ping.com/UUID"        # optional, pinged after each scheduled backup
+verify_command = "pytest -q tests/smoke"          # optional, run against a DR rehearsal's copy
 pgbackrest = { stanza = "main", repo_path = "/var/lib/pgbackrest", pg_path = "/var/lib/postgresql/16/main" }
 ```
 """

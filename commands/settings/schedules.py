@@ -8,6 +8,7 @@ backup = "0 2 * * *"
 backup_weekly = { cron = "0 3 * * 0", format = "plain" }
 retention = "30 4 * * *"
 drill = "0 5 * * 1"
+rehearsal = "0 6 * * 0"          # or { cron = "0 6 * * 0", target = "dr" }: commands/restore/rehearsal.py
 ```
 """
 
