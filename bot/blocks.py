@@ -57,6 +57,8 @@ def build_restore_message(message: RestorePlanMessage) -> list[dict]:
     blocks = [_section(message.headline()),
               {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields]},
               {"type": "context", "elements": [{"type": "mrkdwn", "text": message.backup_line()[:2900]}]}]
+    if p.discards:  # what approvers agree to throw away (commands/restore/discards.py)
+        blocks.append(_section("\n".join(p.discards)[:2900]))
     rest = [message.status_line(), *message.steps] + ([message.note] if message.note else [])
     blocks.extend(build_text_message("\n".join(rest)))
     return blocks[:MAX_BLOCKS]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from commands.backup.command import BackupRequest, execute_backup
@@ -27,6 +27,8 @@ from commands.incident.audit import record_event
 from commands.pg.pgbackrest.archiver import archiver_status
 from commands.redact import redact
 from commands.restore.drill import run_drill
+from commands.restore.rehearsal import digest_line as rehearsal_digest_line
+from commands.restore.rehearsal import first_failure, run_rehearsal
 from commands.settings.schedules import ScheduledJob, cron_trigger
 from commands.units import human_bytes, human_duration
 from state import health as health_state
@@ -65,9 +67,10 @@ def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> JobSta
         key = f"scheduled:{job.name}"
         if problem:
             health_state.set_alert(services.store, key, True, iso(services.clock()))
-            raise_alarm(services, reply, job.database, f"scheduled {job.name} failed",
-                        text=f":rotating_light: Scheduled {job.name} failed: {problem}",
-                        evidence={"alarm": key, "schedule": job.name, "run_id": run_id, "error": problem})
+            if job.kind not in RAISES_ITS_OWN_ALARM:
+                raise_alarm(services, reply, job.database, f"scheduled {job.name} failed",
+                            text=f":rotating_light: Scheduled {job.name} failed: {problem}",
+                            evidence={"alarm": key, "schedule": job.name, "run_id": run_id, "error": problem})
         elif health_state.set_alert(services.store, key, False, iso(services.clock())):
             clear_alarm(services, reply, job.database, f":white_check_mark: Scheduled {job.name} succeeded again.",
                         evidence={"alarm": key, "run_id": run_id})
@@ -76,7 +79,8 @@ def run_scheduled(services: Services, reply: Reply, job: ScheduledJob) -> JobSta
     return status
 
 
-ALARMING = frozenset({"backup", "physical", "drill"})
+ALARMING = frozenset({"backup", "physical", "drill", "rehearsal"})
+RAISES_ITS_OWN_ALARM = frozenset({"rehearsal"})  # its posted result names the incident the alarm opened
 
 
 def alert(services: Services, reply: Reply, text: str, database: str | None = None) -> None:
@@ -130,6 +134,21 @@ def _drill(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     return None if result.ok else result.text()
 
 
+def _rehearsal(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
+    """`[schedules.DB] rehearsal = CRON`: a DR rehearsal on a new server; a failed one opens an incident."""
+    result = run_rehearsal(services, job.database, job.target, SCHEDULER)
+    if not result.ok:
+        alarm = raise_alarm(services, reply, job.database, "DR rehearsal failed",
+                            text=f":rotating_light: DR rehearsal of {job.database} failed: {first_failure(result)}",
+                            evidence={"alarm": f"scheduled:{job.name}", "schedule": job.name,
+                                      "error": first_failure(result)})
+        result = replace(result, incident_id=alarm.incident_id)
+    channel = services.settings.channels.digest or services.settings.channels.alerts
+    if channel:
+        reply.post(result, channel=channel)
+    return None if result.ok else f"DR rehearsal of {job.database}: {first_failure(result)}"
+
+
 def _digest(services: Services, reply: Reply, job: ScheduledJob) -> str | None:
     digest = build_digest(services)
     channel = services.settings.channels.digest
@@ -147,7 +166,7 @@ def _state_copy(services: Services, reply: Reply, job: ScheduledJob) -> str | No
 
 
 JOB_BODIES: Mapping[str, Callable] = {"backup": _backup, "physical": _physical, "retention": _retention, "drill": _drill,
-                                      "digest": _digest, "state_copy": _state_copy}
+                                      "digest": _digest, "state_copy": _state_copy, "rehearsal": _rehearsal}
 
 
 class _ChannelReply:
@@ -307,6 +326,7 @@ def build_digest(services: Services) -> Digest:
             f"  RPO {human_duration(rpo.total_seconds())}: " + ("ok" if rpo_ok else "BREACHED"),
             f"  failures since the previous digest: {len(failures)}",
         ]
+        lines += [line for line in [rehearsal_digest_line(services, database)] if line]
         lines += copies_lines(production_copies(services, database), indent="  ")  # until they are dropped
         lines += ceiling_lines(services, database, now)  # legal holds, and what the ceiling deletes next
         if services.settings.database(database).pgbackrest is not None:

@@ -81,6 +81,7 @@ class BackupRecord(Backup):
     globals_file: dict | None = None  # {"key", "sha256", "size", "passwords"}: pg_dumpall --globals-only
     signed_by: str | None = None  # the key id that signed its manifest (commands/signing.py); None: taken unsigned
     rebuilt_from: str | None = None  # the manifest a catalog rebuild catalogued it from; None: this bot took it
+    write_counters: dict | None = None  # pg_stat_user_tables at the snapshot (commands/pg/write_counters.py)
     engine: str = field(default=LOGICAL, init=False)
 
     @property
@@ -161,7 +162,7 @@ class Table:
 
 LOGICAL_TABLE = Table("backups", BackupRecord, "pruned_at",
                       lists=("tables", "not_valid_constraints", "recipients", "roles", "role_definitions"),
-                      empty_dicts=("row_counts",), dicts=("objects", "globals_file"), bools=("schema_only",))
+                      empty_dicts=("row_counts",), dicts=("objects", "globals_file", "write_counters"), bools=("schema_only",))
 PHYSICAL_TABLE = Table("physical_backups", PhysicalBackupRecord, "expired_at", bools=("checksum_errors",))
 TABLES = {LOGICAL: LOGICAL_TABLE, PHYSICAL: PHYSICAL_TABLE}
 

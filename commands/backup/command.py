@@ -32,6 +32,7 @@ from commands.pg.globals import dump_globals, role_definitions, roles_in_databas
 from commands.pg.names import NameRef, parse_name_list
 from commands.pg.tools import major, pg_bin_for, pg_env, tool_version
 from commands.pg.waits import JobSessions
+from commands.pg.write_counters import read_counters
 from commands.storage.encryption import Encryptor
 from commands.units import human_bytes, human_duration, human_rate
 from state.backups import FULL_KINDS, PHYSICAL, Backup, BackupRecord, add_backup, list_catalog
@@ -271,6 +272,7 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
             wanted = set(tables)
             row_counter = RowCounter(fmt, [t for t in catalog.tables if t.kind == "r" and t.name in wanted],
                                      pg_snapshot.quoted_keywords(conn), conn.info.encoding)
+        counters = read_counters(conn) | {"read_at": iso(services.clock())}  # not MVCC: read as the snapshot is
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         status = replace(status, database_size=database_size)
 
@@ -308,7 +310,7 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
         row_counts=counts, not_valid_constraints=tuple(not_valid), objects=objects, dbname=dbname,
         encryption="age" if encrypt_to else None, recipients=encrypt_to, roles=tuple(roles),
         role_definitions=tuple(definitions), globals_file=globals_file,
-        signed_by=services.settings.signing.signing_key_id,
+        signed_by=services.settings.signing.signing_key_id, write_counters=counters,
     )
     try:
         services.storage.put_bytes(record.manifest_key, manifest_bytes(record, services.settings.signing))

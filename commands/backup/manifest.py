@@ -70,6 +70,7 @@ def manifest_document(record: BackupRecord) -> dict:
         "roles": list(record.roles),
         "role_definitions": list(record.role_definitions),
         "globals_file": record.globals_file,
+        "write_counters": record.write_counters,
     }
 
 

@@ -25,6 +25,7 @@ from commands.pg.pgbackrest.archiver import time_reachable
 from commands.pg.restore.databases import database_exists
 from commands.pg.tools import with_dbname
 from commands.redact import describe_dsn
+from commands.restore.discards import after_time_lines
 from commands.restore.plans import PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_copy_roles, planned_roles, role_lines
 from commands.restore.rules import check_point_in_time_target
@@ -99,6 +100,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         backup_id=record.id if record else None, latest_archived=latest, port=free_port(),
         into=request.into, server=request.to, into_target=into_target, reach_known=known,
         roles=roles, allow_privileged_roles=request.allow_privileged_roles,
+        discards=after_time_lines(services, request.database, dsn, request.target_time or stopped),
     )
 
 
@@ -125,6 +127,7 @@ class PointInTimeMessage(RequestMessage):
                + ", verifies it, and stops and removes the copy"] if p.into else []),
             *(role_lines(planned_roles(p.roles), p.allow_privileged_roles, f"{p.database}'s roles as they are now; "
                          "the copy may need no others") if p.into else []),
+            *p.discards,
             f"The running cluster of {p.database} is not touched: nothing is replaced. Replacing it is a "
             "separate step the bot does not take.",
             status, *self.steps,

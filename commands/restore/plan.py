@@ -23,6 +23,7 @@ from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
 from commands.restore.dependents import refuse_dependents
+from commands.restore.discards import discard_lines
 from commands.restore.pitr_plan import PointInTimeMessage
 from commands.restore.plans import LogicalPlan, PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
@@ -177,6 +178,7 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
         server=request.to, server_version=server_version, no_owner=request.no_owner, warnings=tuple(warnings),
         create_roles=tuple(p.definition.name for p in planned), roles=tuple(p.to_dict() for p in planned),
         allow_privileged_roles=request.allow_privileged_roles, provenance=provenance.text(),
+        discards=discard_lines(services, record, target_dsn, tables) if exists else (),
     )
 
 
@@ -289,6 +291,7 @@ class RestorePlanMessage(RequestMessage):
             *self.server_lines(),
             *self.role_lines(),
             f"Replaces: {self.plan.replaces}",
+            *self.plan.discards,
             f"How: {self.plan.method_text}" + (" · --no-owner: owners and privileges are not restored"
                                                 if self.plan.no_owner else ""),
             f"Safety snapshot first: {self.safety_snapshot_text()}",

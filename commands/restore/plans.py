@@ -53,6 +53,7 @@ class LogicalPlan:
     roles: tuple[dict, ...] = ()  # those roles as approved: PlannedRole dicts (attributes, memberships, flags)
     allow_privileged_roles: bool = False
     provenance: str = ""  # how the bot knows the backup is its own (commands/backup/manifest.py)
+    discards: tuple[str, ...] = ()  # the row changes since the backup it throws away (commands/restore/discards.py)
     kind: Literal["logical"] = field(default=LOGICAL, init=False)  # plans stored before it was a field lack it
 
     @property
@@ -107,6 +108,7 @@ class PointInTimePlan:
     roles: tuple[dict, ...] = ()  # roles `into`'s server lacks, as approved (PlannedRole dicts)
     allow_privileged_roles: bool = False
     reach_known: bool = True  # False: a dry run, which switches no WAL, could not know
+    discards: tuple[str, ...] = ()  # the row changes after the target time the copy lacks (restore/discards.py)
     kind: Literal["pitr"] = field(default=PITR, init=False)
 
     needs_approval = True  # a copy of production data, restored from the archive: always approved

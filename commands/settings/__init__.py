@@ -126,6 +126,11 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
     databases = parse_databases(section(raw, "databases"), env)
     state = parse_state(tables["state"])
     storage = parse_storage(tables["storage"], env.get(KEY_ENV))
+    targets = parse_targets(raw.get("targets", {}), env)
+    schedules = parse_schedules(section(raw, "schedules"), databases)
+    for job in schedules:
+        if job.target is not None and job.target not in targets:
+            raise ConfigError(f"schedules.{job.database}.{job.kind}.target: no [targets.{job.target}] is configured")
     return Settings(
         state_path=state.path,
         scratch_dir=state.scratch_dir,
@@ -137,9 +142,9 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
         access=parse_access(tables["access"]),
         channels=parse_channels(tables["channels"]),
         alerts=parse_alerts(section(raw, "alerts")),
-        targets=parse_targets(raw.get("targets", {}), env),
+        targets=targets,
         jobs=parse_jobs(section(raw, "jobs")),
-        schedules=parse_schedules(section(raw, "schedules"), databases),
+        schedules=schedules,
         retention=parse_retention(section(raw, "retention"), databases),
         health=parse_health(section(raw, "health"), env),
         incidents=parse_incidents(section(raw, "incidents")),

@@ -8,6 +8,7 @@ can be committed and shown without leaking credentials.
 url_env = "DATABASE_URL"
 health_url = "https://app.example.com/healthz"    # optional, checked after a restore
 heartbeat_url = "https://hc-ping.com/UUID"        # optional, pinged after each scheduled backup
+verify_command = "pytest -q tests/smoke"          # optional, run against a DR rehearsal's copy
 pgbackrest = { stanza = "main", repo_path = "/var/lib/pgbackrest", pg_path = "/var/lib/postgresql/16/main" }
 smoke_sql = ["SELECT count(*) > 0 FROM users"]    # optional: queries a drill's copy must answer true
 ```
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from commands.errors import ConfigError
 from commands.settings.values import ENV_RE, http_url, known_keys, named_tables, string, whole_number
 
-DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest", "smoke_sql")
+DATABASE_KEYS = ("url_env", "health_url", "heartbeat_url", "pgbackrest", "smoke_sql", "verify_command")
 PGBACKREST_STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as commands.pg.pgbackrest checks it
 PGBACKREST_TLS_KEYS = ("pg_host", "pg_host_port", "pg_host_cn", "pg_host_config", "repo_host", "tls_ca_file", "tls_cert_file",
                        "tls_key_file", "tls_server_address", "tls_server_port")
@@ -86,6 +88,7 @@ class DatabaseConfig:
     heartbeat_url: str | None = None  # pinged after each successful scheduled backup (healthchecks.io-style)
     pgbackrest: PgBackRestSettings | None = None  # physical backups and WAL archiving (see parse_pgbackrest)
     smoke_sql: tuple[str, ...] = ()  # the operator's assertions on a restored copy: each must return true
+    verify_command: str | None = None  # the application's own checks, run against a rehearsal's copy
 
     def require_url(self) -> str:
         if not self.url:
@@ -109,6 +112,7 @@ def parse_databases(tables: Mapping, env: Mapping[str, str]) -> dict[str, Databa
             url=env.get(url_env), heartbeat_url=http_url(table, where, "heartbeat_url"),
             pgbackrest=parse_pgbackrest(table.get("pgbackrest"), f"{where}.pgbackrest"),
             smoke_sql=parse_smoke_sql(table, where),
+            verify_command=_command(table, where),
         )
     return databases
 
@@ -121,6 +125,20 @@ def parse_smoke_sql(table: Mapping, where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where}.smoke_sql: expected a list of SQL queries, each returning true, "
                           'like ["SELECT count(*) > 0 FROM users"]')
     return tuple(v.strip() for v in value)
+
+
+def _command(table: Mapping, where: str) -> str | None:
+    """`verify_command = "pytest -q tests/smoke"`: split like a shell would, run without one."""
+    value = table.get("verify_command")
+    if value is None:
+        return None
+    try:
+        words = shlex.split(value) if isinstance(value, str) else None
+    except ValueError as exc:
+        raise ConfigError(f"{where}.verify_command: {exc}") from None
+    if not words:
+        raise ConfigError(f"{where}.verify_command: expected a command line like \"pytest -q tests/smoke\"")
+    return value
 
 
 def parse_pgbackrest(value, where: str) -> PgBackRestSettings | None:

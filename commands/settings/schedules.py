@@ -8,6 +8,7 @@ backup = "0 2 * * *"
 backup_weekly = { cron = "0 3 * * 0", format = "plain" }
 retention = "30 4 * * *"
 drill = "0 5 * * 1"
+rehearsal = "0 6 * * 0"          # or { cron = "0 6 * * 0", target = "dr" }: commands/restore/rehearsal.py
 ```
 """
 
@@ -25,6 +26,7 @@ from commands.errors import ConfigError
 from commands.settings.values import accepted, known_keys
 
 PER_DATABASE_JOBS = ("retention", "drill")
+REHEARSAL = "rehearsal"  # a DR rehearsal on a fresh cluster: CRON or { cron, target = NAME }
 GLOBAL_JOBS = ("digest", "state_copy")  # state_copy: the state database to storage (it also goes after every job)
 BACKUP_FORMATS = ("custom", "plain", "gzip")  # the keys of commands.pg.dump.FORMATS (a test holds them equal)
 
@@ -38,6 +40,7 @@ class ScheduledJob:
     format: str = "custom"
     schema_only: bool = False
     backup_type: str = "full"  # physical (pgBackRest) backups: full | diff | incr
+    target: str | None = None  # a rehearsal's [targets.NAME] server; None: a fresh initdb cluster
 
 
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -166,6 +169,12 @@ def _job(path: str, key: str, spec, database: str | None) -> ScheduledJob:
         if fmt not in BACKUP_FORMATS:
             raise ConfigError(f"{path}.format: {fmt!r} is not custom, plain or gzip")
         return ScheduledJob(f"{key} {database}", cron, "backup", database, fmt, bool(options.get("schema_only", False)))
+    if key == REHEARSAL and database:
+        known_keys(options, path, ("cron", "target"))
+        target = options.get("target")
+        if target is not None and not isinstance(target, str):
+            raise ConfigError(f"{path}.target: expected the name of a [targets.NAME] server")
+        return ScheduledJob(f"{key} {database}", cron, key, database, target=target)
     if key in PER_DATABASE_JOBS and database or key in GLOBAL_JOBS and database is None:
         return ScheduledJob(f"{key} {database}" if database else key, cron, key, database)
     if key.startswith("physical") and database:  # pgBackRest: physical = CRON or { cron, type = full|diff|incr }
@@ -174,4 +183,4 @@ def _job(path: str, key: str, spec, database: str | None) -> ScheduledJob:
         if backup_type not in ("full", "diff", "incr"):
             raise ConfigError(f"{path}.type: {backup_type!r} is not full, diff or incr")
         return ScheduledJob(f"{key} {database}", cron, "physical", database, backup_type=backup_type)
-    raise ConfigError(f"{path}: unknown schedule (backup…, physical…, retention, drill per database; digest globally)")
+    raise ConfigError(f"{path}: unknown schedule (backup…, physical…, retention, drill, rehearsal per database; digest globally)")
