@@ -15,17 +15,17 @@ def run_cli(args, env, stdin="", timeout=180):
                           env=full_env, timeout=timeout)
 
 
-def write_config(tmp_path, storage=None):
+def write_config(tmp_path, storage=None, extra=""):
     config = tmp_path / "backupbot.toml"
     storage = storage or f"file://{tmp_path / 'b'}"
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "{storage}"\n'
-                      f'signing_key_files = ["{suite_signing_key()}"]\n[access]\noperators = ["U0ALICE"]\n')
+                      f'signing_key_files = ["{suite_signing_key()}"]\n[access]\noperators = ["U0ALICE"]\n'
+                      'approvers = ["U0BOB"]\n' + extra)
     return str(config)
 
 
-def test_check_passes_on_a_working_setup(tmp_path, sample_dsn, fake_slack):
-    result = run_cli(["check", "--config", write_config(tmp_path)],
-                     {"DATABASE_URL": sample_dsn, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": fake_slack.url})
+def test_check_passes_on_a_working_setup(tmp_path, sample_dsn, slack_env, fake_slack):
+    result = run_cli(["check", "--config", write_config(tmp_path)], {"DATABASE_URL": sample_dsn, **slack_env})
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("ok   database main: reachable, PostgreSQL") for line in lines)
@@ -45,6 +45,51 @@ def test_check_fails_and_says_why(tmp_path, pg_cluster):
     assert "FAIL storage" in result.stdout
     assert pg_cluster.password not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_catches_a_restore_that_could_not_decrypt_wait_for_approval_or_start(tmp_path, sample_dsn):
+    from pyrage import x25519
+
+    key = x25519.Identity.generate()
+    config = tmp_path / "backupbot.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
+                      f'encrypt_to = ["{key.to_public()}"]\nsigning_key_files = ["{suite_signing_key()}"]\n'
+                      '[access]\noperators = ["U0ALICE"]\n')
+    result = run_cli(["check", "--config", str(config)], {"DATABASE_URL": sample_dsn})
+    assert result.returncode == 1
+    out = result.stdout
+    assert "FAIL encryption: storage.encrypt_to is set but storage.identity_file is not" in out
+    assert "FAIL approvers: none configured, so every restore request would wait until it expires" in out
+    assert "FAIL slack: SLACK_BOT_TOKEN is not set" in out and "`backupbot run` would refuse to start" in out
+    assert "FAIL slack: neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET (HTTP mode) is set" in out
+
+    config.write_text(config.read_text().replace("encrypt_to", f'identity_file = "{tmp_path / "age.key"}"\nencrypt_to'))
+    result = run_cli(["check", "--config", str(config)], {"DATABASE_URL": sample_dsn})
+    assert f"FAIL encryption: storage.identity_file: {tmp_path / 'age.key'} does not exist" in result.stdout
+    (tmp_path / "age.key").write_text(str(key) + "\n")
+    (tmp_path / "age.key").chmod(0o644)
+    result = run_cli(["check", "--config", str(config)], {"DATABASE_URL": sample_dsn})
+    assert "FAIL encryption: storage.identity_file:" in result.stdout and "chmod 600" in result.stdout
+    (tmp_path / "age.key").chmod(0o600)
+    result = run_cli(["check", "--config", str(config)], {"DATABASE_URL": sample_dsn})
+    assert f"ok   encryption: to 1 recipient(s); {tmp_path / 'age.key'} can decrypt" in result.stdout
+    assert str(key) not in result.stdout + result.stderr
+
+
+def test_check_json_for_monitoring(tmp_path, sample_dsn, slack_env, fake_slack):
+    import json
+
+    result = run_cli(["check", "--json", "--config", write_config(tmp_path)], {"DATABASE_URL": sample_dsn, **slack_env})
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["failed"] == 0 and report["passed"] == len(report["checks"])
+    assert any(c["check"] == "database main" and c["detail"].startswith("reachable, PostgreSQL") for c in report["checks"])
+    result = run_cli(["check", "--json", "--config", write_config(tmp_path, storage="file:///proc/no-such-dir")],
+                     {"DATABASE_URL": sample_dsn, **slack_env})
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["failed"] == 1
+    assert [c["check"] for c in report["checks"] if not c["ok"]] == ["storage file:///proc/no-such-dir"]
 
 
 def test_check_reads_every_section(tmp_path):
