@@ -58,7 +58,7 @@ USAGE_HINTS = {
     "/restore": ("BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into DB] [--to SERVER] [--no-owner] "
                  "[--allow-privileged-roles] [--dry-run] "
                  "| --time \"2026-11-29 14:04:00+00\" [DB] [--into NEW_DB] | physical ID|latest | cancel ID | help"),
-    "/db-health": "[DB|all]",
+    "/db-health": "[DB|all] [--post]",
     "/incident": ("open TITLE [--db DB] [--sev 1-4] | note TEXT | status | check STEP | close ROOT_CAUSE | timeline "
                   "| list | export"),
 }
