@@ -108,14 +108,42 @@ def test_check_without_a_database_url(tmp_path):
 
 def test_demo_console_backs_up_the_sample_database(tmp_path):
     result = run_cli(["console", "--demo"], {"TMPDIR": str(tmp_path)},
-                     stdin="/backup\n/backup --format gzip --tables users,products\n/backup list\n/backup nope\n")
+                     stdin="/backup\n/backup --format gzip --tables users,products\n/backup list\n/backup nope\n"
+                           ":quit\n/backup\n")
     assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []  # the demo's backups, state and key went with it
+    assert "Backup #3" not in result.stdout and "error" not in result.stdout  # :quit quit
     out = result.stdout
     assert "Backup #1 of main started by @U_CONSOLE" in out
     assert "Backup #1 of main succeeded" in out and "Backup #2 of main succeeded" in out
     assert "Tables: 9" in out or "Tables: " in out
     assert "unknown database 'nope'" in out
     assert "Traceback" not in result.stderr
+
+
+def test_version_and_a_bad_port_are_clear(tmp_path):
+    from bot.cli import version
+
+    result = run_cli(["--version"], {})
+    assert result.returncode == 0 and result.stdout.strip() == f"backupbot {version()}" and version() != "unknown"
+    result = run_cli(["run", "--help"], {"PORT": "http"})
+    assert result.returncode == 0 and "--log-level" in result.stdout and "Traceback" not in result.stderr
+    result = run_cli(["run", "--config", write_config(tmp_path)], {"PORT": "http"})
+    assert result.returncode == 2 and "backupbot: error: $PORT: 'http' is not a port number (0-65535)" in result.stderr
+    result = run_cli(["run", "--port", "99999"], {})
+    assert result.returncode == 2 and "--port: '99999' is not a port number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_exit_codes_one_for_a_failure_two_for_usage(tmp_path):
+    result = run_cli(["check", "--config", str(tmp_path / "missing.toml")], {})
+    assert result.returncode == 1 and f"FAIL config: config file {tmp_path / 'missing.toml'} does not exist" in result.stdout
+    result = run_cli(["catalog", "rebuild", "--config", str(tmp_path / "missing.toml")], {})
+    assert result.returncode == 1 and "backupbot: config file" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli(["check", "--no-such-flag"], {})
+    assert result.returncode == 2 and "unrecognized arguments: --no-such-flag" in result.stderr
+    result = run_cli(["console", "--as", "U0BOB", "--config", write_config(tmp_path)], {})
+    assert result.returncode == 2 and "--as works only with --demo" in result.stderr
 
 
 def test_run_serves_slack_over_http(tmp_path, sample_dsn, fake_slack):
