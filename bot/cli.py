@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bot.ops_metrics import build_version as version
 from commands.errors import BackupbotError, UsageError
 from commands.settings import CONFIG_SEARCH
 
@@ -23,16 +24,6 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
     return port
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        return installed("backupbot")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -180,6 +180,9 @@ def metrics_registry(health: BotHealth):
             healthy = GaugeMetricFamily("backupbot_healthy", "1 when /healthz answers 200")
             healthy.add_metric([], 0 if health.problems() else 1)
             yield from (backup_time, backup_size, backup_duration, drill_time, drill_rto, failures, pending, jobs, healthy)
+            from bot.ops_metrics import alerting_metrics  # build, failures by database, schedules, RPO
+
+            yield from alerting_metrics(health.services)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector())

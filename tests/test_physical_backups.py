@@ -95,6 +95,26 @@ def test_backup_physical_at_the_console_is_catalogued_and_listed(tmp_path, pgbac
     assert f"keeps: {setup.first_backup.label} full" in report  # taken outside the bot: no catalog id
 
 
+def test_metrics_show_the_real_rpo_and_the_newest_physical_backup_age(tmp_path, pgbackrest_setup, archived_dsn):
+    from prometheus_client import generate_latest
+
+    from bot.server import BotHealth, metrics_registry
+    from commands.pg.pgbackrest.archiver import archiver_status, force_archive
+
+    clock = FakeClock()
+    console = make_console(physical_settings(tmp_path, pgbackrest_setup, archived_dsn), clock=clock)
+    assert "Physical backup #1 of main succeeded" in console.run("/backup physical")
+    clock.advance(hours=3)
+    force_archive(archived_dsn)
+    text = generate_latest(metrics_registry(BotHealth(console.services))).decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert 3 * 3600 <= values['backupbot_last_physical_backup_age_seconds{database="main"}'] < 3 * 3600 + 60
+    rpo = values['backupbot_rpo_seconds{database="main"}']
+    assert 0 <= rpo <= archiver_status(archived_dsn).rpo_seconds + 1 < 600  # the WAL just archived: seconds old
+    assert not any('database="other"' in key for key in values if key.startswith("backupbot_rpo_seconds"))
+
+
 def test_backup_physical_needs_a_pgbackrest_config_and_a_known_type(tmp_path, pgbackrest_setup, archived_dsn):
     console = make_console(physical_settings(tmp_path, pgbackrest_setup, archived_dsn))
     before = len(info(pgbackrest_setup.cfg))
