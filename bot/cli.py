@@ -120,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_state_restore(args.config, args.key, args.force)
         if args.action == "backup":
-            from bot.checkpoint import run_checkpoint
-
             return run_checkpoint(args.config, args.database, args.note)
     except UsageError as exc:
         print(f"backupbot: {exc}", file=sys.stderr)
@@ -132,6 +130,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def run_checkpoint(config: str | None, database: str, note: str | None) -> int:
+    """`backupbot backup DB --wait`: beside a running bot on the same state database, so it takes no
+    instance lock (it touches no other process's jobs; the job claim keeps it from racing a backup of
+    the same database). It acts as its OS user, whom [access] console_operators must name."""
+    from bot.checkpoint import report
+    from bot.console import os_account
+    from bot.logs import register_secrets
+    from commands.backup.checkpoint import take_checkpoint
+    from commands.chat.context import CONSOLE, Actor, build_services
+    from commands.settings import load_settings
+
+    settings = load_settings(config)
+    register_secrets(settings.secrets())
+    reply = None
+    if settings.slack_bot_token:  # posted like any backup; without a token nothing is posted
+        from bot.server import make_client
+        from bot.slack_reply import SlackReply
+
+        reply = SlackReply(make_client(settings))
+    user = os_account()
+    actor = Actor(user=user, source=CONSOLE, os_user=user, slack_identity=False)
+    return report(take_checkpoint(build_services(settings), database, note, actor, reply), sys.stdout, sys.stderr)
 
 
 def run_console(args) -> int:

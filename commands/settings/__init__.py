@@ -94,7 +94,7 @@ class Settings:
         values += [db.url for db in self.databases.values()] + [t.url for t in self.targets.values()]
         values += [self.alerts.webhook_url] + [db.heartbeat_url for db in self.databases.values()]  # URLs carry tokens
         values += [key.text for key in self.signing.keys]
-        values.append(self.health.metrics_token)
+        values += [self.health.metrics_token, self.health.checkpoint_token]
         return [v for v in values if v]
 
 
