@@ -199,3 +199,18 @@ def test_check_names_channels_the_bot_cannot_post_in_and_checks_the_app_token(tm
     result = run_cli(["check", "--config", str(config)], env)
     assert "FAIL slack app-level token: apps.connections.open failed (missing_scope)" in result.stdout
     assert "xapp-test" not in result.stdout + result.stderr
+
+
+def test_check_reads_the_config_init_wrote(tmp_path):
+    """`backupbot init` writes ./backupbot.toml; `check` (and every subcommand) then finds it there."""
+    from pathlib import Path
+
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cli = [sys.executable, "-m", "bot.cli"]
+    made = subprocess.run([*cli, "init", "--data-dir", str(tmp_path / "data")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    checked = subprocess.run([*cli, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert checked.stdout.startswith("ok   config: backupbot.toml\n"), checked.stdout
+    assert f"storage file://{tmp_path / 'data' / 'backups'}" in checked.stdout
+    assert "FAIL access: no operators are configured" in checked.stdout  # the starter's empty [access] is read
