@@ -129,3 +129,19 @@ def test_checkpoint_does_not_exist_without_its_token(tmp_path, sample_dsn, slack
     bot = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env))
     status, body = post(f"http://127.0.0.1:{bot.port}/checkpoint", {"database": "main"})
     assert status == 404 and recent_jobs(bot.services.store) == []
+
+
+def test_the_health_port_serves_checkpoint_with_the_same_token(tmp_path, sample_dsn, slack_env, start_bot):
+    from bot.server import serve_health_port
+
+    settings = make_settings(tmp_path, sample_dsn, env={**slack_env, "CHECKPOINT_TOKEN": TOKEN},
+                             health={"checkpoint_token_env": "CHECKPOINT_TOKEN"})
+    bot = start_bot(settings)
+    server = serve_health_port(bot.health, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.effective_port}/checkpoint"
+        assert post(url, {"database": "main"}, token=None)[0] == 401
+        status, body = post(url, {"database": "main"})
+        assert status == 200 and body["backup_id"] == 1 and body["sha256"] == get_backup(bot.services.store, 1).sha256
+    finally:
+        server.close()
