@@ -203,6 +203,8 @@ class Console:
                 dispatch.run_command(self.services, command, text, actor, ConsoleReply(self, actor))
             else:
                 self.emit("Type a slash command (/backup help) or :help.")
+        except EOFError:  # :quit (EOFError is an Exception: it must not be taken for a bad line)
+            raise
         except Exception as exc:  # the console must never die on a bad line
             error_id = dispatch.report_unexpected(self.services, ConsoleReply(self, self.actor()), line)
             self.emit(f"(error {error_id}: {type(exc).__name__})")

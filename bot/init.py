@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from commands.errors import ConfigError
+from commands.errors import ConfigError, UsageError
 from commands.signing import SigningKey, create_private_file, read_key_file, write_key_file
 
 DEFAULT_CONFIG = "backupbot.toml"
@@ -111,9 +111,9 @@ def request_url_checked(url: str) -> str:
     """Slack only calls https URLs; a bare host gets the bot's one endpoint, /slack/events."""
     parts = urlsplit(url.strip())
     if parts.scheme != "https" or not parts.hostname:
-        raise ConfigError(f"--request-url: expected https://HOST/slack/events, got {url!r}")
+        raise UsageError(f"--request-url: expected https://HOST/slack/events, got {url!r}")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError("--request-url: expected https://HOST/slack/events without credentials, query or fragment")
+        raise UsageError("--request-url: expected https://HOST/slack/events without credentials, query or fragment")
     if parts.path in ("", "/"):
         return f"https://{parts.netloc}/slack/events"
     return f"https://{parts.netloc}{parts.path}"

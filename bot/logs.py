@@ -1,4 +1,9 @@
-"""Logging with every record redacted: a DSN in an exception message must never reach a log."""
+"""Logging with every record redacted: a DSN in an exception message must never reach a log.
+
+A record logged with `extra={"fields": {...}}` (a job's start and end, an approval: commands/chat/run.py,
+commands/restore/approvals.py) carries its fields as JSON keys in `--log-format json`, and as
+`key=value` after the message in text, so an operator can filter on job_id, database or outcome.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,20 @@ def register_secrets(values: list[str]) -> None:
     _SECRETS.extend(v for v in values if v and v not in _SECRETS)
 
 
+# Libraries that log every scheduler tick or HTTP connection at INFO: WARNING and above only.
+QUIET_LOGGERS = ("apscheduler", "slack_bolt", "slack_sdk", "urllib3", "botocore", "boto3", "s3transfer", "waitress")
+
+
+def _fields(record: logging.LogRecord) -> dict:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
 class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), _SECRETS)
+        text = super().format(record)
+        fields = " ".join(f"{key}={value}" for key, value in _fields(record).items() if value is not None)
+        return redact(f"{text} [{fields}]" if fields else text, _SECRETS)
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +47,8 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage(), _SECRETS),
             "thread": record.threadName,
         }
+        for key, value in _fields(record).items():
+            entry.setdefault(key, redact(value, _SECRETS) if isinstance(value, str) else value)
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info), _SECRETS)
         if record.stack_info:
@@ -38,7 +56,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level: int = logging.INFO, json_format: bool = False) -> None:
+def setup_logging(level: int | str = logging.INFO, json_format: bool = False) -> None:
     handler = logging.StreamHandler()
     if json_format:
         handler.setFormatter(JsonFormatter())
@@ -47,5 +65,5 @@ def setup_logging(level: int = logging.INFO, json_format: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("slack_bolt").setLevel(logging.WARNING)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:  # unless the operator asked for DEBUG
+        logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

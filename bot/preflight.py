@@ -1,7 +1,12 @@
-"""`backupbot check`: one line per check, non-zero exit when any fails."""
+"""`backupbot check`: one line per check (or one JSON document with --json), exit 1 when any fails.
+
+It catches what would otherwise fail later, at the worst time: a restore with no identity file or no
+approvers, a `run` with no Slack token, a database, store or pgBackRest stanza that is not there.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import uuid
@@ -9,7 +14,7 @@ import uuid
 from commands.backup.physical import engine_config
 from commands.errors import BackupbotError
 from commands.pg.pgbackrest.archiver import archiver_status
-from commands.pg.pgbackrest.backups import ensure_stanza
+from commands.pg.pgbackrest.backups import ensure_stanza, info_json
 from commands.pg.pgbackrest.runner import check as pgbackrest_check
 from commands.pg.snapshot import connect
 from commands.pg.tools import major, tool_version
@@ -21,36 +26,85 @@ from commands.units import human_duration
 log = logging.getLogger(__name__)
 
 
-def run_preflight(config_path: str | None = None, out=None) -> int:
+def run_preflight(config_path: str | None = None, out=None, as_json: bool = False) -> int:
     out = out or sys.stdout
     results: list[tuple[bool, str]] = []
     try:
         settings = load_settings(config_path)
-        results.append((True, f"config: {settings.config_path or 'embedded defaults'}"))
+        results.append((True, f"config: {settings.config_path or 'none found, embedded defaults'}"))
     except BackupbotError as exc:
         results.append((False, f"config: {exc}"))
-        return _print(results, out)
+        return _print(results, out, as_json)
     results.append(check_sections(settings))
     results.append(check_access(settings))
+    results.append(check_approvers(settings))
+    results.append(check_encryption(settings))
     results.append(check_signing(settings))
     results.extend(check_databases(settings))
     results.extend(check_pgbackrest(settings))
     results.append(check_storage(settings))
     results.append(check_scratch(settings))
+    results.extend(check_slack_tokens(settings))
     if settings.slack_bot_token:
         results.append(check_slack(settings))
         results.extend(check_channels(settings))
     if settings.slack_app_token:
         results.append(check_app_token(settings))
-    return _print(results, out)
+    return _print(results, out, as_json)
 
 
-def _print(results: list[tuple[bool, str]], out) -> int:
+def _print(results: list[tuple[bool, str]], out, as_json: bool = False) -> int:
+    failed = sum(1 for ok, _ in results if not ok)
+    if as_json:  # for monitoring: {"ok", "passed", "failed", "checks": [{"ok", "check", "detail"}]}
+        checks = [{"ok": ok, "check": line.partition(": ")[0], "detail": line.partition(": ")[2] or line}
+                  for ok, line in results]
+        json.dump({"ok": not failed, "passed": len(results) - failed, "failed": failed, "checks": checks}, out)
+        out.write("\n")
+        return 1 if failed else 0
     for ok, line in results:
         print(f"{'ok  ' if ok else 'FAIL'} {line}", file=out)
-    failed = sum(1 for ok, _ in results if not ok)
     print(f"{len(results) - failed} passed, {failed} failed", file=out)
     return 1 if failed else 0
+
+
+def check_approvers(settings: Settings) -> tuple[bool, str]:
+    """Restores wait for approvers' reactions: with databases and no approvers, every restore would expire."""
+    if settings.databases and not settings.access.approvers:
+        return False, ("approvers: none configured, so every restore request would wait until it expires: "
+                       'list Slack user (U…) or usergroup (S…) IDs in `[access] approvers = ["U0123"]`')
+    return True, (f"approvers: {len(settings.access.approvers)} entr{'y' if len(settings.access.approvers) == 1 else 'ies'}, "
+                  f"{settings.access.required_approvals} approval(s) start a restore")
+
+
+def check_encryption(settings: Settings) -> tuple[bool, str]:
+    """With encrypt_to, a restore or drill needs the private key: a missing or unreadable one is found now."""
+    from commands.storage.encryption import load_identities, public_keys
+
+    if not settings.encrypt_to and not settings.identity_file:
+        return True, "encryption: off (storage.encrypt_to is not set)"
+    if not settings.identity_file:
+        return False, ("encryption: storage.encrypt_to is set but storage.identity_file is not: backups are encrypted "
+                       "and nothing could restore them; set storage.identity_file to the age private key file")
+    try:
+        keys = public_keys(load_identities(settings.identity_file))
+    except BackupbotError as exc:
+        return False, f"encryption: {exc}"
+    if settings.encrypt_to and not set(keys) & set(settings.encrypt_to):
+        return False, (f"encryption: the key in {settings.identity_file} is none of storage.encrypt_to's recipients: "
+                       "what is encrypted now could not be restored with it")
+    return True, f"encryption: to {len(settings.encrypt_to)} recipient(s); {settings.identity_file} can decrypt"
+
+
+def check_slack_tokens(settings: Settings) -> list[tuple[bool, str]]:
+    """What `backupbot run` refuses to start without (bot/server.py serve)."""
+    results = []
+    if not settings.slack_bot_token:
+        results.append((False, "slack: SLACK_BOT_TOKEN is not set (the bot token, xoxb-…): `backupbot run` "
+                               "would refuse to start"))
+    if not settings.slack_app_token and not settings.slack_signing_secret:
+        results.append((False, "slack: neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET (HTTP mode) is "
+                               "set: `backupbot run` would refuse to start"))
+    return results
 
 
 def check_sections(settings: Settings) -> tuple[bool, str]:
@@ -148,11 +202,21 @@ def check_pgbackrest(settings: Settings) -> list[tuple[bool, str]]:
         if cfg.remote:
             results.append(listening)
         try:
-            if ensure_stanza(cfg):
+            if not pushes:  # a mistyped stanza is not created: this server would never archive into it
+                info_json(cfg, timeout=60)
+                results.append((True, f"{name}: the stanza exists in the repository"))
+            elif ensure_stanza(cfg):
                 results.append((True, f"{name}: stanza created (pgbackrest stanza-create"
                                       + (f" over TLS to {cfg.tls.pg_host}" if cfg.remote else "") + ")"))
-            if not listening[0]:  # its WAL could not arrive: `pgbackrest check` would only time out
-                continue
+            else:
+                results.append((True, f"{name}: the stanza exists in the repository"))
+        except BackupbotError as exc:
+            results.append((False, f"{name}: {redact(str(exc), settings.secrets())} (the stanza could not be read "
+                                   f"or created: `pgbackrest --stanza={cfg.stanza} stanza-create`)"))
+            continue
+        if not listening[0]:  # its WAL could not arrive: `pgbackrest check` would only time out
+            continue
+        try:
             pgbackrest_check(cfg)
             over = (f" over TLS: this host reached {cfg.tls.pg_host}:{cfg.tls.pg_host_port} and the WAL switch came "
                     f"back to this host's pgbackrest server" if cfg.remote else "")

@@ -125,6 +125,7 @@ class BotHealth:
         self.slack_status = slack_status
         self.scheduler = scheduler
         self.require_scheduler = require_scheduler
+        self.slack_client = None  # what POST /checkpoint posts its backup through (bot/checkpoint.py)
 
     def problems(self) -> list[str]:
         found = []
@@ -180,6 +181,9 @@ def metrics_registry(health: BotHealth):
             healthy = GaugeMetricFamily("backupbot_healthy", "1 when /healthz answers 200")
             healthy.add_metric([], 0 if health.problems() else 1)
             yield from (backup_time, backup_size, backup_duration, drill_time, drill_rto, failures, pending, jobs, healthy)
+            from bot.ops_metrics import alerting_metrics  # build, failures by database, schedules, RPO
+
+            yield from alerting_metrics(health.services)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector())
@@ -203,8 +207,11 @@ def make_ops_app(health: BotHealth, fallback=None, public: bool = False):
     reaches from the internet, where /metrics answers only to the configured bearer token."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    from bot.checkpoint import checkpoint_app
+
     registry = metrics_registry(health)
     token = health.services.settings.health.metrics_token
+    checkpoint = checkpoint_app(health.services, lambda: health.slack_client)
 
     def ops(environ, start_response):
         path = environ.get("PATH_INFO")
@@ -227,6 +234,8 @@ def make_ops_app(health: BotHealth, fallback=None, public: bool = False):
                 return [refused[1]]
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
             return [generate_latest(registry)]
+        if path == "/checkpoint":  # a pipeline's backup, with its own bearer token
+            return checkpoint(environ, start_response)
         if fallback is not None:
             return fallback(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -272,6 +281,7 @@ def make_wsgi_app(bolt_app, health: BotHealth | None = None):
     handler = SlackRequestHandler(bolt_app, path=SLACK_PATH)
     if health is None:
         health = BotHealth(bolt_app.services, getattr(bolt_app.client, "call_status", None))
+    health.slack_client = health.slack_client or bolt_app.client
 
     def slack(environ, start_response):
         length = _content_length(environ)
@@ -318,6 +328,7 @@ def serve(args) -> int:
     report_interrupted_jobs(app.services, SlackReply(client))
     scheduler = start_scheduler(app.services, client)
     health = BotHealth(app.services, client.call_status, scheduler, require_scheduler=True)
+    health.slack_client = client
     health_server = None
     if getattr(args, "health_port", None) is not None:
         health_server = serve_health_port(health, getattr(args, "health_host", "127.0.0.1"), args.health_port)

@@ -62,7 +62,7 @@ USAGE_HINTS = {
                  "[--allow-privileged-roles] [--dry-run] "
                  "| --time \"2026-11-29 14:04:00+00\" [DB] [--into NEW_DB] | physical ID|latest | cancel ID "
                  "| drop-copy ID | help"),
-    "/db-health": "[DB|all]",
+    "/db-health": "[DB|all] [--post]",
     "/incident": ("open TITLE [--db DB] [--sev 1-4] | note TEXT | status | check STEP | close ROOT_CAUSE | timeline "
                   "| list | export"),
 }

@@ -83,3 +83,35 @@ def running_jobs(store: Store) -> dict[str, int]:
         return {row["kind"]: row["n"]
                 for row in db.query("SELECT kind, COUNT(*) AS n FROM jobs WHERE status = ? GROUP BY kind",
                                   [JobStatus.RUNNING])}
+
+
+def failures_by_database_and_kind(store: Store) -> dict[tuple[str, str], int]:
+    """Failed jobs by (database, kind), plus failed scheduled runs as (database, "scheduled <job kind>");
+    a run with no database (the digest) counts under database ""."""
+    counts: dict[tuple[str, str], int] = {}
+    with store.db() as db:
+        for row in db.query("SELECT database, kind, COUNT(*) AS n FROM jobs WHERE status = ? GROUP BY database, kind",
+                            [JobStatus.FAILED]):
+            key = (row["database"], row["kind"])
+            counts[key] = counts.get(key, 0) + row["n"]
+        for row in db.query("SELECT database, job, COUNT(*) AS n FROM schedule_runs WHERE status = ?"
+                            " GROUP BY database, job", [JobStatus.FAILED]):
+            key = (row["database"] or "", "scheduled " + row["job"].split()[0])
+            counts[key] = counts.get(key, 0) + row["n"]
+    return counts
+
+
+def last_schedule_successes(store: Store) -> dict[str, datetime]:
+    """Per schedule (its name, like "backup main"), when its newest succeeded run finished."""
+    sql = ("SELECT job, MAX(COALESCE(finished_at, started_at)) AS at FROM schedule_runs WHERE status = ?"
+           " GROUP BY job")
+    with store.db() as db:
+        return {row["job"]: _when(row["at"]) for row in db.query(sql, [JobStatus.SUCCEEDED])}
+
+
+def newest_physical_backups(store: Store) -> dict[str, datetime]:
+    """Per database, when its newest pgBackRest backup that has not expired was catalogued."""
+    sql = ("SELECT database, MAX(created_at) AS at FROM physical_backups"
+           " WHERE expired_at IS NULL GROUP BY database")
+    with store.db() as db:
+        return {row["database"]: _when(row["at"]) for row in db.query(sql)}

@@ -54,21 +54,23 @@ def test_viewers_alone_may_look_but_nobody_may_operate(tmp_path, sample_dsn):
     assert "no operators are configured" in console.run("/backup")
 
 
-def test_check_fails_and_start_up_warns_without_operators(tmp_path, sample_dsn, monkeypatch, caplog):
+def test_check_fails_and_start_up_warns_without_operators(tmp_path, sample_dsn, monkeypatch, caplog, slack_env):
     config = tmp_path / "backupbot.toml"
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
                       f'signing_key_files = ["{suite_signing_key()}"]\n')
     monkeypatch.setenv("DATABASE_URL", sample_dsn)
-    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    for name, value in slack_env.items():
+        monkeypatch.setenv(name, value)
     out = io.StringIO()
     assert run_preflight(str(config), out=out) == 1
     assert "FAIL access: no operators are configured, so nobody may run /backup" in out.getvalue()
     assert '[access] operators = ["U0123", "S0456"]' in out.getvalue()
 
-    config.write_text(config.read_text() + '[access]\noperators = ["U0OPS", "S0DBAS"]\nviewers = ["U0WATCH"]\n')
+    config.write_text(config.read_text() + '[access]\noperators = ["U0OPS", "S0DBAS"]\nviewers = ["U0WATCH"]\n'
+                      'approvers = ["U0APPR"]\n')
     out = io.StringIO()
     assert run_preflight(str(config), out=out) == 0, out.getvalue()
-    assert "ok   access: 2 operator entries, 0 approver entries, 1 viewer entry" in out.getvalue()
+    assert "ok   access: 2 operator entries, 1 approver entry, 1 viewer entry" in out.getvalue()
 
     with caplog.at_level(logging.WARNING):
         make_console(make_settings(tmp_path / "quiet", sample_dsn))

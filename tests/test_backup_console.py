@@ -99,14 +99,21 @@ def test_bad_input_gets_usage_and_runs_nothing(tmp_path, sample_dsn):
     assert stored_files(tmp_path) == []
 
 
-def test_unknown_table_fails_the_job_and_stores_nothing(tmp_path, sample_dsn):
+def test_unknown_table_is_answered_privately_before_any_job_starts(tmp_path, sample_dsn):
     console = make_console(make_settings(tmp_path, sample_dsn))
-    out = console.run("/backup --tables nosuchtable")
-    assert "Backup #1 failed: no table 'nosuchtable' in database main" in out
-    assert "Nothing was stored as a backup." in out
+    out = console.run("/backup --tables users,nosuchtable")
+    assert out == "(only you) no table 'nosuchtable' in database main"
     assert list_backups(console.services.store) == []
     assert stored_files(tmp_path) == []
-    assert recent_jobs(console.services.store)[0].status == "failed"
+    assert recent_jobs(console.services.store) == []
+    assert "Backup #1 of main succeeded" in console.run("/backup --tables users")
+
+
+def test_an_empty_backup_list_says_what_to_type(tmp_path, sample_dsn):
+    console = make_console(make_settings(tmp_path, sample_dsn))
+    assert ("No backups of all databases yet. Type `/backup DB` to take one now (`/backup` alone backs up the default "
+            "database); `/backup help` shows every option.") in console.run("/backup list")
+    assert "No backups of main yet. Type `/backup main` to take one now;" in console.run("/backup list main")
 
 
 def test_non_operator_is_told_and_nothing_runs(tmp_path, sample_dsn, reliability):

@@ -111,12 +111,26 @@ def test_bad_input_and_config(console, tmp_path, sample_dsn):
     assert "health.rpo_hourz: unknown key" in str(bad.value)
 
 
-def test_db_health_through_slack(tmp_path, sample_dsn, slack_env, fake_slack, start_bot):
+def test_db_health_through_slack_answers_only_the_asker_unless_posted(tmp_path, sample_dsn, slack_env, fake_slack,
+                                                                      start_bot):
     bot = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env, access={"viewers": ["U0ANYONE"]}))
     status, _, seconds = bot.slack.command("/db-health", "all", user="U0ANYONE")
     assert status == 200 and seconds < 3
+    private = fake_slack.wait_for_text("*main*:", method="chat.postEphemeral")
+    assert private["user"] == "U0ANYONE" and "connections:" in private["text"]
+    assert private["blocks"][0]["text"]["text"].startswith(":")
+    assert not [m for m in fake_slack.said("chat.postMessage") if "*main*:" in m["text"]]  # not to the channel
+    status, _, _ = bot.slack.command("/db-health", "all --post", user="U0ANYONE")
     posted = fake_slack.wait_for_text("*main*:", method="chat.postMessage")
     assert "connections:" in posted["text"] and posted["blocks"][0]["text"]["text"].startswith(":")
+
+
+def test_db_health_is_private_by_default_in_the_console(console):
+    out = console.run("/db-health")
+    assert out.startswith("(only you) ") and "*main*:" in out
+    posted = console.run("/db-health main --channel")
+    assert posted.startswith("[M") and "*main*:" in posted
+    assert "`--post` (or `--channel`) posts it to the channel" in console.run("/db-health a b")
 
 
 # ---------------------------------------------------------------- who may look, and what they see

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 
 import pytest
 
@@ -118,6 +119,33 @@ def test_metrics_count_failures_by_kind(bot, fake_slack, pg_cluster):
     finish_job(bot.services.store, job.id, FAILED, "pg_dump exited 1")
     _, text = get(bot.base + "/metrics", METRICS_TOKEN)
     assert 'backupbot_failures_total{kind="backup"} 1.0' in text
+
+
+def metric_values(text: str) -> dict[str, float]:
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_metrics_for_alerting_build_failures_by_database_and_schedules(bot):
+    from bot.cli import version
+    from state import health as health_state
+    from state.jobs import FAILED, claim_database, finish_job
+
+    store = bot.services.store
+    job = claim_database(store, "backup", "main", "U0ALICE")
+    finish_job(store, job.id, FAILED, "pg_dump exited 1")
+    ok = health_state.start_run(store, "backup main", "main", "2026-11-30T02:00:00+00:00")
+    health_state.finish_run(store, ok, "2026-11-30T02:00:07+00:00", "succeeded")
+    failed = health_state.start_run(store, "drill main", "main", "2026-11-30T05:00:00+00:00")
+    health_state.finish_run(store, failed, "2026-11-30T05:00:09+00:00", "failed", "restore failed")
+    values = metric_values(get(bot.base + "/metrics", METRICS_TOKEN)[1])
+    assert values[f'backupbot_build_info{{version="{version()}"}}'] == 1.0
+    assert values['backupbot_job_failures_total{database="main",kind="backup"}'] == 1.0
+    assert values['backupbot_job_failures_total{database="main",kind="scheduled drill"}'] == 1.0
+    assert values['backupbot_schedule_last_success_timestamp_seconds{schedule="backup main"}'] == datetime(
+        2026, 11, 30, 2, 0, 7, tzinfo=UTC).timestamp()
+    assert 'backupbot_schedule_last_success_timestamp_seconds{schedule="drill main"}' not in values  # never succeeded
+    assert not any(key.startswith("backupbot_rpo_seconds") for key in values)  # no pgBackRest database here
 
 
 def test_the_health_port_serves_healthz_and_metrics_for_socket_mode(bot):

@@ -49,7 +49,7 @@ def test_init_never_overwrites_an_existing_config(tmp_path, capsys):
     path = tmp_path / "backupbot.toml"
     path.write_text("# mine\n")
     code, out, err = init(capsys, "--config", str(path))
-    assert code == 2
+    assert code == 1  # a failure: the config is there; 2 is for usage
     assert f"{path} already exists; not overwriting it" in err
     assert path.read_text() == "# mine\n"
     assert out == ""

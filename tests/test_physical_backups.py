@@ -95,6 +95,26 @@ def test_backup_physical_at_the_console_is_catalogued_and_listed(tmp_path, pgbac
     assert f"keeps: {setup.first_backup.label} full" in report  # taken outside the bot: no catalog id
 
 
+def test_metrics_show_the_real_rpo_and_the_newest_physical_backup_age(tmp_path, pgbackrest_setup, archived_dsn):
+    from prometheus_client import generate_latest
+
+    from bot.server import BotHealth, metrics_registry
+    from commands.pg.pgbackrest.archiver import archiver_status, force_archive
+
+    clock = FakeClock()
+    console = make_console(physical_settings(tmp_path, pgbackrest_setup, archived_dsn), clock=clock)
+    assert "Physical backup #1 of main succeeded" in console.run("/backup physical")
+    clock.advance(hours=3)
+    force_archive(archived_dsn)
+    text = generate_latest(metrics_registry(BotHealth(console.services))).decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert 3 * 3600 <= values['backupbot_last_physical_backup_age_seconds{database="main"}'] < 3 * 3600 + 60
+    rpo = values['backupbot_rpo_seconds{database="main"}']
+    assert 0 <= rpo <= archiver_status(archived_dsn).rpo_seconds + 1 < 600  # the WAL just archived: seconds old
+    assert not any('database="other"' in key for key in values if key.startswith("backupbot_rpo_seconds"))
+
+
 def test_backup_physical_needs_a_pgbackrest_config_and_a_known_type(tmp_path, pgbackrest_setup, archived_dsn):
     console = make_console(physical_settings(tmp_path, pgbackrest_setup, archived_dsn))
     before = len(info(pgbackrest_setup.cfg))
@@ -183,17 +203,18 @@ def run_check(config, env):
                           text=True, env=full_env, timeout=300)
 
 
-def test_backupbot_check_reports_the_stanza_and_its_archiving(tmp_path, pgbackrest_setup, archived_dsn, sample_dsn):
+def test_backupbot_check_reports_the_stanza_and_its_archiving(tmp_path, pgbackrest_setup, archived_dsn, sample_dsn,
+                                                              slack_env):
     setup = pgbackrest_setup
     config = tmp_path / "backupbot.toml"
     scratch = setup.workdir / f"scratch-{tmp_path.name}"  # as root, postgres must reach it (pytest's tmp_path is 0700)
     config.write_text(
         f'[state]\npath = "{tmp_path / "s.db"}"\nscratch_dir = "{scratch}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
         f'signing_key_files = ["{suite_signing_key()}"]\n'
-        '[access]\noperators = ["U0ALICE"]\n'
+        '[access]\noperators = ["U0ALICE"]\napprovers = ["U0BOB"]\n'
         f'[databases.main]\nurl_env = "DATABASE_URL"\n'
         f'pgbackrest = {{ config = "{setup.cfg.config_path}", stanza = "{setup.cfg.stanza}" }}\n')
-    result = run_check(config, {"DATABASE_URL": archived_dsn})
+    result = run_check(config, {"DATABASE_URL": archived_dsn, **slack_env})
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith(f"ok   scratch {scratch}: private to this bot") for line in lines), lines
@@ -203,8 +224,18 @@ def test_backupbot_check_reports_the_stanza_and_its_archiving(tmp_path, pgbackre
                     r"\(.+ ago\); \d+ failure\(s\)",
                     archived), archived  # ok: no failure newer than the last success
     assert "FAILED" not in archived
+    assert "ok   pgbackrest main (stanza main): the stanza exists in the repository" in lines
     assert "ok   pgbackrest main (stanza main): pgbackrest check ok (a WAL switch reached the repository)" in lines
     assert setup.cluster.password not in result.stdout + result.stderr
+
+    # a stanza the repository does not hold: said by check, with the command that creates it
+    missing = tmp_path / "missing.toml"
+    missing.write_text(config.read_text().replace(f'stanza = "{setup.cfg.stanza}"', 'stanza = "nosuch"'))
+    result = run_check(missing, {"DATABASE_URL": archived_dsn, **slack_env})
+    assert result.returncode == 1
+    stanza_line = next(line for line in result.stdout.splitlines() if "stanza-create" in line)
+    assert stanza_line.startswith("FAIL pgbackrest main (stanza nosuch): ")
+    assert "`pgbackrest --stanza=nosuch stanza-create`" in stanza_line
 
     # the same stanza named for a server that does not archive into it: check says so and fails
     config.write_text(config.read_text().replace('url_env = "DATABASE_URL"', 'url_env = "PLAIN_URL"'))

@@ -286,13 +286,13 @@ def test_a_forged_state_copy_or_pointer_is_refused(tmp_path, storage_url, reliab
     storage.put_bytes(key + ".manifest.json", json.dumps(pointer).encode())
 
     result = backupbot("state", "restore", "--config", config)
-    assert result.returncode == 2 and "_state/latest.json is not signed" in result.stderr, result.stdout + result.stderr
+    assert result.returncode == 1 and "_state/latest.json is not signed" in result.stderr, result.stdout + result.stderr
     result = backupbot("state", "restore", key, "--config", config)
-    assert result.returncode == 2 and f"{key}.manifest.json is not signed" in result.stderr
+    assert result.returncode == 1 and f"{key}.manifest.json is not signed" in result.stderr
     # the genuine copy's bytes replaced under its signed descriptor
     storage.put_bytes(genuine.key, data)
     result = backupbot("state", "restore", genuine.key, "--config", config)
-    assert result.returncode == 2 and "is corrupted or was replaced" in result.stderr
+    assert result.returncode == 1 and "is corrupted or was replaced" in result.stderr
     assert not Path(settings.state_path).exists()
     assert "Traceback" not in result.stderr
     reliability("provenance", f"forged state database with a matching pointer and descriptor, and a genuine copy's bytes "
@@ -348,7 +348,7 @@ def test_init_creates_a_private_signing_key_that_the_config_names(tmp_path):
     assert f'signing_key_files = ["{key}"]' in config.read_text()
     assert "created its signing key" in result.stderr
     again = backupbot("init", "--config", str(config))
-    assert again.returncode == 2 and "already exists" in again.stderr
+    assert again.returncode == 1 and "already exists" in again.stderr
     rotated = tmp_path / "etc" / "next.key"
     result = backupbot("init", "--config", str(config), "--signing-key", str(rotated))
     assert result.returncode == 0 and "Created signing key" in result.stderr and rotated.exists()

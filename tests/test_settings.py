@@ -28,8 +28,8 @@ digest = "C0DIGEST"
 """
 
 
-def write(tmp_path, text):
-    path = tmp_path / "backupbot.toml"
+def write(tmp_path, text, name="backupbot.toml"):
+    path = tmp_path / name
     path.write_text(text)
     return path
 
@@ -46,12 +46,42 @@ def test_documented_keys_work(tmp_path):
     assert settings.channels.alerts == "C0ALERTS"
 
 
-def test_defaults_without_a_file():
-    settings = load_settings(None, env={"DATABASE_URL": "postgresql://localhost/app"})
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, env={"DATABASE_URL": "postgresql://localhost/app"}, search=())
     assert list(settings.databases) == ["main"]
-    assert settings.storage_url == "file://./backups"
     assert settings.state_path == "backupbot.db"
+    assert settings.storage_url == (tmp_path / "backups").as_uri()  # beside the state file, never /backups
     assert settings.access.operators == () and settings.access.approvers == ()
+
+
+def test_without_a_storage_url_backups_go_beside_the_state_file(tmp_path):
+    from commands.storage import open_storage
+
+    path = write(tmp_path, f'[state]\npath = "{tmp_path / "data" / "bot.db"}"\n')
+    settings = load_settings(path, env={})
+    assert settings.storage_url == (tmp_path / "data" / "backups").as_uri()
+    storage = open_storage(settings.storage_url)
+    storage.put_bytes("probe", b"x")
+    assert (tmp_path / "data" / "backups" / "probe").read_bytes() == b"x"
+
+
+def test_config_is_found_in_one_order_for_every_subcommand(tmp_path, monkeypatch):
+    from commands.settings import find_config
+
+    etc = write(tmp_path, '[storage]\nurl = "file:///srv/etc"\n', name="etc.toml")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    search = ("backupbot.toml", str(etc))
+    assert load_settings(env={}, search=search).storage_url == "file:///srv/etc"  # /etc/backupbot/backupbot.toml
+    (here / "backupbot.toml").write_text('[storage]\nurl = "file:///srv/cwd"\n')
+    assert load_settings(env={}, search=search).storage_url == "file:///srv/cwd"  # ./backupbot.toml first
+    env_file = write(tmp_path, '[storage]\nurl = "file:///srv/env"\n', name="env.toml")
+    assert load_settings(env={"BACKUPBOT_CONFIG": str(env_file)}, search=search).storage_url == "file:///srv/env"
+    flag = write(tmp_path, '[storage]\nurl = "file:///srv/flag"\n', name="flag.toml")
+    assert load_settings(flag, env={"BACKUPBOT_CONFIG": str(env_file)}, search=search).storage_url == "file:///srv/flag"
+    assert find_config(None, {}, ("/nonexistent.toml",)) is None
 
 
 def test_backupbot_config_variable_is_read(tmp_path):

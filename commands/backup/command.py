@@ -22,7 +22,7 @@ from commands.chat.context import Actor, Services
 from commands.chat.help import HelpRequest, execute_help
 from commands.chat.reply import Notice, Reply
 from commands.chat.run import Run
-from commands.errors import UsageError
+from commands.errors import BackupbotError, UsageError
 from commands.health.command import copies_lines, production_copies
 from commands.incident.alarms import raise_alarm
 from commands.incident.audit import record_event
@@ -178,7 +178,10 @@ class BackupList:
     def text(self) -> str:
         scope = self.database or "all databases"
         if not self.backups:
-            return f"No backups of {scope} yet. Run `/backup {self.database or ''}`.".replace("  ", " ")
+            command = f"/backup {self.database}" if self.database else "/backup DB"
+            return (f"No backups of {scope} yet. Type `{command}` to take one now"
+                    + ("" if self.database else " (`/backup` alone backs up the default database)")
+                    + "; `/backup help` shows every option.")
         lines = [f"Backups of {scope} (newest first):"]
         for r in self.backups:
             age = human_duration((self.now - datetime.fromisoformat(r.created_at)).total_seconds())
@@ -203,8 +206,22 @@ def artifact_key(database: str, job_id: int, created: datetime, fmt: DumpFormat)
 def execute_backup(services: Services, request: BackupRequest, actor: Actor, reply: Reply) -> BackupStatus:
     """Run one backup end to end; returns the final status (also posted through `reply`)."""
     dsn = services.settings.database(request.database).require_url()
+    check_tables_exist(request, dsn)
     with _backup_run(services, request, actor, reply, dsn, None) as run:
         return _backup_in_run(services, request, run, dsn)
+
+
+def check_tables_exist(request: BackupRequest, dsn: str) -> None:
+    """`--tables nosuch` is a typo, not a failed backup: answered privately (a UsageError) before any job
+    starts. A database that cannot be reached now is left to the job, which records that failure."""
+    if not request.tables:
+        return
+    try:
+        with pg_snapshot.connect(dsn) as conn:
+            all_tables = pg_snapshot.read_catalog(conn).user_tables()
+    except BackupbotError:
+        return
+    pg_snapshot.resolve_tables(all_tables, list(request.tables), f"database {request.database}")
 
 
 def run_backup_job(services: Services, request: BackupRequest, actor: Actor, reply: Reply, job_id: int,

@@ -72,11 +72,14 @@ class Run:
         self.claims = job_id is None
         self.status: JobStatus = JobStatus.RUNNING
         self.steps: dict[str, float] = {}
+        self.bytes: int | None = None  # what the job stored (a backup's size), for its end log line
+        self._started = time.monotonic()
         self._exit = contextlib.ExitStack()
 
     # -- the claim and the slot
     def __enter__(self) -> Run:
         if not self.claims:
+            self._log_start()
             return self
         try:
             job = job_state.claim_database(self.services.store, self.kind, self.lock_key, self.actor.user,
@@ -91,7 +94,24 @@ class Run:
         except BaseException:
             self._finish(JobStatus.FAILED, SLOT_NEVER_CAME)
             raise
+        self._log_start()
         return self
+
+    # -- the log lines an operator reads: one at the start, one at the end, fields for --log-format json
+    def _fields(self, **more) -> dict:
+        return {"job_id": self.job_id, "kind": self.kind, "database": self.database, "user": self.actor.user, **more}
+
+    def _log_start(self) -> None:
+        self._started = time.monotonic()
+        log.info("%s #%s of %s started", self.label, self.job_id, self.database,
+                 extra={"fields": self._fields(outcome="started")})
+
+    def _log_end(self, status: JobStatus, error: str | None) -> None:
+        seconds = round(time.monotonic() - self._started, 3)
+        log.log(logging.INFO if status == JobStatus.SUCCEEDED else logging.WARNING,
+                "%s #%s of %s %s after %.1f s%s", self.label, self.job_id, self.database, status.value, seconds,
+                f": {error}" if error else "",
+                extra={"fields": self._fields(outcome=status.value, seconds=seconds, bytes=self.bytes)})
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
@@ -187,6 +207,7 @@ class Run:
                 log.error("%s #%s failed: %s", self.label, self.job_id, final.error, exc_info=exc)
             return final
         final, detail = succeeded(made)
+        self.bytes = getattr(getattr(final, "record", None), "size", None)
         self.succeed(final.result_lines()[0], detail=detail, event_reply=True)
         self._publish(message_id, final)
         self.after(f"{self.label} #{self.job_id}")
@@ -214,3 +235,4 @@ class Run:
             return
         job_state.finish_job(self.services.store, self.job_id, status, error)
         self.status = status
+        self._log_end(status, error)

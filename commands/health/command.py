@@ -46,25 +46,29 @@ from state.approvals import new_database_restores
 from state.backups import list_backups
 from state.store import iso
 
-USAGE = "Usage: `/db-health [DB|all]`"
+USAGE = ("Usage: `/db-health [DB|all] [--post]`: the report is shown only to you; "
+         "`--post` (or `--channel`) posts it to the channel for everyone in it")
+FLAGS = {"--post": "bool", "--channel": "bool"}
 ICON = {OK: ":large_green_circle:", WARN: ":large_yellow_circle:", CRITICAL: ":red_circle:"}
 
 
 @dataclass(frozen=True)
 class HealthRequest:
     databases: tuple[str, ...]
+    post: bool = False  # to the whole channel; by default only the person who asked sees sessions and queries
     permission = VIEWER  # shows pids, users and query shapes: operators and [access] viewers only
 
 
 def parse_health(text: str, services: Services) -> HealthRequest:
-    args = parse_args(text, {}, USAGE)
+    args = parse_args(text, FLAGS, USAGE)
     if len(args.words) > 1:
         raise UsageError(f"too many words\n{USAGE}")
+    post = bool(args.flags.get("--post") or args.flags.get("--channel"))
     if not args.words:
-        return HealthRequest((services.settings.default_database,))
+        return HealthRequest((services.settings.default_database,), post)
     if args.words[0].lower() == "all":
-        return HealthRequest(tuple(services.settings.databases))
-    return HealthRequest((services.settings.database(args.words[0]).name,))
+        return HealthRequest(tuple(services.settings.databases), post)
+    return HealthRequest((services.settings.database(args.words[0]).name,), post)
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,10 @@ def copies_lines(copies: list[ProductionCopy], indent: str = "") -> list[str]:
 
 def execute_health(services: Services, request: HealthRequest, actor: Actor, reply: Reply) -> HealthReports:
     reports = HealthReports(tuple(check_database(services, db) for db in request.databases))
-    reply.post(reports)
+    if request.post:  # asked for: everyone in the channel sees pids, users and query shapes
+        reply.post(reports)
+    else:
+        reply.ephemeral(reports)
     for report in reports.reports:
         record_event(
             services,

@@ -9,6 +9,8 @@ from more than one adapter and console session, so an id alone could name someon
 
 from __future__ import annotations
 
+import logging
+
 from commands.chat.access import is_approver
 from commands.chat.context import ReactionEvent, Services
 from commands.chat.reply import Notice, Reply
@@ -16,6 +18,16 @@ from commands.incident.audit import record_event
 from commands.restore.requests import _refresh, expire_requests, start_request
 from state import approvals as request_state
 from state.store import iso
+
+log = logging.getLogger(__name__)
+
+
+def _log_decision(row: request_state.RestoreRequestRow, user: str, outcome: str, votes: int | None = None) -> None:
+    """One line per approval, withdrawal or rejection, with fields for --log-format json (bot/logs.py)."""
+    log.info("restore request #%s of %s %s by %s", row.id, row.database, outcome, user,
+             extra={"fields": {"request_id": row.id, "job_id": row.job_id,
+                               "database": row.database, "user": user, "outcome": outcome, "votes": votes,
+                               "required": row.required_approvals}})
 
 
 def approvals_needed(row: request_state.RestoreRequestRow, approvers: list[str]) -> int:
@@ -47,6 +59,7 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
         return
     if event.emoji == access.reject_emoji:
         if event.added and request_state.transition(services.store, row.id, request_state.PENDING, request_state.REJECTED, now):
+            _log_decision(row, event.user, "rejected")
             _refresh(services, row.id, reply)
             reply.thread(row.message_id, Notice(f"<@{event.user}> rejected restore request #{row.id}. Nothing was restored."))
             record_event(services, "restore.rejected", database=row.database, actor=event.actor(),
@@ -56,6 +69,7 @@ def on_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
     if request_state.get_request(services.store, row.id).status != request_state.PENDING:
         return  # it started (or ended) while this vote was being counted
     verb = "approved" if event.added else "withdrew their approval"
+    _log_decision(row, event.user, "approved" if event.added else "approval withdrawn", len(voters))
     reply.thread(row.message_id, Notice(f"<@{event.user}> {verb} ({len(voters)}/{row.required_approvals})"))
     record_event(services, "restore.approved" if event.added else "restore.approval_withdrawn", database=row.database,
                  actor=event.actor(),

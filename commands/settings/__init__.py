@@ -37,8 +37,12 @@ from commands.signing import KEY_ENV, Keyring
 __all__ = [
     "AccessConfig", "AlertsConfig", "ChannelsConfig", "DatabaseConfig", "HealthSettings", "IncidentSettings",
     "JobsConfig", "PgBackRestSettings", "RestoreSettings", "RetentionRules", "ScheduledJob", "Settings", "StateConfig",
-    "StorageConfig", "TargetConfig", "load_settings", "parse_settings",
+    "StorageConfig", "TargetConfig", "find_config", "load_settings", "parse_settings",
 ]
+
+# Where every subcommand looks for its config when neither --config nor $BACKUPBOT_CONFIG names one, in order.
+# `backupbot init` writes the first by default, so what it writes is what `check` and `run` then read.
+CONFIG_SEARCH = ("backupbot.toml", "/etc/backupbot/backupbot.toml")
 
 KNOWN_SECTIONS = {
     "state", "storage", "databases", "access", "channels", "alerts", "schedules", "retention", "health",
@@ -92,7 +96,7 @@ class Settings:
         values += [db.url for db in self.databases.values()] + [t.url for t in self.targets.values()]
         values += [self.alerts.webhook_url] + [db.heartbeat_url for db in self.databases.values()]  # URLs carry tokens
         values += [key.text for key in self.signing.keys]
-        values.append(self.health.metrics_token)
+        values += [self.health.metrics_token, self.health.checkpoint_token]
         return [v for v in values if v]
 
 
@@ -102,10 +106,21 @@ def _named(configured: Mapping[str, T], name: str, unknown: str) -> T:
     raise UnknownDatabaseError(unknown.format(name=name, known=", ".join(sorted(configured)) or "none"))
 
 
-def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read BACKUPBOT_CONFIG (or `path`), falling back to the embedded defaults."""
+def find_config(path: str | os.PathLike | None, env: Mapping[str, str],
+                search: tuple[str, ...] = CONFIG_SEARCH) -> str | None:
+    """The one order for every subcommand: `--config`, then $BACKUPBOT_CONFIG, then the first of `search`
+    that exists (./backupbot.toml, /etc/backupbot/backupbot.toml); None: the embedded defaults."""
+    named = path or env.get("BACKUPBOT_CONFIG")
+    if named:
+        return str(named)
+    return next((candidate for candidate in search if Path(candidate).is_file()), None)
+
+
+def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+                  search: tuple[str, ...] | None = None) -> Settings:
+    """Read the config `find_config` names, or the embedded defaults when there is none."""
     env = os.environ if env is None else env
-    path = path or env.get("BACKUPBOT_CONFIG")
+    path = find_config(path, env, CONFIG_SEARCH if search is None else search)
     raw: dict = {}
     if path:
         try:
@@ -117,6 +132,12 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
     return parse_settings(raw, env, config_path=str(path) if path else None)
 
 
+def default_storage_url(state_path: str) -> str:
+    """Without `[storage] url`, backups go to `backups` beside the state file (never `/backups` at the root)."""
+    base = Path.cwd() if state_path == ":memory:" else Path(state_path).expanduser().absolute().parent
+    return (base / "backups").as_uri()
+
+
 def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None = None) -> Settings:
     """Every section, in the order their errors are reported: the first bad key stops the load."""
     unknown = set(raw) - KNOWN_SECTIONS
@@ -125,7 +146,7 @@ def parse_settings(raw: Mapping, env: Mapping[str, str], config_path: str | None
     tables = {name: section(raw, name) for name in ("state", "storage", "access", "channels")}
     databases = parse_databases(section(raw, "databases"), env)
     state = parse_state(tables["state"])
-    storage = parse_storage(tables["storage"], env.get(KEY_ENV))
+    storage = parse_storage(tables["storage"], env.get(KEY_ENV), default_url=default_storage_url(state.path))
     targets = parse_targets(raw.get("targets", {}), env)
     schedules = parse_schedules(section(raw, "schedules"), databases)
     for job in schedules:

@@ -6,6 +6,7 @@ rpo_hours = 24
 connect_timeout_seconds = 5
 statement_timeout_ms = 5000
 metrics_token_env = "BACKUPBOT_METRICS_TOKEN"   # /metrics on the Slack port needs `Authorization: Bearer TOKEN`
+checkpoint_token_env = "BACKUPBOT_CHECKPOINT_TOKEN"   # POST /checkpoint (a pipeline's backup) needs this token
 ```
 
 /metrics names every database, its backups' sizes and times, and failures: an attacker's map. So the
@@ -45,6 +46,8 @@ class HealthSettings:
     archive_rpo_minutes: float = 15  # an archived database breaches its RPO when no WAL was archived for this long
     metrics_token_env: str | None = None  # names the variable holding the bearer token /metrics asks for
     metrics_token: str | None = field(default=None, repr=False, compare=False)  # its value, from the environment
+    checkpoint_token_env: str | None = None  # names the variable holding the token POST /checkpoint asks for
+    checkpoint_token: str | None = field(default=None, repr=False, compare=False)
 
     def connect_options(self) -> dict:
         """psycopg.connect keywords that bound how long a health query can take."""
@@ -52,21 +55,29 @@ class HealthSettings:
                 "options": f"-c statement_timeout={int(self.statement_timeout_ms)} -c lock_timeout=1000"}
 
 
-HEALTH_KEYS = tuple(sorted(f.name for f in fields(HealthSettings) if f.name != "metrics_token"))
+TOKEN_KEYS = ("metrics_token_env", "checkpoint_token_env")
+HEALTH_KEYS = tuple(sorted(f.name for f in fields(HealthSettings) if f.name not in ("metrics_token", "checkpoint_token")))
 MIN_TOKEN_LENGTH = 16  # a guessable token would be no better than none
 
 
 def parse_health(table: Mapping, env: Mapping[str, str] | None = None) -> HealthSettings:
     known_keys(table, "health", HEALTH_KEYS)
-    numbers = {key: number(table, "health", key, None) for key in table if key != "metrics_token_env"}
-    if table.get("metrics_token_env") is None:
-        return HealthSettings(**numbers)
-    name = env_name(table["metrics_token_env"], "health.metrics_token_env", "the name of an environment variable")
+    numbers = {key: number(table, "health", key, None) for key in table if key not in TOKEN_KEYS}
+    tokens: dict = {}
+    for key, what in (("metrics_token_env", "/metrics"), ("checkpoint_token_env", "POST /checkpoint")):
+        if table.get(key) is not None:
+            tokens[key], tokens[key.removesuffix("_env")] = _token(table[key], env, key, what)
+    return HealthSettings(**numbers, **tokens)
+
+
+def _token(value, env: Mapping[str, str] | None, key: str, what: str) -> tuple[str, str]:
+    """(variable name, its token): the token is read from the environment, never from the file."""
+    name = env_name(value, f"health.{key}", "the name of an environment variable")
     token = (env or {}).get(name) or ""
     if not token.strip():
-        raise ConfigError(f"health.metrics_token_env: environment variable {name} is not set (the bearer token "
-                          "/metrics asks for)")
+        raise ConfigError(f"health.{key}: environment variable {name} is not set (the bearer token "
+                          f"{what} asks for)")
     if len(token.strip()) < MIN_TOKEN_LENGTH or token != token.strip():
-        raise ConfigError(f"health.metrics_token_env: the token in {name} must be at least {MIN_TOKEN_LENGTH} "
+        raise ConfigError(f"health.{key}: the token in {name} must be at least {MIN_TOKEN_LENGTH} "
                           "characters, without surrounding spaces (e.g. `openssl rand -hex 32`)")
-    return HealthSettings(**numbers, metrics_token_env=name, metrics_token=token)
+    return name, token

@@ -33,10 +33,10 @@ class StorageConfig:
     signing: Keyring = field(default_factory=Keyring)  # signing_key_files, then $BACKUPBOT_SIGNING_KEY
 
 
-def parse_storage(table: Mapping, signing_key: str | None = None) -> StorageConfig:
-    """`signing_key` is the value of $BACKUPBOT_SIGNING_KEY, when set."""
+def parse_storage(table: Mapping, signing_key: str | None = None, default_url: str = "file://./backups") -> StorageConfig:
+    """`signing_key` is the value of $BACKUPBOT_SIGNING_KEY, when set; `default_url` the url without a `url` key."""
     return StorageConfig(
-        url=string(table, "storage", "url", "file://./backups"),
+        url=string(table, "storage", "url", default_url),
         encrypt_to=_age_recipients(table),
         identity_file=string(table, "storage", "identity_file", None),
         signing=parse_signing(table, signing_key),
