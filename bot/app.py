@@ -39,6 +39,7 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
         services.group_members = groups.members
     app = App(
         client=client,
+        logger=logging.getLogger("slack_bolt.App"),  # inherits slack_bolt's level: Bolt would copy the root's
         signing_secret=settings.slack_signing_secret,
         request_verification_enabled=True,
         process_before_response=False,

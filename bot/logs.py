@@ -67,3 +67,8 @@ def setup_logging(level: int | str = logging.INFO, json_format: bool = False) ->
     root.setLevel(level)
     for name in QUIET_LOGGERS:  # unless the operator asked for DEBUG
         logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        # Bolt gives each logger it makes the root's level (slack_bolt.logger._configure_from_root):
+        # back to inheriting from the quiet parent
+        if isinstance(logger, logging.Logger) and name.startswith(tuple(f"{q}." for q in QUIET_LOGGERS)):
+            logger.setLevel(logging.NOTSET)

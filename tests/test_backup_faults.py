@@ -109,7 +109,7 @@ def test_database_goes_away_mid_dump(console, sample_dsn, tmp_path, reliability)
     blocked = BlockedBackup(console, sample_dsn)
     with psycopg.connect(sample_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE application_name = 'backupbot' OR backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                      "WHERE application_name LIKE 'backupbot%' OR backend_type = 'client backend' AND pid <> pg_backend_pid() "
                       "AND query LIKE 'LOCK TABLE%IN ACCESS SHARE MODE'")
     blocked.release()
     out = blocked.result()

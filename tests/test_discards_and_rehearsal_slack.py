@@ -48,8 +48,9 @@ def test_a_scheduled_rehearsal_posts_to_slack_and_a_failed_one_opens_an_incident
     assert passed["channel"] == "C0DIGEST" and "application checks: `" in passed["text"]
     (tmp_path / "app_checks.py").write_text(CHECK.replace("sys.exit(int(sys.argv[2]))", "sys.exit(1)"))
     assert job.func(*job.args) == "failed"
-    header = fake_slack.wait_for_text("DR rehearsal of main failed", method="chat.postMessage")
-    assert header["channel"] == "C0ALERTS" and "Incident #1" in header["text"]
+    alarm = fake_slack.wait_for_text("DR rehearsal of main failed: application checks", method="chat.postMessage")
+    header = fake_slack.wait_for_text("main: DR rehearsal failed", method="chat.postMessage")
+    assert alarm["channel"] == header["channel"] == "C0ALERTS" and "Incident #1" in header["text"]
     fake_slack.wait_for_text("Opened incident #1.", method="chat.postMessage")
     [incident] = incident_state.list_incidents(bot.services.store, "C0ALERTS")
     assert incident.is_open and incident.header_message_id

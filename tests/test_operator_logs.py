@@ -45,7 +45,7 @@ def test_one_json_line_per_job_start_and_end_and_per_approval(tmp_path, sample_d
     assert start["message"] == "backup #1 of main started"
     assert (start["database"], start["user"], start["kind"]) == ("main", "U0OPS", "backup")
     assert end["level"] == "INFO" and end["seconds"] > 0
-    assert end["bytes"] == list_backups(console.services.store)[0].size
+    assert end["bytes"] == next(b.size for b in list_backups(console.services.store) if b.id == 1)
     restore_ends = [r for r in jobs if r["kind"] == "restore" and r["outcome"] != "started"]
     assert [(r["outcome"], r["database"]) for r in restore_ends] == [("succeeded", "main")]
     assert isinstance(restore_ends[0]["seconds"], float)

@@ -39,6 +39,7 @@ from tests.fix_pgbackrest_tls import (
     stop_server,
     write_owned,
 )
+from tests.fix_slack import BOT_TOKEN, SIGNING_SECRET
 from tests.test_restore import approve, message_id
 
 CONFIG = """\
@@ -158,7 +159,7 @@ def test_an_unprivileged_bot_backs_up_and_restores_a_remote_cluster_to_a_time_ov
     config = bot / "backupbot.toml"
     write_owned(config, CONFIG.format(bot=bot, db=db, data=data, pg_port=cluster.port, socket=cluster.dir, pg_tls=pg_tls,
                                       bot_tls=bot_tls).encode(), BOT_USER)
-    env = {"DATABASE_URL": dsn}
+    env = {"DATABASE_URL": dsn, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}  # check wants both
 
     # the bot's side: its config, and what the database host needs
     init = as_user(BOT_USER, bot_init, bot, config, db, data, env=env)

@@ -105,9 +105,10 @@ def test_a_failed_rehearsal_opens_an_incident_and_the_digest_shows_the_trend(tmp
     [incident] = incident_state.list_incidents(services.store, "C0ALERTS")
     assert incident.is_open and incident.title == "main: DR rehearsal failed" and incident.database == "main"
     alerts = reply.texts("C0ALERTS")
-    assert any("DR rehearsal of main failed" in t for t in alerts)  # the incident's header
-    assert any("Scheduled rehearsal main failed: DR rehearsal of main: application checks: " in t and "status 3" in t
-               for t in alerts)
+    assert any("Incident #1" in t and "main: DR rehearsal failed" in t for t in alerts)  # the incident's header
+    assert any(t.startswith(":rotating_light: DR rehearsal of main failed: application checks: ") and "status 3" in t
+               for t in alerts)  # the alarm, once: not a second alert of the failed schedule
+    assert not any("Scheduled rehearsal main failed" in t for t in alerts)
     assert "  DR rehearsal: the last one FAILED (target 4h00m) (newest first: FAILED)" in build_digest(services).text()
     # the application is fixed: the next one passes, and the trend shows both
     (tmp_path / "app_checks.py").write_text(CHECK.replace("sys.exit(int(sys.argv[2]))", "sys.exit(0)"))

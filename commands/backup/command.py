@@ -7,9 +7,12 @@ final names; until then it is a job, and a failed job leaves nothing listable be
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+import psycopg
 
 from commands.backup.holds import ceiling_lines
 from commands.backup.manifest import manifest_bytes
@@ -38,6 +41,8 @@ from commands.units import human_bytes, human_duration, human_rate
 from state.backups import FULL_KINDS, PHYSICAL, Backup, BackupRecord, add_backup, list_catalog
 from state.statuses import JobStatus
 from state.store import iso
+
+log = logging.getLogger(__name__)
 
 USAGE = """Usage:
 `/backup [DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT]`
@@ -309,7 +314,10 @@ def _dump_and_store(services: Services, request: BackupRequest, job_id: int, dsn
                                   progress_every=services.progress_every, secrets=secrets, encrypt_to=encrypt_to,
                                   row_counter=row_counter)
         counts = outcome.row_counts or {}
-        conn.rollback()
+        try:
+            conn.rollback()
+        except psycopg.Error:  # this session only exported the snapshot, which pg_dump imported as it began
+            log.warning("backup #%s: the session that exported the snapshot was gone when the dump ended", job_id)
     globals_file = None
     if full:  # fail closed: a full backup without its roles cannot be restored onto a new server
         try:

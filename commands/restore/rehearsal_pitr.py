@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import shutil
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 
 from commands.backup.physical import engine_config
 from commands.chat.context import Services
@@ -19,6 +20,7 @@ from commands.errors import BackupbotError
 from commands.pg import scratch
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.pgbackrest.archiver import time_reachable
+from commands.pg.pgbackrest.backups import info as pgbackrest_info
 from commands.restore.app_checks import run_verify_command
 from commands.restore.pitr import restore_cluster, verify_cluster
 from commands.restore.plans import PointInTimePlan
@@ -31,15 +33,30 @@ def server_now(dsn: str) -> datetime:
         return conn.execute("SELECT now()").fetchone()[0]
 
 
+def _after_newest_set(cfg, dsn: str, limit: float = 5.0) -> datetime:
+    """The server's now, once it is past the newest backup set's end by the second of margin that
+    info's whole-second stop times need: a rehearsal right after a backup rehearses that backup."""
+    newest = max((b.stopped for b in pgbackrest_info(cfg) if not b.error), default=None)
+    deadline = time.monotonic() + limit
+    while True:
+        now = server_now(dsn)
+        if newest is None or now >= newest + timedelta(seconds=1.5) or time.monotonic() > deadline:
+            return now
+        time.sleep(0.2)
+
+
 def rehearse_physical(services: Services, database: str, run, progress, pick=random.uniform):
     """Restore the cluster to a random moment since the newest backup set ended; returns the physical
     backup's catalog id (or None) and where it ran. `pick(low, high)` chooses the moment (epoch seconds)."""
     cfg = engine_config(services.settings, database)
     dsn = services.settings.database(database).require_url()
-    newest = time_reachable(cfg, server_now(dsn), dsn=dsn, switch=True)  # switches WAL: now is archived
+    before_switch = _after_newest_set(cfg, dsn)
+    newest = time_reachable(cfg, before_switch, dsn=dsn, switch=True)  # switches WAL: now is archived
     if newest.backup is None or newest.latest is None:
         raise BackupbotError(f"{database} has no physical backup to rehearse: {newest.reason}")
-    low, high = newest.backup.stopped.timestamp() + 1, newest.latest.timestamp()
+    # no later than the switch's marker commit: recovery stops only at a commit newer than its target,
+    # and the segment's archive time comes after the last commit in it
+    low, high = newest.backup.stopped.timestamp() + 1, min(newest.latest, before_switch).timestamp()
     moment = datetime.fromtimestamp(pick(low, max(low, high)), newest.latest.tzinfo)
     reach = time_reachable(cfg, moment, dsn=dsn, switch=False)
     if not reach.reachable:
