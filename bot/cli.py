@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     state.add_argument("key", nargs="?", help="a copy under _state/ in storage (default: the newest)")
     state.add_argument("--force", action="store_true", help="replace an existing state database")
     state.add_argument("--config", help="TOML config (default: $BACKUPBOT_CONFIG)")
+    health = sub.add_parser("health", help="ask a running bot's health port: exit 0 when /healthz (or /readyz) is 200")
+    health.add_argument("--port", type=int, default=3001, help="the bot's --health-port (default 3001)")
+    health.add_argument("--host", default="127.0.0.1")
+    health.add_argument("--ready", action="store_true", help="ask /readyz: also every database and the store")
     args = parser.parse_args(argv)
 
     from bot.logs import setup_logging
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.recovery import run_catalog_rebuild
 
             return run_catalog_rebuild(args.config, args.verify)
+        if args.action == "health":
+            from bot.health_checks import ask_health_port
+
+            return ask_health_port(args.host, args.port, "/readyz" if args.ready else "/healthz")
         if args.action == "state":
             from bot.recovery import run_state_restore
 

@@ -14,6 +14,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import create_app
+from bot.shutdown import Shutdown
 from bot.slack_reply import SlackCallStatus, TrackedWebClient
 from commands.errors import ConfigError
 from commands.settings import Settings, load_settings
@@ -116,18 +117,34 @@ def state_problem(path: str) -> str | None:
 
 
 class BotHealth:
-    """What /healthz answers: 200 only when the state database takes writes, the scheduler runs and
-    the bot's last Slack call got through."""
+    """What /healthz answers: 200 only when the state database takes writes, the scheduler runs, the
+    bot's last Slack call got through, the Socket Mode connection (when `connection` watches one) is up
+    or down for less than its grace period, and the bot is not stopping. /readyz adds the databases
+    and the store (bot/health_checks.py)."""
 
     def __init__(self, services, slack_status: SlackCallStatus | None = None, scheduler=None,
-                 require_scheduler: bool = False):
+                 require_scheduler: bool = False, connection=None):
         self.services = services
         self.slack_status = slack_status
         self.scheduler = scheduler
         self.require_scheduler = require_scheduler
+        self.connection = connection  # bot.health_checks.ConnectionWatch in Socket Mode
+
+    def ready_problems(self) -> list[str]:
+        from bot.health_checks import database_problems, store_problem
+
+        store = store_problem(self.services)
+        return self.problems() + database_problems(self.services) + ([store] if store else [])
 
     def problems(self) -> list[str]:
         found = []
+        stopping = getattr(self.services, "stopping", None)
+        if stopping is not None and stopping.is_set():
+            found.append("the bot is stopping (it takes no commands; running jobs are finishing)")
+        if self.connection is not None:
+            down = self.connection.problem()
+            if down:
+                found.append(down)
         problem = state_problem(self.services.settings.state_path)
         if problem:
             found.append(problem)
@@ -199,8 +216,9 @@ def metrics_refusal(environ, token: str | None, public: bool) -> tuple[str, byte
 
 
 def make_ops_app(health: BotHealth, fallback=None, public: bool = False):
-    """/healthz and /metrics; anything else goes to `fallback` (or 404). `public`: the port Slack
-    reaches from the internet, where /metrics answers only to the configured bearer token."""
+    """/healthz, /readyz and /metrics; anything else goes to `fallback` (or 404). `public`: the port Slack
+    reaches from the internet, where /metrics answers only to the configured bearer token and /readyz
+    (which connects to every database) is not served."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     registry = metrics_registry(health)
@@ -208,9 +226,9 @@ def make_ops_app(health: BotHealth, fallback=None, public: bool = False):
 
     def ops(environ, start_response):
         path = environ.get("PATH_INFO")
-        if path == "/healthz":
+        if path == "/healthz" or path == "/readyz" and not public:  # readiness probes databases: not for the world
             try:
-                problems = health.problems()
+                problems = health.problems() if path == "/healthz" else health.ready_problems()
             except Exception as exc:  # a health check must answer, never raise
                 problems = [f"health check failed: {type(exc).__name__}"]
             if problems:
@@ -315,9 +333,13 @@ def serve(args) -> int:
     from bot.slack_reply import SlackReply
     from bot.startup import report_interrupted_jobs
 
+    shutdown = Shutdown(app.services)
+    shutdown.install()  # SIGTERM/SIGINT: stop taking commands, drain the running jobs (bot/shutdown.py)
     report_interrupted_jobs(app.services, SlackReply(client))
     scheduler = start_scheduler(app.services, client)
     health = BotHealth(app.services, client.call_status, scheduler, require_scheduler=True)
+    if scheduler is not None:
+        shutdown.on_stop.append(lambda: scheduler.running and scheduler.shutdown(wait=False))
     health_server = None
     if getattr(args, "health_port", None) is not None:
         health_server = serve_health_port(health, getattr(args, "health_host", "127.0.0.1"), args.health_port)
@@ -325,20 +347,32 @@ def serve(args) -> int:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+            from bot.health_checks import watch_socket_mode
+
             if health_server is None:
                 log.warning("Socket Mode without --health-port: nothing answers /healthz or /metrics")
             log.info("serving Slack over Socket Mode")
-            SocketModeHandler(app, settings.slack_app_token).start()
+            handler = SocketModeHandler(app, settings.slack_app_token)
+            health.connection = watch_socket_mode(handler.client, settings.health.socket_mode_grace_seconds)
+            shutdown.on_stop.append(handler.close)
+            handler.connect()
         else:
-            import waitress
+            import waitress.server
 
             log.info("serving Slack over HTTP on %s:%s%s", args.host, args.port, SLACK_PATH)
-            waitress.serve(make_wsgi_app(app, health), host=args.host, port=args.port, **waitress_options())
+            server = waitress.server.create_server(make_wsgi_app(app, health), host=args.host, port=args.port,
+                                                   **waitress_options())
+            shutdown.on_stop.append(server.close)
+            threading.Thread(target=_run_quietly, args=(server,), name="slack-http", daemon=True).start()
+        shutdown.wait()
+        shutdown.stop()
     finally:
-        if scheduler is not None:
+        if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)
         if health_server is not None:
             health_server.close()
+        app.services.close()
+    log.info("stopped")
     return 0
 
 
