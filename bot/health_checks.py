@@ -9,6 +9,7 @@ configured database answers, and the store takes a write.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -19,9 +20,12 @@ from commands.redact import redact
 
 
 class ConnectionWatch:
-    """How long the Socket Mode connection has been down. `is_connected` is the slack_sdk client's;
-    `closed` is its on-close listener, so a drop is dated when it happens, not when a check sees it.
-    The clock is injected (tests move it instead of sleeping). Not yet connected counts as down."""
+    """How long the Socket Mode connection has been down. slack_sdk's `is_connected()` alone is not enough:
+    a connection whose peer is gone keeps its socket (and says connected) until the client's ping
+    check gives up, and it flaps while the client reconnects. So the connection counts as down from the
+    first sign (is_connected() false when checked, a close, an error such as a failed reconnect) until
+    Slack's `hello`, which it sends on every new connection, arrives. Not yet greeted counts as down.
+    The clock is injected (tests move it instead of sleeping)."""
 
     def __init__(self, is_connected: Callable[[], bool], grace_seconds: float,
                  clock: Callable[[], float] = time.monotonic):
@@ -31,30 +35,41 @@ class ConnectionWatch:
         self.down_since: float | None = clock()
         self._lock = threading.Lock()
 
-    def closed(self, *args) -> None:
+    def down(self, *args) -> None:
+        """on_close and on_error listener; also called when a check finds the client disconnected."""
         with self._lock:
             if self.down_since is None:
                 self.down_since = self.clock()
 
+    def message(self, text: str) -> None:
+        """on_message listener: Slack's hello means a new connection is up and taking envelopes."""
+        if '"hello"' in text:
+            try:
+                greeted = json.loads(text).get("type") == "hello"
+            except (ValueError, AttributeError):
+                greeted = False
+            if greeted:
+                with self._lock:
+                    self.down_since = None
+
     def problem(self) -> str | None:
-        now = self.clock()
-        connected = self.is_connected()
+        if not self.is_connected():
+            self.down()
         with self._lock:
-            if connected:
-                self.down_since = None
-                return None
             if self.down_since is None:
-                self.down_since = now
-            down = now - self.down_since
+                return None
+            down = self.clock() - self.down_since
         if down <= self.grace:
             return None
         return f"the Socket Mode connection to Slack has been down for {down:.0f}s (more than {self.grace:g}s)"
 
 
 def watch_socket_mode(client, grace_seconds: float, clock: Callable[[], float] = time.monotonic) -> ConnectionWatch:
-    """A watch on a slack_sdk SocketModeClient (SocketModeHandler(...).client)."""
+    """A watch on a slack_sdk SocketModeClient (SocketModeHandler(...).client), before it connects."""
     watch = ConnectionWatch(client.is_connected, grace_seconds, clock)
-    client.on_close_listeners.append(watch.closed)
+    client.on_message_listeners.append(watch.message)
+    client.on_close_listeners.append(watch.down)
+    client.on_error_listeners.append(watch.down)
     return watch
 
 
@@ -77,14 +92,15 @@ def database_problems(services) -> list[str]:
 def store_problem(services) -> str | None:
     """The store takes a write, reads it back and deletes it (a probe key no listing of backups shows)."""
     storage = services.storage
+    where = getattr(storage, "url", None) or "the store"
     key = f".backupbot-ready-{uuid.uuid4().hex[:12]}"
     try:
         storage.put_bytes(key, b"ready")
         same = storage.get_bytes(key) == b"ready"
         storage.delete(key)
     except (BackupbotError, OSError) as exc:
-        return f"storage {storage.location('')}: {redact(str(exc), services.secrets())}"
-    return None if same else f"storage {storage.location('')}: what was written reads back differently"
+        return f"storage {where}: {redact(str(exc), services.secrets())}"
+    return None if same else f"storage {where}: what was written reads back differently"
 
 
 def ask_health_port(host: str, port: int, path: str, out=print, timeout: float = 8) -> int:
