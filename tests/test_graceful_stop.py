@@ -147,6 +147,11 @@ def test_sigterm_lets_a_running_backup_finish_within_the_grace_period(tmp_path, 
         # draining: health says so, and the bot no longer takes commands on the Slack port
         status, body = wait_for(lambda: draining(health), "/healthz 503")
         assert "the bot is stopping" in body
+        try:  # the Slack port is closed: Slack retries elsewhere or tells the user it failed
+            refused = slack.command("/backup", "main")[0] != 200
+        except OSError:
+            refused = True
+        assert refused
         assert bot.poll() is None and [j.status for j in recent_jobs(store)] == ["running"]
         table_lock.rollback()  # pg_dump goes on: the backup finishes within the grace period
         _, err = bot.communicate(timeout=60)
@@ -159,3 +164,40 @@ def test_sigterm_lets_a_running_backup_finish_within_the_grace_period(tmp_path, 
     fake_slack.wait_for_text("Backup #1 of main succeeded", method="chat.update")
     assert "#1 · main ·" in listed_backups(tmp_path, sample_dsn)
     assert "grace period over" not in err and "Traceback" not in err
+
+
+def test_on_stop_a_queued_job_gives_up_and_the_running_one_finishes(tmp_path, sample_dsn):
+    import threading
+
+    from bot.console import Console
+    from bot.shutdown import Shutdown
+    from tests.builders import make_console, make_settings
+
+    settings = make_settings(tmp_path, sample_dsn, env={"OTHER_URL": sample_dsn}, jobs={"max_running": 1},
+                             databases={"main": {"url_env": "DATABASE_URL"}, "other": {"url_env": "OTHER_URL"}})
+    alice = make_console(settings, user="U0ALICE")
+    bob = Console(alice.services, user="U0BOB", channel="C0OPS", plays_slack_users=True)
+    services, slots, said = alice.services, alice.services.job_slots, {}
+    blocker = psycopg.connect(sample_dsn)
+    blocker.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
+    try:
+        first = threading.Thread(target=lambda: said.__setitem__("alice", alice.run("/backup main")), daemon=True)
+        first.start()
+        assert slots.wait_for(lambda s: s.running() == ["backup #1 of main"], 30)
+        second = threading.Thread(target=lambda: said.__setitem__("bob", bob.run("/backup other")), daemon=True)
+        second.start()
+        assert slots.wait_for(lambda s: s.waiting() == ["backup #2 of other"], 30)
+        shutdown = Shutdown(services, grace_seconds=60)
+        stopping = threading.Thread(target=lambda: said.__setitem__("stopped cleanly", shutdown.stop()), daemon=True)
+        stopping.start()
+        second.join(30)
+        assert "the bot stopped before this job got a slot" in said["bob"]
+        assert "Backup #2 of other started" not in said["bob"]
+        assert "the bot is stopping" in alice.run("/backup other")  # nothing new starts either
+    finally:
+        blocker.rollback()
+        blocker.close()
+    first.join(120)
+    stopping.join(120)
+    assert said["stopped cleanly"] is True and "Backup #1 of main succeeded" in said["alice"]
+    assert [(j.id, j.status) for j in recent_jobs(services.store)][-2:] == [(2, "interrupted"), (1, "succeeded")]
