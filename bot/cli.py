@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_console(args) -> int:
     """Only the demo plays Slack users: outside it the console is the OS account running it (bot/console.py)."""
     from bot.console import CONSOLE_USER, Console, ConsoleReply, os_account, with_console_operator
+    from bot.shutdown import interrupt_on_signals
     from bot.startup import report_interrupted_jobs, start_services
     from commands.settings import load_settings
 
@@ -123,6 +124,7 @@ def run_console(args) -> int:
             settings = with_console_operator(settings, user)  # access fails closed: the demo's user operates
             print(f"Backups go to {workdir / 'backups'}; the sample database is 'main'.", file=sys.stderr)
             services = start_services(settings)
+            interrupt_on_signals(services)  # SIGTERM, like Ctrl-C: the throwaway cluster is still removed
             Console(services, user=user, out=sys.stdout, plays_slack_users=True).loop()
         return 0
     if args.user is not None:
@@ -131,6 +133,7 @@ def run_console(args) -> int:
                              "approvers' reactions in Slack)")
     settings = load_settings(args.config)
     services = start_services(settings)
+    interrupt_on_signals(services)  # SIGTERM, like Ctrl-C, records the running job interrupted
     console = Console(services, out=sys.stdout)
     report_interrupted_jobs(services, ConsoleReply(console, console.actor()))
     console.loop()

@@ -125,3 +125,19 @@ class Shutdown:
 
         interrupt_running_jobs(services, "on stop")
         return False
+
+
+def interrupt_on_signals(services, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+    """The console runs its job on the terminal's own thread, so it has no grace period to give: SIGTERM
+    (like Ctrl-C) interrupts the job where it is. pg_dump is stopped and the partial file removed by
+    the job's own cleanup, and the job is recorded interrupted, not failed (commands/chat/run.py).
+    The children are stopped first: a pg_dump waiting on a lock writes nothing, and would never end."""
+    def handle(signum, frame):
+        services.stopping.set()
+        services.interrupting.set()
+        services.job_slots.close()
+        stop_children()
+        raise KeyboardInterrupt
+
+    for sig in signals:
+        signal.signal(sig, handle)

@@ -64,12 +64,13 @@ def start_bot(tmp_path, dsn, fake_slack, grace: float):
 
     def answers():
         assert bot.poll() is None, bot.communicate()[1]
-        try:
-            return get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
+        try:  # both listeners start on their own threads: wait for the two
+            return (get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
+                    and get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
         except OSError:
             return False
 
-    wait_for(answers, "the bot's health port")
+    wait_for(answers, "the bot's health port and Slack port")
     return bot, SlackSender(f"http://127.0.0.1:{port}/slack/events", fake_slack), f"http://127.0.0.1:{health_port}"
 
 
@@ -201,3 +202,30 @@ def test_on_stop_a_queued_job_gives_up_and_the_running_one_finishes(tmp_path, sa
     stopping.join(120)
     assert said["stopped cleanly"] is True and "Backup #1 of main succeeded" in said["alice"]
     assert [(j.id, j.status) for j in recent_jobs(services.store)][-2:] == [(2, "interrupted"), (1, "succeeded")]
+
+
+def test_sigterm_to_the_console_interrupts_its_backup_at_once(tmp_path, sample_dsn):
+    write_config(tmp_path, grace=60)
+    table_lock = psycopg.connect(sample_dsn)
+    table_lock.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
+    console = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--config", str(tmp_path / "bot.toml")],
+                               cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "DATABASE_URL": sample_dsn})
+    try:
+        console.stdin.write("/backup main\n")
+        console.stdin.flush()
+        wait_for(lambda: partial_files(tmp_path), "the backup's partial file")
+        pg_dump = pg_dump_of(console)
+        console.send_signal(signal.SIGTERM)
+        out, err = console.communicate(timeout=30)
+    finally:
+        table_lock.rollback()
+        table_lock.close()
+        if console.poll() is None:
+            console.kill()
+    assert console.returncode == 130, err
+    assert "the bot was stopped before this job finished" in out and "Traceback" not in err
+    assert [j.status for j in recent_jobs(Store(str(tmp_path / "state.db")))] == ["interrupted"]
+    assert not Path(f"/proc/{pg_dump}").exists()
+    assert partial_files(tmp_path) == [] and stored_files(tmp_path) == []
+    assert "No backups of main yet" in listed_backups(tmp_path, sample_dsn)
