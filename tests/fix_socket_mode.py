@@ -46,6 +46,7 @@ class FakeSocketMode:
         with self.lock:
             for conn in self.connections:
                 try:
+                    conn.sendall(frame(0x8, struct.pack("!H", 1001)))  # close: "going away"
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass

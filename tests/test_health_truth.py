@@ -101,3 +101,51 @@ def test_readyz_adds_the_databases_and_the_store(tmp_path, sample_dsn, slack_env
     finally:
         server.close()
     assert main(["health", "--port", str(port)]) == 1  # nothing answers: the HEALTHCHECK fails
+
+
+def test_run_in_socket_mode_reports_the_connection_on_its_health_port_and_stops_on_sigterm(
+        tmp_path, sample_dsn, fake_slack, pg_cluster):
+    """`backupbot run` with SLACK_APP_TOKEN: /healthz on the health port follows the real connection
+    (grace 0 here, so a drop shows at once), and SIGTERM closes it and exits 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fix_slack import BOT_TOKEN
+    from tests.test_graceful_stop import REPO
+    from tests.test_healthz_metrics import free_port
+
+    endpoint = FakeSocketMode()
+    fake_slack.socket_mode_url = endpoint.url
+    health_port = free_port()
+    config = tmp_path / "bot.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[storage]\nurl = "file://{tmp_path / "b"}"\n'
+                      '[access]\noperators = ["U0OPS"]\n[health]\nsocket_mode_grace_seconds = 0\n')
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "DATABASE_URL": sample_dsn, "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_APP_TOKEN": "xapp-test-0123456789", "SLACK_API_URL": fake_slack.url}
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--health-port", str(health_port),
+                            "--config", str(config)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    healthz = f"http://127.0.0.1:{health_port}/healthz"
+
+    def answer():
+        assert bot.poll() is None, bot.communicate()[1]
+        try:
+            return get(healthz)
+        except OSError:
+            return None
+
+    try:
+        wait_for(lambda: answer() == (200, "ok\n"), "/healthz 200 once Slack said hello")
+        endpoint.down()
+        status, body = wait_for(lambda: (found := answer()) and found[0] == 503 and found, "/healthz 503")
+        assert "the Socket Mode connection to Slack has been down" in body
+        bot.send_signal(signal.SIGTERM)
+        _, err = bot.communicate(timeout=30)
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+        endpoint.down()
+    assert bot.returncode == 0, err
+    assert "SIGTERM: stopping" in err and "Traceback" not in err
