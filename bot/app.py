@@ -21,12 +21,14 @@ from bot.startup import start_services
 from bot.usergroups import UsergroupCache
 from commands import dispatch
 from commands.chat.context import SLACK, Actor, Services
+from commands.chat.reply import Notice
 from commands.incident.command import stopwatch_emoji
 from commands.settings import Settings
 
 log = logging.getLogger(__name__)
 
 REACTION_EVENTS = ("reaction_added", "reaction_removed")
+STOPPING_TEXT = ":double_vertical_bar: backupbot is stopping (a restart or a deploy): nothing was started. Try again in a minute."
 
 
 def create_app(settings: Settings, client: WebClient, services: Services | None = None) -> App:
@@ -60,6 +62,9 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
             actor = Actor(user=body["user_id"], channel=body.get("channel_id"), response_url=body.get("response_url"),
                           source=SLACK)
             reply = SlackReply(client, user=actor.user, channel=actor.channel, response_url=actor.response_url)
+            if services.stopping.is_set():  # SIGTERM (bot/shutdown.py): running jobs finish, nothing new starts
+                reply.ephemeral(Notice(STOPPING_TEXT))
+                return
             dispatch.run_command(services, command, body.get("text") or "", actor, reply)
 
         run.__name__ = f"run_{command.strip('/').replace('-', '_')}"

@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait until the backup is stored and its sha256 re-read from storage matches")
     backup.add_argument("--note", help="kept with the backup, e.g. 'before release 4.2'")
     backup.add_argument("--config", help=config_help)
+    health = sub.add_parser("health", parents=[common],
+                            help="ask a running bot's health port: exit 0 when /healthz (or /readyz) is 200")
+    health.add_argument("--port", type=port_number, default=3001, help="the bot's --health-port (default 3001)")
+    health.add_argument("--host", default="127.0.0.1")
+    health.add_argument("--ready", action="store_true", help="ask /readyz: also every database and the store")
     return parser
 
 
@@ -121,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.recovery import run_catalog_rebuild
 
             return run_catalog_rebuild(args.config, args.verify)
+        if args.action == "health":
+            from bot.health_checks import ask_health_port
+
+            return ask_health_port(args.host, args.port, "/readyz" if args.ready else "/healthz")
         if args.action == "state":
             from bot.recovery import run_state_restore
 
@@ -165,6 +174,7 @@ def run_checkpoint(config: str | None, database: str, note: str | None) -> int:
 def run_console(args) -> int:
     """Only the demo plays Slack users: outside it the console is the OS account running it (bot/console.py)."""
     from bot.console import CONSOLE_USER, Console, ConsoleReply, os_account, with_console_operator
+    from bot.shutdown import interrupt_on_signals
     from bot.startup import report_interrupted_jobs, start_services
     from commands.settings import load_settings
 
@@ -193,6 +203,7 @@ def run_console(args) -> int:
             settings = with_console_operator(settings, user)  # access fails closed: the demo's user operates
             print(f"Backups go to {workdir / 'backups'}; the sample database is 'main'.", file=sys.stderr)
             services = start_services(settings)
+            interrupt_on_signals(services)  # SIGTERM, like Ctrl-C: the throwaway cluster is still removed
             try:
                 Console(services, user=user, out=sys.stdout, plays_slack_users=True,
                         files_dir=workdir / "files").loop()
@@ -205,6 +216,7 @@ def run_console(args) -> int:
                          "approvers' reactions in Slack)")
     settings = load_settings(args.config)
     services = start_services(settings)
+    interrupt_on_signals(services)  # SIGTERM, like Ctrl-C, records the running job interrupted
     console = Console(services, out=sys.stdout)
     report_interrupted_jobs(services, ConsoleReply(console, console.actor()))
     console.loop()

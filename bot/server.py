@@ -5,16 +5,15 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import sqlite3
-import stat
 import threading
-from pathlib import Path
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import create_app
-from bot.slack_reply import SlackCallStatus, TrackedWebClient
+from bot.health_checks import BotHealth
+from bot.shutdown import Shutdown
+from bot.slack_reply import TrackedWebClient
 from commands.errors import ConfigError
 from commands.settings import Settings, load_settings
 from state.statuses import JobStatus
@@ -88,57 +87,6 @@ def make_client(settings: Settings) -> WebClient:
 # ---------------------------------------------------------------- /healthz and /metrics
 
 
-def state_problem(path: str) -> str | None:
-    """Why the state database cannot take a write now, or None. A real write transaction is opened
-    (BEGIN IMMEDIATE), and a file whose owner-write bit is off counts as read-only even for root."""
-    if path == ":memory:":
-        return None
-    file = Path(path).expanduser()
-    try:
-        mode = file.stat().st_mode
-    except OSError as exc:
-        return f"state database {file} cannot be read: {exc.strerror}"
-    if not stat.S_ISREG(mode):
-        return f"state database {file} is not a file"
-    if not mode & stat.S_IWUSR:
-        return f"state database {file} is read-only (mode {stat.S_IMODE(mode):04o})"
-    conn = None
-    try:
-        conn = sqlite3.connect(f"{file.as_uri()}?mode=rw", uri=True, timeout=2, isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        return f"state database {file} is not writable: {exc}"
-    finally:
-        if conn is not None:
-            conn.close()
-    return None
-
-
-class BotHealth:
-    """What /healthz answers: 200 only when the state database takes writes, the scheduler runs and
-    the bot's last Slack call got through."""
-
-    def __init__(self, services, slack_status: SlackCallStatus | None = None, scheduler=None,
-                 require_scheduler: bool = False):
-        self.services = services
-        self.slack_status = slack_status
-        self.scheduler = scheduler
-        self.require_scheduler = require_scheduler
-        self.slack_client = None  # what POST /checkpoint posts its backup through (bot/checkpoint.py)
-
-    def problems(self) -> list[str]:
-        found = []
-        problem = state_problem(self.services.settings.state_path)
-        if problem:
-            found.append(problem)
-        if self.require_scheduler and not getattr(self.scheduler, "running", False):
-            found.append("the scheduler is not running")
-        if self.slack_status is not None and not self.slack_status.ok:
-            found.append(f"the last Slack call failed ({self.slack_status.error})")
-        return found
-
-
 def metrics_registry(health: BotHealth):
     """A prometheus-client registry whose collector reads the state database on every scrape."""
     from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
@@ -203,8 +151,9 @@ def metrics_refusal(environ, token: str | None, public: bool) -> tuple[str, byte
 
 
 def make_ops_app(health: BotHealth, fallback=None, public: bool = False):
-    """/healthz and /metrics; anything else goes to `fallback` (or 404). `public`: the port Slack
-    reaches from the internet, where /metrics answers only to the configured bearer token."""
+    """/healthz, /readyz and /metrics; anything else goes to `fallback` (or 404). `public`: the port Slack
+    reaches from the internet, where /metrics answers only to the configured bearer token and /readyz
+    (which connects to every database) is not served."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     from bot.checkpoint import checkpoint_app
@@ -215,9 +164,9 @@ def make_ops_app(health: BotHealth, fallback=None, public: bool = False):
 
     def ops(environ, start_response):
         path = environ.get("PATH_INFO")
-        if path == "/healthz":
+        if path == "/healthz" or path == "/readyz" and not public:  # readiness probes databases: not for the world
             try:
-                problems = health.problems()
+                problems = health.problems() if path == "/healthz" else health.ready_problems()
             except Exception as exc:  # a health check must answer, never raise
                 problems = [f"health check failed: {type(exc).__name__}"]
             if problems:
@@ -325,10 +274,14 @@ def serve(args) -> int:
     from bot.slack_reply import SlackReply
     from bot.startup import report_interrupted_jobs
 
+    shutdown = Shutdown(app.services)
+    shutdown.install()  # SIGTERM/SIGINT: stop taking commands, drain the running jobs (bot/shutdown.py)
     report_interrupted_jobs(app.services, SlackReply(client))
     scheduler = start_scheduler(app.services, client)
     health = BotHealth(app.services, client.call_status, scheduler, require_scheduler=True)
     health.slack_client = client
+    if scheduler is not None:
+        shutdown.on_stop.append(lambda: scheduler.running and scheduler.shutdown(wait=False))
     health_server = None
     if getattr(args, "health_port", None) is not None:
         health_server = serve_health_port(health, getattr(args, "health_host", "127.0.0.1"), args.health_port)
@@ -336,20 +289,32 @@ def serve(args) -> int:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+            from bot.health_checks import watch_socket_mode
+
             if health_server is None:
                 log.warning("Socket Mode without --health-port: nothing answers /healthz or /metrics")
             log.info("serving Slack over Socket Mode")
-            SocketModeHandler(app, settings.slack_app_token).start()
+            handler = SocketModeHandler(app, settings.slack_app_token)
+            health.connection = watch_socket_mode(handler.client, settings.health.socket_mode_grace_seconds)
+            shutdown.on_stop.append(handler.close)
+            handler.connect()
         else:
-            import waitress
+            import waitress.server
 
             log.info("serving Slack over HTTP on %s:%s%s", args.host, args.port, SLACK_PATH)
-            waitress.serve(make_wsgi_app(app, health), host=args.host, port=args.port, **waitress_options())
+            server = waitress.server.create_server(make_wsgi_app(app, health), host=args.host, port=args.port,
+                                                   **waitress_options())
+            shutdown.on_stop.append(server.close)
+            threading.Thread(target=_run_quietly, args=(server,), name="slack-http", daemon=True).start()
+        shutdown.wait()
+        shutdown.stop()
     finally:
-        if scheduler is not None:
+        if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)
         if health_server is not None:
             health_server.close()
+        app.services.close()
+    log.info("stopped")
     return 0
 
 

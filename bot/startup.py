@@ -37,20 +37,27 @@ def start_services(settings: Settings, **overrides) -> Services:
             lock.release()
         raise
     services.instance_lock = lock
-    services.interrupted_jobs = mark_interrupted_jobs(services.store)
-    for line in clean_up_interrupted(services, mark_interrupted_requests(services.store)):
-        log.warning("after a restart: %s", line)
-    for line in clean_scratch(settings):  # after the interrupted restores stopped the clusters they started
-        log.warning("after a restart: %s", line)
+    services.interrupted_jobs = interrupt_running_jobs(services, "after a restart")
     for line in expire_copies(services):  # point-in-time copies whose [restore] copy_ttl_hours ran out meanwhile
         log.warning("after a restart: %s", line)
-    for job in services.interrupted_jobs:
-        log.warning("%s #%s of %s was interrupted by a restart", job.kind, job.id, job.database)
+    return services
+
+
+def interrupt_running_jobs(services: Services, when: str) -> list:
+    """Every job still `running` becomes `interrupted`, and its partial files and scratch files go. At start
+    they died with the previous process; on a stop (bot/shutdown.py) their children were just stopped."""
+    interrupted = mark_interrupted_jobs(services.store)
+    for line in clean_up_interrupted(services, mark_interrupted_requests(services.store)):
+        log.warning("%s: %s", when, line)
+    for line in clean_scratch(services.settings):  # after the interrupted restores stopped the clusters they started
+        log.warning("%s: %s", when, line)
+    for job in interrupted:
+        log.warning("%s #%s of %s was interrupted (%s)", job.kind, job.id, job.database, when)
     discard = getattr(services.storage, "discard_partials", None)
     if discard is not None:
         for key in discard():
             log.warning("removed %s, a partial artifact left by a stopped process", key)
-    return services
+    return interrupted
 
 
 def report_interrupted_jobs(services: Services, reply: Reply) -> None:

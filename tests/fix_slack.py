@@ -42,6 +42,7 @@ class FakeSlackWebAPI:
         self.retry_after = 1
         # conversations.info: channel id -> {"name", "is_private", "is_member"}; unknown ids are public and joined
         self.channels: dict[str, dict] = {}
+        self.socket_mode_url = "wss://wss.invalid/link/?ticket=test"  # a test's FakeSocketMode (tests/fix_socket_mode.py)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -121,7 +122,7 @@ class FakeSlackWebAPI:
             self.not_in_channels.discard(args["channel"])
             return {"ok": True, "channel": self.channel_info(args["channel"])}
         if method == "apps.connections.open":
-            return {"ok": True, "url": "wss://wss.invalid/link/?ticket=test"}
+            return {"ok": True, "url": self.socket_mode_url}
         if method == "auth.test":
             return {"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "backupbot",
                     "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"}

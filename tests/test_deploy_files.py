@@ -89,16 +89,66 @@ def test_the_image_runs_backupbot_run_as_a_non_root_user_with_its_data_on_a_volu
 
 
 def test_the_image_is_built_from_files_that_exist():
+    """Everything copied is in the repository, except the wheelhouse the documented `pip wheel` makes."""
     sources = [word for copy in dockerfile_instructions("COPY") if not copy.startswith("--from")
                for word in copy.split()[:-1]]
     assert sources
+    assert "python3 -m pip wheel -c deploy/constraints.txt -w wheels ." in DOCKERFILE
     for source in sources:
-        assert (ROOT / source).exists(), f"deploy/Dockerfile copies {source}, which is not in the repository"
+        if source != "wheels":
+            assert (ROOT / source).exists(), f"deploy/Dockerfile copies {source}, which is not in the repository"
+
+
+def test_the_image_stops_on_sigterm_and_checks_its_own_health(monkeypatch):
+    """tini is PID 1 (it passes SIGTERM on; bot/shutdown.py drains); the HEALTHCHECK asks the health port
+    that CMD opens, with `backupbot health` (no curl in the image); zstd is there for a manual restore."""
+    assert json.loads(dockerfile_instructions("ENTRYPOINT")[0]) == ["/usr/bin/tini", "--"]
+    assert dockerfile_instructions("STOPSIGNAL") == ["SIGTERM"]
+    (cmd,) = dockerfile_instructions("CMD")
+    run_args = parsed_by_the_cli(json.loads(cmd)[1:], monkeypatch)
+    (check,) = dockerfile_instructions("HEALTHCHECK")
+    program, *argv = json.loads(check.split("CMD", 1)[1])
+    assert program == "backupbot"
+    monkeypatch.setattr("bot.health_checks.ask_health_port", lambda host, port, path: (host, port, path) == (
+        "127.0.0.1", run_args.health_port, "/healthz") and 7)
+    assert main(argv) == 7  # the CLI accepts the words and asks CMD's health port for /healthz
+    (install,) = [run for run in dockerfile_instructions("RUN") if "apt-get install" in run]
+    words = re.findall(r"[\w$.-]+", install)
+    for package in ("tini", "zstd", "python3", "python3-venv"):
+        assert package in words
+    (pip,) = [run for run in dockerfile_instructions("RUN") if "pip install" in run]
+    assert "-c /tmp/constraints.txt" in pip and "--no-index" in pip
+    assert "COPY deploy/constraints.txt /tmp/constraints.txt" in DOCKERFILE
+
+
+def test_the_constraints_pin_every_runtime_dependency():
+    """The image and .ci/run install with deploy/constraints.txt: each pyproject dependency is pinned there."""
+    import tomllib
+
+    pins = {line.split("==")[0].lower() for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines()
+            if "==" in line and not line.startswith("#")}
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in declared:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in deploy/constraints.txt"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.count("-c deploy/constraints.txt") >= 2  # the wheel's venv and the test environment
+
+
+def test_the_unit_stops_the_bot_first_and_waits_longer_than_the_grace_period():
+    from commands.settings.jobs import JobsConfig
+
+    settings = unit_settings()
+    assert settings["KillMode"] == ["mixed"]  # SIGTERM to the bot only; its children are its to stop
+    assert settings["KillSignal"] == ["SIGTERM"]
+    (timeout,) = settings["TimeoutStopSec"]
+    assert timeout.endswith("s") and float(timeout[:-1]) > JobsConfig().stop_grace_seconds + 15
 
 
 def test_the_readme_names_the_files_paths_and_commands_of_both():
     section = readme_section()
-    for name in ("deploy/Dockerfile", "deploy/backupbot.service", "docker build -f deploy/Dockerfile",
+    for name in ("deploy/Dockerfile", "deploy/backupbot.service",
+                 "docker build --build-arg BASE=backupbot-base:bookworm -f deploy/Dockerfile", "deploy/constraints.txt",
                  "/etc/backupbot/env", "/etc/backupbot/backupbot.toml", DEFAULT_DATA_DIR,
                  unit_settings()["ExecStart"][0], "backupbot init", "--request-url", "`backupbot`"):
         assert name in section, f"README's Install and deploy does not mention {name}"

@@ -140,9 +140,9 @@ STATE_MAY_IMPORT = {"commands.errors", "commands.redact", "commands.units"}
 # bot/ adapts, in this order (each may import only those before it): leaves, then what wires them together.
 BOT_LAYERS = {
     "bot": 0, "bot.logs": 0, "bot.blocks": 0, "bot.slack_messages": 0, "bot.usergroups": 0, "bot.init": 0,
-    "bot.init_pgbackrest": 0, "bot.recovery": 0, "bot.scheduler": 0, "bot.ops_metrics": 0,
+    "bot.init_pgbackrest": 0, "bot.recovery": 0, "bot.scheduler": 0, "bot.ops_metrics": 0, "bot.health_checks": 0,
     "bot.slack_reply": 1, "bot.startup": 1,
-    "bot.app": 2, "bot.checkpoint": 2,
+    "bot.app": 2, "bot.checkpoint": 2, "bot.shutdown": 2,
     "bot.server": 3,
     "bot.preflight": 4,
     "bot.console": 5,

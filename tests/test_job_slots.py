@@ -94,10 +94,14 @@ def test_a_failing_job_gives_its_slot_back_and_a_failing_notice_keeps_the_place(
 def test_max_running_is_validated():
     assert parse_settings({}, {}).jobs.max_running == 2
     assert parse_settings({"jobs": {"max_running": 5}}, {}).jobs.max_running == 5
+    assert parse_settings({}, {}).jobs.stop_grace_seconds == 60
+    assert parse_settings({"jobs": {"stop_grace_seconds": 2.5}}, {}).jobs.stop_grace_seconds == 2.5
     for raw, message in [({"jobs": {"max_running": 0}}, "jobs.max_running: expected a whole number >= 1, got 0"),
                          ({"jobs": {"max_running": "2"}}, "jobs.max_running: expected a whole number >= 1"),
                          ({"jobs": {"max_running": True}}, "jobs.max_running: expected a whole number >= 1"),
-                         ({"jobs": {"max_runing": 2}}, "jobs.max_runing: unknown key (known: max_running, stall_minutes)")]:
+                         ({"jobs": {"max_runing": 2}}, "jobs.max_runing: unknown key (known: max_running, stall_minutes, "
+                                                       "stop_grace_seconds)"),
+                         ({"jobs": {"stop_grace_seconds": -1}}, "jobs.stop_grace_seconds: expected a number >= 0")]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             parse_settings(raw, {})
     with pytest.raises(ValueError):

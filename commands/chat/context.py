@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,10 @@ class Services:
     # at most [jobs] max_running backups/restores/drills at once; built from the settings when not given
     job_slots: JobSlots | None = None
     instance_lock: object = None  # state.lock.InstanceLock, taken by bot.startup.start_services
+    # set on SIGTERM (bot/shutdown.py): `stopping` at once (no new commands), `interrupting` when the grace
+    # period is over and running jobs' children are stopped (a job that fails from then on was interrupted)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    interrupting: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         if self.job_slots is None:

@@ -13,11 +13,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
+from commands.errors import BackupbotError
+
 log = logging.getLogger(__name__)
 
 
 def queued_text(ahead: int) -> str:
     return f":hourglass: queued: {ahead} job{'s' if ahead != 1 else ''} ahead of you. It starts when a slot frees up."
+
+
+class SlotsClosed(BackupbotError):
+    """The bot is stopping (bot/shutdown.py): a job still in line, or asking now, never gets a slot."""
 
 
 class JobSlots:
@@ -30,12 +36,15 @@ class JobSlots:
         self._waiting: list[int] = []  # tickets, first in line first
         self._labels: dict[int, str] = {}
         self._tickets = itertools.count(1)
+        self._closed = False
 
     @contextlib.contextmanager
     def acquire(self, label: str, on_queued: Callable[[int], None] | None = None) -> Iterator[None]:
         """Hold one slot for the `with` block; wait in line (calling on_queued(jobs ahead)) when none is free."""
         ticket = next(self._tickets)
         with self._cond:
+            if self._closed:
+                raise SlotsClosed("the bot is stopping: no new job starts")
             self._labels[ticket] = label
             if self._waiting or len(self._running) >= self.max_running:
                 self._waiting.append(ticket)
@@ -55,6 +64,8 @@ class JobSlots:
                         log.exception("could not report that %s is queued", label)
                 with self._cond:
                     while not (self._waiting[0] == ticket and len(self._running) < self.max_running):
+                        if self._closed:
+                            raise SlotsClosed("the bot stopped before this job got a slot")
                         self._cond.wait()
                     self._waiting.pop(0)
                     self._running[ticket] = label
@@ -74,6 +85,12 @@ class JobSlots:
                 self._running.pop(ticket, None)
                 self._labels.pop(ticket, None)
                 self._cond.notify_all()
+
+    def close(self) -> None:
+        """No slot is given from now on: waiters and later callers get SlotsClosed; running jobs keep theirs."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def running(self) -> list[str]:
         with self._cond:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from commands.chat.context import Actor, Services
-from commands.chat.job_slots import queued_text
+from commands.chat.job_slots import SlotsClosed, queued_text
 from commands.chat.reply import GuardedReply, Notice, Reply
 from commands.chat.stall import Watchdog
 from commands.errors import AlreadyRunningError, BackupbotError
@@ -29,6 +29,8 @@ from state.statuses import JobStatus
 log = logging.getLogger(__name__)
 
 SLOT_NEVER_CAME = "stopped while waiting for a job slot"
+STOPPED = ("interrupted: the bot was stopped before this job finished, and nothing from it was stored; "
+           "run it again once the bot is back")
 
 
 def error_text(exc: BaseException, secrets: list[str], limit: int | None = 1500) -> str:
@@ -91,6 +93,9 @@ class Run:
         try:
             self._exit.enter_context(self.services.job_slots.acquire(
                 self.slot or f"{self.label} #{job.id} of {self.database}", on_queued=self.on_queued))
+        except SlotsClosed:
+            self._finish(JobStatus.INTERRUPTED, SLOT_NEVER_CAME)
+            raise
         except BaseException:
             self._finish(JobStatus.FAILED, SLOT_NEVER_CAME)
             raise
@@ -149,10 +154,13 @@ class Run:
                           text=text, detail=detail, **({"reply": self.reply} if event_reply else {}))
 
     def fail(self, reason: str, text: str | None = None, detail: dict | None = None) -> str:
-        """Store the failure (its reason redacted) and record it; returns the reason as stored."""
+        """Store the failure (its reason redacted) and record it; returns the reason as stored. A job that
+        fails because the bot is stopping (bot/shutdown.py stopped its pg_dump) is interrupted, and says so."""
+        if self._stopping():
+            reason, text = STOPPED, None
         reason = redact(reason, self.secrets)[:1500]
         self._finish(JobStatus.FAILED, reason)
-        self.record_event(self.services, f"{self.event}.failed", database=self.database, actor=self.actor,
+        self.record_event(self.services, f"{self.event}.{self.status}", database=self.database, actor=self.actor,
                           text=text or reason, **({"detail": detail} if detail is not None else {}))
         if self.stall is not None and self.stall.stalled:
             self._stall_alarm()
@@ -180,7 +188,7 @@ class Run:
         self._finish(status, None if ok else error)
         if also is not None:
             also()
-        self.record_event(self.services, f"{self.event}.{status}", database=self.database,
+        self.record_event(self.services, f"{self.event}.{self.status}", database=self.database,
                           actor=self.actor, text=text, detail=detail)
 
     def posted(self, status: Any, work: Callable[[str | None], Any], *, failed: Callable[[str], Any],
@@ -228,8 +236,16 @@ class Run:
         if self.reply is not None:
             self.reply.settle_in_background()
 
+    def _stopping(self) -> bool:
+        """True once the stopping bot has begun to stop jobs' children (after the grace period)."""
+        interrupting = getattr(self.services, "interrupting", None)
+        return interrupting is not None and interrupting.is_set()
+
     def _finish(self, status: JobStatus, error: str | None) -> None:
-        """The job's verdict; a run refused before its claim (a changed plan, a busy database) has no job."""
+        """The job's verdict; a run refused before its claim (a changed plan, a busy database) has no job.
+        A failure while the bot stops is recorded as interrupted: the stop, not the job, ended it."""
+        if status == JobStatus.FAILED and self._stopping():
+            status, error = JobStatus.INTERRUPTED, STOPPED
         if self.job_id is None:
             self.status = status
             return

@@ -7,7 +7,7 @@ could not be written (the failure is logged instead).
 
 Event kinds (`area.what`) and what they tick:
 
-    backup.started / backup.succeeded / backup.failed
+    backup.started / backup.succeeded / backup.failed / backup.interrupted (the bot stopped: bot/shutdown.py)
         backup.succeeded with detail kind "safety"/"snapshot"/"pre-restore"  -> checkpoint
     restore.requested (detail backup_id)                                      -> select backup
     restore.approved / restore.rejected / restore.expired / restore.cancelled

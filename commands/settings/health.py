@@ -44,6 +44,8 @@ class HealthSettings:
     growth_warn_pct: float = 20  # the database's growth since the sample before
     drill_warn_days: float = 8  # the newest drill may be this old
     archive_rpo_minutes: float = 15  # an archived database breaches its RPO when no WAL was archived for this long
+    # /healthz fails once the Socket Mode connection to Slack has been down this long (reconnects take seconds)
+    socket_mode_grace_seconds: float = 60
     metrics_token_env: str | None = None  # names the variable holding the bearer token /metrics asks for
     metrics_token: str | None = field(default=None, repr=False, compare=False)  # its value, from the environment
     checkpoint_token_env: str | None = None  # names the variable holding the token POST /checkpoint asks for
