@@ -9,6 +9,7 @@ incident would, restores through the bot, and compares `pg_dump` of the result w
 from __future__ import annotations
 
 import itertools
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from psycopg import sql
 
 from commands.pg.restore.side import database_properties
 from commands.pg.tools import pg_bin, pg_env
-from tests.builders import make_console, make_settings
+from state import approvals as request_state
+from state.backups import get_backup
+from tests.builders import make_console, make_settings, store_as_if_pg_dump_wrote
 from tests.test_restore import approve, message_id
 
 FIXTURE = Path(__file__).parent / "fixtures" / "every_object_kind.sql"
@@ -138,3 +141,51 @@ def test_every_object_kind_round_trips_like_pg_restore(tmp_path, pg_cluster, dr_
         assert f"swap: {restored} is the restored database" in out
         assert properties(cluster, restored) == before  # locale, ACL, settings, comment, limit: the target's
     assert dump_of(cluster.dsn(restored)) == expected
+
+
+def test_an_extension_the_server_lacks_is_refused_before_anyone_is_asked(tmp_path, sample_dsn):
+    console = console_for(tmp_path, sample_dsn)
+    assert "succeeded" in console.run("/backup --format plain")
+    record = get_backup(console.services.store, 1)
+    root = Path(console.services.settings.storage_url.removeprefix("file://"))
+    dump = (root / record.key).read_bytes()
+    needs = (b"--\n-- Name: no_such_extension; Type: EXTENSION; Schema: -; Owner: -\n--\n\n"
+             b"CREATE EXTENSION IF NOT EXISTS no_such_extension WITH SCHEMA public;\n\n")
+    store_as_if_pg_dump_wrote(console, 1, dump.replace(b"SET default_tablespace", needs + b"SET default_tablespace", 1))
+    for command in ("/restore 1", "/restore 1 --into fresh_copy"):  # over the database, or into a new one
+        out = console.run(command)
+        assert "backup #1 needs extension(s) no_such_extension, which main's server does not have installed" in out, out
+    assert request_state.get_request(console.services.store, 1) is None
+
+
+def test_superuser_only_objects_are_refused_before_anyone_is_asked_for_a_non_superuser(tmp_path, pg_cluster):
+    """The bot's role owns the database and may create databases, but is no superuser: a backup holding an
+    event trigger cannot be restored whole by it, which the plan says at once."""
+    n = next(_numbers)
+    role, password, name = f"anydb_bot_{n}", secrets.token_hex(8), f"anydb_owned_{n}"
+    with admin(pg_cluster) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(role)))
+    dsn = f"postgresql://{role}:{password}@{pg_cluster.host}:{pg_cluster.port}/{name}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, t text); INSERT INTO notes VALUES (1, 'x')")
+        conn.execute("CREATE FUNCTION note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN NULL; END $$")
+    with psycopg.connect(pg_cluster.dsn(name), autocommit=True) as conn:
+        conn.execute("CREATE EVENT TRIGGER note_ddl ON ddl_command_end EXECUTE FUNCTION note_ddl()")
+    console = console_for(tmp_path, dsn)
+    assert "succeeded" in console.run("/backup")
+    out = console.run("/restore 1")
+    assert ("backup #1 holds objects only a superuser may create (EVENT TRIGGER note_ddl); the bot's role on "
+            "main's server is not one") in out, out
+    assert request_state.get_request(console.services.store, 1) is None
+    with psycopg.connect(pg_cluster.dsn(name), autocommit=True) as conn:  # without it, the same role restores whole
+        conn.execute("DROP EVENT TRIGGER note_ddl")
+    assert "succeeded" in console.run("/backup")
+    out = restore(console, "/restore 2")
+    assert "Restore request #1 restored backup #2" in out, out
+    pg_cluster.drop_database(name)
+    with admin(pg_cluster) as conn:
+        for db in conn.execute("SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
+                               "WHERE rolname = %s)", [role]).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db[0])))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -23,6 +23,7 @@ from commands.pg.restore.databases import database_exists
 from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
+from commands.restore.needs import check_server_has_what_the_dump_needs
 from commands.restore.pitr_plan import PointInTimeMessage
 from commands.restore.plans import LogicalPlan, PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
@@ -157,6 +158,9 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
     method = restore_method(exists, jobs, some_tables)
     if method == SIDE_DATABASE:
         check_side_database_rights(dsn, target_dbname)
+    if not some_tables:  # a whole restore recreates what lives outside schemas too: can this server take it?
+        check_server_has_what_the_dump_needs(services, record, dsn,
+                                             f"target {request.to}" if request.to else f"{database}'s server")
     if tables:
         replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
     elif record.tables:
@@ -200,13 +204,18 @@ def check_side_database_rights(dsn: str, target_dbname: str) -> None:
     """A side database is created, then renamed over the target: both need rights the bot's role may lack
     (CREATEDB, and owning the target), which are known now, so a restore never fails for them after approval."""
     with pg_snapshot.connect(dsn) as conn:
-        superuser, createdb, owns = conn.execute(
-            "SELECT r.rolsuper, r.rolcreatedb, pg_has_role(r.oid, d.datdba, 'USAGE') FROM pg_roles r, pg_database d "
+        superuser, createdb, owns, tablespace, may_use = conn.execute(
+            "SELECT r.rolsuper, r.rolcreatedb, pg_has_role(r.oid, d.datdba, 'USAGE'), t.spcname, "
+            "t.spcname = 'pg_default' OR has_tablespace_privilege(t.oid, 'CREATE') "
+            "FROM pg_roles r, pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace "
             "WHERE r.rolname = current_user AND d.datname = %s", [target_dbname]).fetchone()
     if not superuser and not (createdb and owns):
         raise UsageError(f"a whole restore over {target_dbname} restores into a side database that is then renamed "
                          f"to {target_dbname}: the bot's role needs CREATEDB and membership in {target_dbname}'s owner "
                          "(or SUPERUSER); grant them, or restore --into a new database")
+    if not superuser and not may_use:
+        raise UsageError(f"the side database goes into {target_dbname}'s tablespace {tablespace}, on which the bot's "
+                         "role has no CREATE privilege: grant it, or restore --into a new database")
 
 
 def configured_name(services: Services, dsn: str, dbname: str) -> str | None:

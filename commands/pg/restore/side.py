@@ -88,8 +88,10 @@ def create_like(conn: psycopg.Connection, name: str, like: str) -> None:
     are `like`'s except that it accepts connections and is no template until the swap)."""
     p = database_properties(conn, like)
     version = _version(conn)
-    options = [sql.SQL("TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} TABLESPACE {}").format(
-        sql.Literal(p.encoding), sql.Literal(p.collate), sql.Literal(p.ctype), sql.Identifier(p.tablespace))]
+    options = [sql.SQL("TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        sql.Literal(p.encoding), sql.Literal(p.collate), sql.Literal(p.ctype))]
+    if p.tablespace != "pg_default":  # naming even pg_default needs CREATE on it; template0's is pg_default
+        options.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(p.tablespace)))
     provider = {"c": "libc", "i": "icu", "b": "builtin"}[p.locale_provider]
     options.append(sql.SQL("LOCALE_PROVIDER {}").format(sql.SQL(provider)))
     if p.icu_locale is not None:
