@@ -23,7 +23,7 @@ from commands.pg.restore.databases import database_exists
 from commands.pg.roles import PlannedRole, parse_definitions, show_name
 from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
-from commands.restore.needs import check_server_has_what_the_dump_needs
+from commands.restore.needs import check_server_has_what_the_dump_needs, dump_needs
 from commands.restore.pitr_plan import PointInTimeMessage
 from commands.restore.plans import LogicalPlan, PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
@@ -135,7 +135,10 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
     check_logical_options(record.format, record.id, bool(request.tables), request.jobs, bool(record.tables),
                           request.no_owner)
     tables = resolve_restore_tables(record, request.tables) if request.tables else []
-    verify_artifact(services.storage, record)
+    # a whole restore recreates what lives outside schemas too: what it needs is read in the sha256 check's pass
+    needs = None if tables or record.tables else dump_needs(services, record)
+    if needs is None:
+        verify_artifact(services.storage, record)
     check_archive_version(services, record)
     warnings: list[str] = []
     base_dbname = pg_snapshot.dbname_of(dsn)
@@ -158,8 +161,8 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
     method = restore_method(exists, jobs, some_tables)
     if method == SIDE_DATABASE:
         check_side_database_rights(dsn, target_dbname)
-    if not some_tables:  # a whole restore recreates what lives outside schemas too: can this server take it?
-        check_server_has_what_the_dump_needs(services, record, dsn,
+    if needs is not None:  # can this server take what the dump creates outside schemas?
+        check_server_has_what_the_dump_needs(needs, record, dsn,
                                              f"target {request.to}" if request.to else f"{database}'s server")
     if tables:
         replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
