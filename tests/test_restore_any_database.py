@@ -9,6 +9,7 @@ incident would, restores through the bot, and compares `pg_dump` of the result w
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -189,3 +190,35 @@ def test_superuser_only_objects_are_refused_before_anyone_is_asked_for_a_non_sup
                                "WHERE rolname = %s)", [role]).fetchall():
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db[0])))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_role_that_cannot_create_or_rename_databases_is_refused_before_anyone_is_asked(tmp_path, pg_cluster):
+    """The side database is created, then renamed over the target: a role without CREATEDB is told at once."""
+    n = next(_numbers)
+    role, password, name = f"anydb_nocreate_{n}", secrets.token_hex(8), f"anydb_nocreate_{n}"
+    with admin(pg_cluster) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(role)))
+    dsn = f"postgresql://{role}:{password}@{pg_cluster.host}:{pg_cluster.port}/{name}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY); INSERT INTO notes VALUES (1)")
+    console = console_for(tmp_path, dsn)
+    assert "succeeded" in console.run("/backup")
+    out = console.run("/restore 1")
+    assert f"the bot's role needs CREATEDB and membership in {name}'s owner (or SUPERUSER)" in out, out
+    assert request_state.get_request(console.services.store, 1) is None
+    pg_cluster.drop_database(name)
+    with admin(pg_cluster) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_whole_custom_restore_runs_parallel_unless_told(tmp_path, sample_dsn):
+    console = console_for(tmp_path, sample_dsn)
+    assert "succeeded" in console.run("/backup")
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    out = console.run("/restore 1 --dry-run")
+    assert (f"pg_restore with {jobs} parallel jobs" if jobs > 1 else "pg_restore in one transaction") in out, out
+    assert "pg_restore in one transaction into a new database" in console.run("/restore 1 --jobs 1 --dry-run")
+    assert "pg_restore with 3 parallel jobs" in console.run("/restore 1 --jobs 3 --dry-run")
+    assert "succeeded" in console.run("/backup --format plain")
+    assert "side database: psql in one transaction" in console.run("/restore 2 --dry-run")
