@@ -206,3 +206,30 @@ def test_kept_and_copied_databases_are_listed_until_dropped(tmp_path, sample_dsn
     pg_cluster.drop_database(previous)
     dr_cluster.drop_database(copy)
     assert "Copies of production data" not in console.run("/backup list")
+
+
+def test_a_restart_after_a_swap_that_died_half_way_lets_the_target_take_connections(tmp_path, sample_dsn, pg_cluster,
+                                                                                     caplog):
+    """The bot died with the target's connections shut by the swap: the next start opens the target again,
+    drops the side database it had made, and says which kept database holds what (dropping none)."""
+    from state import approvals as request_state
+
+    settings = make_settings(tmp_path, sample_dsn, access=ACCESS)
+    console = make_console(settings)
+    assert "succeeded" in console.run("/backup")
+    assert "Restore request #1" in console.run("/restore latest")
+    assert request_state.transition(console.services.store, 1, request_state.PENDING, request_state.RUNNING)
+    dbname = sample_dsn.rsplit("/", 1)[1]
+    pg_cluster.create_database("backupbot_side_1_dead02")
+    pg_cluster.create_database("backupbot_prev_1_dead03")  # as if one swap of it had renamed already
+    with admin(pg_cluster) as conn:  # where the dead swap stopped
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(dbname)))
+    console.services.close()
+    restarted = make_console(settings)
+    assert request_state.get_request(restarted.services.store, 1).status == "interrupted"
+    assert content_of(sample_dsn)  # it takes connections again
+    assert not pg_cluster.database_exists("backupbot_side_1_dead02")
+    assert f"restore request #1: {dbname} takes connections again" in caplog.text
+    assert f"backupbot_prev_1_dead03 holds {dbname} as it was before the restore" in caplog.text
+    assert pg_cluster.database_exists("backupbot_prev_1_dead03")
+    pg_cluster.drop_database("backupbot_prev_1_dead03")

@@ -210,3 +210,14 @@ def _rename_both(conn: psycopg.Connection, names: tuple[str, str], renames: tupl
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1)
+
+
+def reopen_database(dsn: str, name: str) -> bool:
+    """After a bot died mid-swap: `name` takes connections again if the swap had shut them (the one flag a
+    swap sets before it renames). True when it had to."""
+    with psycopg.connect(maintenance_dsn(dsn, name), autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if row is None or row[0]:
+            return False
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+        return True
