@@ -75,6 +75,7 @@ def test_a_target_changed_during_the_restore_is_not_swapped(tmp_path, sample_dsn
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM public.notifications")
     before = content_of(sample_dsn)
+    kept_before = bot_databases(sample_dsn)  # other tests' requests #1 keep theirs on this cluster
     shim = tmp_path / "bin" / "pg_restore"
     shim.parent.mkdir()
     shim.write_text(f"""#!/bin/bash
@@ -88,8 +89,12 @@ exec {pg_bin('pg_restore')} "$@"
     assert "verification failed before the swap, so the target was not touched" in out, out
     assert "database properties: comment: None here, 'changed meanwhile' on the target" in out
     assert content_of(sample_dsn) == before
-    with psycopg.connect(sample_dsn) as conn:
-        assert not conn.execute(r"SELECT 1 FROM pg_database WHERE datname ~ '^backupbot_(side|prev)_1_'").fetchall()
+    assert bot_databases(sample_dsn) == kept_before  # the side database is dropped, nothing is kept
+
+
+def bot_databases(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        return {r[0] for r in conn.execute(r"SELECT datname FROM pg_database WHERE datname ~ '^backupbot_(side|prev)_'")}
 
 
 def test_the_swap_leaves_no_moment_without_the_target_name(pg_cluster):

@@ -5,24 +5,12 @@ Every name goes through `psycopg.sql.Identifier`, and bot-made names are checked
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 from psycopg import sql
 
-from commands.errors import UsageError
 from commands.pg import snapshot as pg_snapshot
-from commands.pg.names import read_quoted
-from commands.pg.restore.side import create_like
+from commands.pg.restore.side import create_like, validate_database_name  # noqa: F401 (imported from here)
 from commands.pg.tools import with_dbname
-
-DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def validate_database_name(name: str) -> str:
-    if not DB_NAME_RE.match(name):
-        raise UsageError(f"{name!r} is not a database name (lowercase letters, digits and _, at most 63)")
-    return name
 
 
 def create_database(dsn: str, name: str, like: str | None = None) -> None:
@@ -34,31 +22,6 @@ def create_database(dsn: str, name: str, like: str | None = None) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
             return
         create_like(conn, name, like)
-
-
-# settings whose stored value is a list of possibly double-quoted names (pg_dump's variable_is_guc_list_quote)
-GUC_LIST_QUOTE = {"local_preload_libraries", "search_path", "session_preload_libraries", "shared_preload_libraries",
-                  "temp_tablespaces", "unix_socket_directories"}
-
-
-def split_guc_list(value: str) -> list[str]:
-    """`reporting, "My Schema"` -> ['reporting', 'My Schema'], as PostgreSQL's SplitGUCList reads it."""
-    items, i, n = [], 0, len(value)
-    while i < n:
-        while i < n and value[i].isspace():
-            i += 1
-        if i < n and value[i] == '"':
-            name, i = read_quoted(value, i) or (value[i + 1:], n)
-            items.append(name)
-        else:
-            j = value.find(",", i)
-            j = n if j == -1 else j
-            items.append(value[i:j].strip())
-            i = j
-        while i < n and value[i] != ",":
-            i += 1
-        i += 1
-    return [item for item in items if item != ""] or [""]
 
 
 def drop_database(dsn: str, name: str) -> None:

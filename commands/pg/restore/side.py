@@ -7,18 +7,56 @@ tablespace, its ACL exactly (revoked PUBLIC defaults stay revoked), its settings
 its comment, its connection limit and its flags. `create_like` makes it so, `differences` is what
 the bot checks before the swap (a mismatch refuses the swap), and `swap_databases` renames both
 in one transaction, so no moment exists where the target's name is free for someone else.
+Database names and stored settings are read here too (`validate_database_name`, `split_guc_list`),
+for this module and commands.pg.restore.databases, which builds on it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from commands.errors import BackupbotError
+from commands.errors import BackupbotError, UsageError
+from commands.pg.names import read_quoted
 from commands.pg.tools import with_dbname
+
+DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def validate_database_name(name: str) -> str:
+    if not DB_NAME_RE.match(name):
+        raise UsageError(f"{name!r} is not a database name (lowercase letters, digits and _, at most 63)")
+    return name
+
+
+# settings whose stored value is a list of possibly double-quoted names (pg_dump's variable_is_guc_list_quote)
+GUC_LIST_QUOTE = {"local_preload_libraries", "search_path", "session_preload_libraries", "shared_preload_libraries",
+                  "temp_tablespaces", "unix_socket_directories"}
+
+
+def split_guc_list(value: str) -> list[str]:
+    """`reporting, "My Schema"` -> ['reporting', 'My Schema'], as PostgreSQL's SplitGUCList reads it."""
+    items, i, n = [], 0, len(value)
+    while i < n:
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == '"':
+            name, i = read_quoted(value, i) or (value[i + 1:], n)
+            items.append(name)
+        else:
+            j = value.find(",", i)
+            j = n if j == -1 else j
+            items.append(value[i:j].strip())
+            i = j
+        while i < n and value[i] != ",":
+            i += 1
+        i += 1
+    return [item for item in items if item != ""] or [""]
+
 
 # the maintenance databases a swap may connect to (renaming a database needs a session elsewhere)
 MAINTENANCE = ("postgres", "template1")
@@ -108,8 +146,6 @@ def create_like(conn: psycopg.Connection, name: str, like: str) -> None:
 
 def copy_settings(conn: psycopg.Connection, p: DatabaseProperties, name: str) -> None:
     """ALTER DATABASE ... SET (for everyone and per role) as stored, the connection limit and the comment."""
-    from commands.pg.restore.databases import GUC_LIST_QUOTE, split_guc_list
-
     ident = sql.Identifier(name)
     for role, config in p.settings:
         for item in config:
@@ -173,8 +209,6 @@ def swap_databases(dsn: str, target: str, side: str, keep_as: str, attempts: int
     the old database or the new one, never nothing: a concurrent CREATE DATABASE of that name waits and
     fails. The new `target` then gets the old one's flags (connections, limit, template); `keep_as`
     accepts connections, for whoever inspects it. Raises SwapError when nothing was renamed."""
-    from commands.pg.restore.databases import validate_database_name
-
     for name in (target, side, keep_as):
         validate_database_name(name)
     t, s, k = sql.Identifier(target), sql.Identifier(side), sql.Identifier(keep_as)
