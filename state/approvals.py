@@ -179,6 +179,16 @@ def past_restore_seconds(store: Store, database: str, limit: int = 5) -> list[tu
     return out
 
 
+def kept_database_restores(store: Store, database: str | None = None) -> list[RestoreRequestRow]:
+    """Restore requests whose swap kept the replaced database under a backupbot_prev_* name (its
+    result's `previous_database`; a failed undo keeps it too), newest first."""
+    sql = ("SELECT * FROM restore_requests WHERE json_extract(result, '$.previous_database') IS NOT NULL"
+           + (" AND database = ?" if database else "") + " ORDER BY id DESC")
+    with store.db() as db:
+        rows = list(db.query(sql, [database] if database else []))
+    return [_row(r) for r in rows]
+
+
 def new_database_restores(store: Store, database: str | None = None) -> list[RestoreRequestRow]:
     """Succeeded restore requests that created their target database (copies of `database`'s data), newest first."""
     sql = ("SELECT * FROM restore_requests WHERE status = ? AND created_dbname IS NOT NULL"

@@ -39,7 +39,6 @@ from tests.fix_pgbackrest_tls import (
     stop_server,
     write_owned,
 )
-from tests.fix_slack import BOT_TOKEN, SIGNING_SECRET
 from tests.test_restore import approve, message_id
 
 CONFIG = """\
@@ -151,7 +150,7 @@ def two_hosts():
         remove(db)
 
 
-def test_an_unprivileged_bot_backs_up_and_restores_a_remote_cluster_to_a_time_over_tls(two_hosts):
+def test_an_unprivileged_bot_backs_up_and_restores_a_remote_cluster_to_a_time_over_tls(two_hosts, slack_env):
     bot, db, cluster, servers = two_hosts
     dsn = cluster.create_database("remote_app")
     data = cluster.dir / "data"
@@ -159,7 +158,7 @@ def test_an_unprivileged_bot_backs_up_and_restores_a_remote_cluster_to_a_time_ov
     config = bot / "backupbot.toml"
     write_owned(config, CONFIG.format(bot=bot, db=db, data=data, pg_port=cluster.port, socket=cluster.dir, pg_tls=pg_tls,
                                       bot_tls=bot_tls).encode(), BOT_USER)
-    env = {"DATABASE_URL": dsn, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}  # check wants both
+    env = {"DATABASE_URL": dsn, **slack_env}  # check also asks the (fake) Slack Web API
 
     # the bot's side: its config, and what the database host needs
     init = as_user(BOT_USER, bot_init, bot, config, db, data, env=env)

@@ -103,11 +103,14 @@ def test_restore_over_an_existing_database_after_approval(tmp_path, sample_dsn, 
     assert "@U0APP2 approved (1/1)" in out
     assert "(pre-restore)" in out and "safety snapshot: backup #" in out
     assert "Restore request #1 restored backup #1" in out
+    assert "How: side database" in out  # a whole restore replaces the whole database (commands.restore.rules)
+    previous = re.search(r"is kept as (backupbot_prev_1_[0-9a-f]+)", out).group(1)
     with psycopg.connect(sample_dsn, autocommit=True) as conn:
-        # a schema the backup does not know is left alone; every schema it has was cleaned, not only public
-        assert conn.execute("SELECT count(*) FROM scratch.t").fetchone()[0] == 0
+        # the database is the backup's, whole: a schema the backup does not know is gone from it too
+        assert conn.execute("SELECT to_regnamespace('scratch')").fetchone()[0] is None
         assert conn.execute("SELECT to_regclass('reporting.junk')").fetchone()[0] is None
-        conn.execute("DROP SCHEMA scratch CASCADE")
+    with psycopg.connect(with_dbname(sample_dsn, previous)) as conn:  # ... and kept in the replaced database
+        assert conn.execute("SELECT count(*) FROM scratch.t").fetchone()[0] == 0
     assert (content_of(sample_dsn), schema_of(sample_dsn)) == before
     [snapshot] = [r for r in list_backups(console.services.store) if r.kind == "pre-restore"]
     assert "before restore request #1" in snapshot.note
@@ -188,7 +191,8 @@ def test_failing_restore_leaves_target_as_it_was_and_offers_no_rollback(tmp_path
             CREATE EVENT TRIGGER refuse_analytics ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
                 EXECUTE FUNCTION guard.refuse()""")
     before = content_of(sample_dsn), schema_of(sample_dsn)
-    out = console.run("/restore 1")
+    # a restore of tables runs in the target, in one transaction (a whole one would go to a side database)
+    out = console.run("/restore 1 --tables analytics")
     out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 failed: psql exited with status 3" in out, out
     assert "analytics may not be created today" in out
@@ -206,13 +210,22 @@ def test_restore_committed_but_app_unhealthy_offers_a_rollback(tmp_path, sample_
     databases = {"main": {"url_env": "DATABASE_URL", "health_url": "http://127.0.0.1:1/healthz"}}  # nobody answers
     console = make_console(make_settings(tmp_path, sample_dsn, databases=databases, access=ACCESS))
     console.run("/backup")
-    out = console.run("/restore 1")
+    out = console.run("/restore 1 --tables abandoned_carts")  # restored in place, in one transaction, committed
     out = approve(console, message_id(out, "Restore request #1"), "U0APP1")
     assert "Restore request #1 failed: verification failed: health URL" in out, out
     assert "Rollback to the safety snapshot taken before restore request #1" in out
     assert "Restore request #2" in out and "Waiting for 1 approval(s)" in out
     snapshot = get_backup(console.services.store, request_state.get_request(console.services.store, 2).plan["backup_id"])
     assert snapshot.kind == "pre-restore"
+    # a whole restore is swapped in, and swapped back when the app is unhealthy: nothing to roll back
+    with psycopg.connect(sample_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.users SET name = 'after the backup'")
+    before = content_of(sample_dsn)
+    out = console.run("/restore 1")
+    out = approve(console, message_id(out, "Restore request #3"), "U0APP1")
+    assert "Restore request #3 failed" in out and "the previous database was put back in place" in out, out
+    assert "Rollback to the safety snapshot taken before restore request #3" not in out
+    assert content_of(sample_dsn) == before
 
 
 def test_non_approvers_and_the_requester_do_not_count(tmp_path, sample_dsn, reliability):
@@ -370,7 +383,7 @@ def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability
                       '[access]\noperators = ["U0OPS"]\napprovers = ["U0APP1"]\n')
     before = content_of(sample_dsn), schema_of(sample_dsn)
     bot = slack_console_process(config, sample_dsn)  # it approves from inside the process this test kills
-    bot.stdin.write(b"/backup\n/restore 1\n")
+    bot.stdin.write(b"/backup\n/restore 1 --tables users\n")  # in the target, in one transaction
     bot.stdin.flush()
     lock = psycopg.connect(sample_dsn)
     deadline = time.monotonic() + 60

@@ -42,7 +42,7 @@ from commands.pg.snapshot import database_size
 from commands.redact import redact
 from commands.settings.health import HealthSettings
 from state import health as health_state
-from state.approvals import new_database_restores
+from state.approvals import kept_database_restores, new_database_restores
 from state.backups import list_backups
 from state.store import iso
 
@@ -167,42 +167,49 @@ def _database_sections(conn: psycopg.Connection, services: Services, database: s
 
 @dataclass(frozen=True)
 class ProductionCopy:
-    """A database a restore request created (`--into NEW_DB`): a full copy of production data until dropped."""
+    """A database a restore request created (`--into NEW_DB`, also `--to ... --into`) or kept (the database a
+    swap replaced, `backupbot_prev_*`): a full copy of production data until dropped."""
 
     request_id: int
-    database: str  # the configured database whose server holds it
+    database: str  # the configured database whose data it holds
     dbname: str
     created_on: str  # YYYY-MM-DD
     present: bool | None  # None: the server could not be asked
+    how: str = "created by"  # or "kept (the database it replaced) by"
+    server: str | None = None  # the [targets.NAME] it is on; None: the database's own server
 
     def line(self) -> str:
         state = "still present" if self.present else "could not check whether it is still present"
-        return f"{self.dbname} created by restore request #{self.request_id} on {self.created_on} — {state}"
+        where = f" on target {self.server}" if self.server else ""
+        return f"{self.dbname}{where} {self.how} restore request #{self.request_id} on {self.created_on} — {state}"
 
 
 def production_copies(services: Services, database: str | None = None) -> list[ProductionCopy | ClusterCopy]:
     """Every copy of production data the bot made that is not dropped yet, oldest request first: the one list
     /backup list and the digest show. Each kind has its own source, and each copy a `request_id` and `line()`."""
-    copies: list = new_database_copies(services, database)  # restores --into NEW_DB
+    copies: list = new_database_copies(services, database)  # --into NEW_DB, --to ... --into, backupbot_prev_*
     copies += cluster_copies(services, database)  # point-in-time clusters left running
-    # HOOK: the logical kept databases (backupbot_prev_* of replacing restores, --to ... --into copies) join here
     return sorted(copies, key=lambda c: c.request_id)
 
 
 def new_database_copies(services: Services, database: str | None = None) -> list[ProductionCopy]:
-    """Databases created by succeeded restore requests that still exist (or whose server did not answer)."""
-    latest: dict[tuple[str, str], object] = {}
-    for row in new_database_restores(services.store, database):
-        dbname = row.created_dbname
-        if dbname and row.database in services.settings.databases:
-            latest.setdefault((row.database, dbname), row)  # newest first: a name created again counts once
+    """Databases restore requests created or kept that still exist (or whose server did not answer),
+    each looked up on the server it is on (the database's own, or the [targets.NAME] of `--to`)."""
+    latest: dict[tuple[str, str | None, str], tuple[object, str]] = {}
+    found = [(row, row.created_dbname, "created by") for row in new_database_restores(services.store, database)]
+    found += [(row, row.result.get("previous_database"), "kept (the database it replaced) by")
+              for row in kept_database_restores(services.store, database)]
+    for row, dbname, how in sorted(found, key=lambda f: -f[0].id):
+        server = row.plan.get("server")
+        if dbname and row.database in services.settings.databases and (not server or server in services.settings.targets):
+            latest.setdefault((row.database, server, dbname), (row, how))  # newest first: a name again counts once
     if not latest:
         return []
     cfg = services.settings.health
     copies = []
-    for db in sorted({key[0] for key in latest}):
-        names = sorted(name for d, name in latest if d == db)
-        dsn = services.settings.database(db).url
+    for db, server in sorted({key[:2] for key in latest}, key=lambda k: (k[0], k[1] or "")):
+        names = sorted(name for d, s, name in latest if (d, s) == (db, server))
+        dsn = services.settings.targets[server].url if server else services.settings.database(db).url
         present: set[str] | None = None
         if dsn:
             try:
@@ -214,10 +221,10 @@ def new_database_copies(services: Services, database: str | None = None) -> list
         for name in names:
             if present is not None and name not in present:
                 continue  # dropped: no longer a copy anyone has to think about
-            row = latest[(db, name)]
+            row, how = latest[(db, server, name)]
             when = (row.decided_at or row.created_at)[:10]
-            copies.append(ProductionCopy(row.id, db, name, when, True if present is not None else None))
-    return sorted(copies, key=lambda c: c.request_id)
+            copies.append(ProductionCopy(row.id, db, name, when, True if present is not None else None, how, server))
+    return sorted(copies, key=lambda c: (c.request_id, c.dbname))
 
 
 def copies_lines(copies: list[ProductionCopy], indent: str = "") -> list[str]:

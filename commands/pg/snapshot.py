@@ -65,10 +65,11 @@ def resolve_tables(all_tables: list[tuple[QualifiedName, str]], wanted: list[Nam
 
 
 def count_rows(conn: psycopg.Connection, tables: list[QualifiedName]) -> dict[str, int]:
-    """Row counts keyed by each table's reversible key (`commands.pg.names`)."""
+    """Row counts keyed by each table's reversible key (`commands.pg.names`): each table's own rows (ONLY),
+    as pg_dump writes them and the backup counted them, never its inheritance children's too."""
     counts = {}
     for table in tables:
-        query = sql.SQL("SELECT count(*) FROM {}").format(table.identifier())
+        query = sql.SQL("SELECT count(*) FROM ONLY {}").format(table.identifier())
         counts[table.key] = conn.execute(query).fetchone()[0]
     return counts
 

@@ -95,7 +95,8 @@ def parse_restore(text: str, services: Services):
         raise UsageError(f"{args.words[0]!r} is not a backup number or `latest`\n{USAGE}")
     database = services.settings.database(args.words[1]).name if len(args.words) > 1 else None
     tables = parse_tables_flag(args.flags, USAGE)
-    jobs = int_in_range(args.flags.get("--jobs", 1), "--jobs", MIN_JOBS, MAX_JOBS, USAGE)
+    # not given: 0, and the plan picks (commands.restore.rules.default_jobs)
+    jobs = int_in_range(args.flags["--jobs"], "--jobs", MIN_JOBS, MAX_JOBS, USAGE) if "--jobs" in args.flags else 0
     into = validate_database_name(str(args.flags["--into"])) if "--into" in args.flags else None
     to = services.settings.target(str(args.flags["--to"])).name if "--to" in args.flags else None
     if ALLOW in args.flags and "--no-owner" in args.flags:

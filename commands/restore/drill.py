@@ -10,6 +10,7 @@ so a failed drill leaves nothing behind either.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from commands.redact import redact
 from commands.restore.deep_verify import deep_verify
 from commands.restore.pitr import PhysicalDrillRequest, execute_physical_drill
 from commands.restore.plan import find_backup
-from commands.restore.rules import drill_database_name
+from commands.restore.rules import default_jobs, drill_database_name
 from commands.restore.verify import Check, verify_restored
 from commands.units import human_bytes, human_duration
 from state.backups import set_verification
@@ -132,7 +133,8 @@ def _drill_job(services: Services, record, run: Run, dsn: str, scratch: str, pro
             artifact = fetch_artifact(services.storage, record, Path(workdir))
             with run.step("restore"):
                 create_database(dsn, scratch)
-                run_restore(dsn, scratch, record, artifact, Path(workdir), secrets=run.secrets)
+                run_restore(dsn, scratch, record, artifact, Path(workdir), secrets=run.secrets, fresh=True,
+                            jobs=default_jobs(record.format, bool(record.tables), os.cpu_count()))  # as pg_restore -j
             seconds = run.steps["restore"]
         # restored disabled (pg_dump writes connect = false), but still naming production's slot
         subscriptions = release_subscriptions(with_dbname(dsn, scratch))

@@ -7,6 +7,7 @@ The plan is stored with its hash and never changes; changing anything means a ne
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,14 +25,16 @@ from commands.pg.tools import major, tool_version, with_dbname
 from commands.redact import describe_dsn
 from commands.restore.dependents import refuse_dependents
 from commands.restore.discards import discard_lines
+from commands.restore.needs import check_server_has_what_the_dump_needs, dump_needs
 from commands.restore.pitr_plan import PointInTimeMessage
 from commands.restore.plans import LogicalPlan, PointInTimePlan, plan_from_dict
 from commands.restore.roles import plan_missing_roles, planned_roles, refuse_privileged, role_lines
 from commands.restore.rules import (
+    SIDE_DATABASE,
     check_logical_options,
+    default_jobs,
     is_custom,
     restore_method,
-    runs_in_one_transaction,
 )
 from commands.restore.status import RequestMessage, request_message
 from commands.storage.encryption import DecryptChain, check_identity
@@ -49,7 +52,7 @@ class RestoreRequest:
     backup: str  # an id or "latest"
     database: str | None = None
     tables: tuple[NameRef, ...] = ()
-    jobs: int = 1
+    jobs: int = 0  # 0: not given, the plan picks (rules.default_jobs)
     into: str | None = None
     to: str | None = None  # a [targets.NAME] server instead of the database's own
     no_owner: bool = False
@@ -134,7 +137,10 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
     check_logical_options(record.format, record.id, bool(request.tables), request.jobs, bool(record.tables),
                           request.no_owner)
     tables = resolve_restore_tables(record, request.tables) if request.tables else []
-    verify_artifact(services.storage, record)
+    # a whole restore recreates what lives outside schemas too: what it needs is read in the sha256 check's pass
+    needs = None if tables or record.tables else dump_needs(services, record)
+    if needs is None:
+        verify_artifact(services.storage, record)
     check_archive_version(services, record)
     warnings: list[str] = []
     base_dbname = pg_snapshot.dbname_of(dsn)
@@ -155,9 +161,13 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
                       f"target {request.to}" if request.to else f"{database}'s server",
                       "restore with --no-owner, which creates no roles")
     some_tables = bool(tables or record.tables)
-    if runs_in_one_transaction(exists, request.jobs, some_tables):
-        refuse_what_a_transaction_cannot_replace(target_dsn, target_dbname)
-    method = restore_method(exists, request.jobs, some_tables)
+    jobs = request.jobs or default_jobs(record.format, some_tables, os.cpu_count())
+    method = restore_method(exists, jobs, some_tables)
+    if method == SIDE_DATABASE:
+        check_side_database_rights(dsn, target_dbname)
+    if needs is not None:  # can this server take what the dump creates outside schemas?
+        check_server_has_what_the_dump_needs(needs, record, dsn,
+                                             f"target {request.to}" if request.to else f"{database}'s server")
     if tables:
         replaces = f"tables {', '.join(tables)} in {target_dbname} (and their indexes, constraints, triggers, sequences)"
     elif record.tables:
@@ -171,7 +181,7 @@ def build_plan(services: Services, request: RestoreRequest, actor: Actor) -> Log
         lock_key=(f"target:{request.to}:{target_dbname}" if request.to else
                   configured_name(services, dsn, target_dbname) or f"{database}:{target_dbname}"),
         format=record.format, size=record.size, backup_tables=tuple(record.tables), tables=tuple(tables),
-        jobs=request.jobs, method=method,
+        jobs=jobs, method=method,
         replaces=replaces if exists else f"nothing: {target_dbname} will be created",
         safety_snapshot=exists, expected_seconds=expected_seconds(services, database, record.size),
         requested_by=actor.user, requested_at=iso(services.clock()),
@@ -198,15 +208,22 @@ def roles_to_create(dsn: str, record: BackupRecord) -> tuple[PlannedRole, ...]:
     return tuple(plan_missing_roles(dsn, [defined[name] for name in missing]))
 
 
-def refuse_what_a_transaction_cannot_replace(target_dsn: str, target_dbname: str) -> None:
-    """Large objects live outside every schema, so the prologue cannot empty them and the dump's
-    lo_create would fail half-way (and roll back): say so before anyone is asked."""
-    with pg_snapshot.connect(target_dsn) as conn:
-        blobs = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
-    if blobs:
-        raise UsageError(f"{target_dbname} holds {blobs:,} large object(s), which a restore in one transaction cannot "
-                         "replace: restore with --jobs N (into a side database that is swapped in), or --into a new "
-                         "database")
+def check_side_database_rights(dsn: str, target_dbname: str) -> None:
+    """A side database is created, then renamed over the target: both need rights the bot's role may lack
+    (CREATEDB, and owning the target), which are known now, so a restore never fails for them after approval."""
+    with pg_snapshot.connect(dsn) as conn:
+        superuser, createdb, owns, tablespace, may_use = conn.execute(
+            "SELECT r.rolsuper, r.rolcreatedb, pg_has_role(r.oid, d.datdba, 'USAGE'), t.spcname, "
+            "t.spcname = 'pg_default' OR has_tablespace_privilege(t.oid, 'CREATE') "
+            "FROM pg_roles r, pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace "
+            "WHERE r.rolname = current_user AND d.datname = %s", [target_dbname]).fetchone()
+    if not superuser and not (createdb and owns):
+        raise UsageError(f"a whole restore over {target_dbname} restores into a side database that is then renamed "
+                         f"to {target_dbname}: the bot's role needs CREATEDB and membership in {target_dbname}'s owner "
+                         "(or SUPERUSER); grant them, or restore --into a new database")
+    if not superuser and not may_use:
+        raise UsageError(f"the side database goes into {target_dbname}'s tablespace {tablespace}, on which the bot's "
+                         "role has no CREATE privilege: grant it, or restore --into a new database")
 
 
 def configured_name(services: Services, dsn: str, dbname: str) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-from commands.restore.rules import NEW_DATABASE, PREVIOUS_TEMPLATE, SIDE_DATABASE
+from commands.restore.rules import NEW_DATABASE, PREVIOUS_TEMPLATE, SIDE_DATABASE, is_custom
 
 LOGICAL, PITR = "logical", "pitr"
 
@@ -75,9 +75,15 @@ class LogicalPlan:
         if self.method == NEW_DATABASE:
             return "into a new database, which is dropped again if the restore fails"
         if self.method == SIDE_DATABASE:
-            return (f"side database: {self.jobs} parallel jobs restore into a new database that is verified, then "
-                    f"swapped in by name (sessions on {self.target_dbname} are ended); the current "
-                    f"{self.target_dbname} is kept as {PREVIOUS_TEMPLATE} until someone drops it")
+            how = f"pg_restore with {self.jobs} parallel jobs" if self.jobs > 1 else (
+                "pg_restore in one transaction" if is_custom(self.format) else "psql in one transaction")
+            return (f"side database: {how} into a new database made exactly like {self.target_dbname} (locale, "
+                    f"tablespace, ACL, settings, comment, connection limit), verified and compared with it, then swapped "
+                    f"in by name in one transaction (sessions on {self.target_dbname} are ended); the current "
+                    f"{self.target_dbname} is kept as {PREVIOUS_TEMPLATE} until someone drops it. Why: a whole restore "
+                    "replaces everything in the database, including what lives outside every schema (large objects, "
+                    "extensions, casts, event triggers, publications, subscriptions, foreign servers), which only a "
+                    "fresh database takes without collisions")
         if self.tables or self.backup_tables:
             return ("single transaction: the tables are dropped and restored (no CASCADE: objects of other tables "
                     "that depend on them make it fail and roll back), then verified before COMMIT")

@@ -12,6 +12,7 @@ the trend. Everything is removed after, whatever happened; a failed rehearsal op
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets as random
 import time
 from dataclasses import dataclass, field
@@ -26,14 +27,16 @@ from commands.incident.audit import record_event
 from commands.pg.cluster import TemporaryCluster
 from commands.pg.globals import create_roles_from_globals
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir, verify_artifact
-from commands.pg.restore.databases import create_database, drop_database
+from commands.pg.restore.databases import create_database
 from commands.pg.restore.runner import run_restore
 from commands.pg.roles import create_roles, parse_definitions
+from commands.pg.subscriptions import drop_restored_database
 from commands.pg.tools import with_dbname
 from commands.redact import describe_dsn, redact
 from commands.restore.app_checks import run_verify_command
 from commands.restore.deep_verify import deep_verify
 from commands.restore.rehearsal_pitr import rehearse_physical
+from commands.restore.rules import default_jobs
 from commands.restore.verify import verify_restored
 from commands.storage.encryption import Decryptor
 from commands.units import human_duration
@@ -164,7 +167,8 @@ def _rehearse(services: Services, database: str, target: str | None, target_dsn:
             artifact = fetch_artifact(services.storage, record, Path(workdir))
             create_database(server_dsn, dbname)
             restored = True
-            run_restore(server_dsn, dbname, record, artifact, Path(workdir), secrets=run.secrets)
+            run_restore(server_dsn, dbname, record, artifact, Path(workdir), secrets=run.secrets, fresh=True,
+                        jobs=default_jobs(record.format, bool(record.tables), os.cpu_count()))
         copy_dsn = with_dbname(server_dsn, dbname)
         progress.add("restore", True, f"{dbname} restored")
         checks = verify_restored(copy_dsn, record, [], None)  # the drill's own verification, amcheck included
@@ -226,7 +230,7 @@ def teardown(cluster: TemporaryCluster | None, server_dsn: str | None, dbname: s
             cluster.stop()
             return True, "the new cluster was stopped and its data directory removed"
         if server_dsn and dbname:
-            drop_database(server_dsn, dbname)
+            drop_restored_database(server_dsn, dbname)
             return True, f"{dbname} dropped"
         return True, "nothing to remove"
     except Exception as exc:

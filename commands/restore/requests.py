@@ -15,12 +15,20 @@ from commands.chat.reply import Notice, Reply, check_can_collect_reactions
 from commands.errors import BackupbotError
 from commands.incident.audit import record_event
 from commands.pg.restore.databases import database_exists, databases_like
+from commands.pg.restore.side import reopen_database
 from commands.pg.subscriptions import drop_restored_database
 from commands.redact import redact
 from commands.restore.pitr import remove_restored_copy
 from commands.restore.plan import RestoreRequest, build_plan, plan_message
 from commands.restore.plans import LOGICAL, Plan, PointInTimePlan, plan_from_dict, plan_to_dict
-from commands.restore.rules import NEW_DATABASE, SIDE_PREFIX, like_pattern, owner_of
+from commands.restore.rules import (
+    NEW_DATABASE,
+    PREVIOUS_PREFIX,
+    SIDE_DATABASE,
+    SIDE_PREFIX,
+    like_pattern,
+    owner_of,
+)
 from commands.restore.run import run_restore_request
 from state import approvals as request_state
 from state.store import iso
@@ -129,6 +137,9 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
                 continue
             dsn = (services.settings.target(plan.server).require_url() if plan.server
                    else services.settings.database(plan.database).require_url())
+            if plan.method == SIDE_DATABASE and reopen_database(dsn, plan.target_dbname):
+                done.append(f"restore request #{row.id}: {plan.target_dbname} takes connections again (the swap it "
+                            "had begun shut them)")
             leftovers = [name for name in databases_like(dsn, like_pattern(SIDE_PREFIX, row.id))
                          if owner_of(name, SIDE_PREFIX) == row.id]
             if plan.method == NEW_DATABASE and database_exists(dsn, plan.target_dbname):
@@ -136,6 +147,10 @@ def clean_up_interrupted(services: Services, rows: list[request_state.RestoreReq
             for name in leftovers:
                 drop_restored_database(dsn, name)  # its subscriptions first, never reaching a publisher
                 done.append(f"restore request #{row.id}: dropped {name}, which it had created")
+            for name in databases_like(dsn, like_pattern(PREVIOUS_PREFIX, row.id)):  # the swap had happened
+                if owner_of(name, PREVIOUS_PREFIX) == row.id:
+                    done.append(f"restore request #{row.id}: {name} holds {plan.target_dbname} as it was before the "
+                                f"restore, and {plan.target_dbname} the restored backup; nothing was dropped")
         except Exception as exc:  # reported, never hidden: an admin may have to drop it by hand
             done.append(f"restore request #{row.id}: could not clean up ({redact(str(exc), services.secrets())})")
     return done

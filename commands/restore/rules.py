@@ -2,7 +2,7 @@
 
 The rules live here, once, so the parser, the logical and point-in-time planners and the runners
 cannot drift apart: `--jobs` (its range, custom format only, whole backups only, never one
-transaction), `--tables` (custom format only, one transaction), the custom-only flags, the method a
+transaction, and its default), `--tables` (custom format only, one transaction), the custom-only flags, the method a
 plan takes, and the target rules of a point-in-time restore. The messages are what people read in
 the channel, so they stay word for word.
 
@@ -46,18 +46,24 @@ def check_logical_options(fmt: str, backup_id: int, tables: bool, jobs: int, bac
 
 
 def restore_method(target_exists: bool, jobs: int, tables: bool) -> str:
-    """A new target is created; a whole restore with --jobs goes through a side database (parallel jobs
-    share no transaction); everything else is one transaction. `tables`: some tables, asked or backed up."""
+    """A new target is created. A whole restore over an existing database goes through a side database,
+    whatever its format or --jobs: the database is replaced whole, with what lives outside every schema
+    (large objects, extensions, casts, event triggers, publications, subscriptions, ...), which no prologue
+    in one transaction can empty, and pg_restore may use parallel jobs there. A restore of some tables
+    (asked or backed up) replaces only those, in one transaction. `jobs` no longer decides the way."""
     if not target_exists:
         return NEW_DATABASE
-    if jobs > 1 and not tables:
+    if not tables:
         return SIDE_DATABASE
     return SINGLE_TRANSACTION
 
 
-def runs_in_one_transaction(target_exists: bool, jobs: int, tables: bool) -> bool:
-    """A whole restore over an existing database in one transaction: what it cannot replace is refused."""
-    return restore_method(target_exists, jobs, tables) == SINGLE_TRANSACTION and not tables
+def default_jobs(fmt: str, tables: bool, cores: int | None) -> int:
+    """The pg_restore workers of a whole custom-format restore into a database made for it (new or side)
+    when --jobs was not given: one per core, at most 4, so the restore runs at the speed of pg_restore -j."""
+    if not is_custom(fmt) or tables:
+        return 1
+    return max(MIN_JOBS, min(4, cores or 1))
 
 
 def check_point_in_time_target(to: str | None, into: str | None) -> None:

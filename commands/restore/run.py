@@ -17,18 +17,20 @@ from commands.chat.context import Actor, Services
 from commands.chat.job_slots import queued_text
 from commands.chat.reply import Notice, Reply, ThreadReply
 from commands.chat.run import Run
-from commands.errors import AlreadyRunningError, BackupbotError
+from commands.errors import AlreadyRunningError, BackupbotError, DumpError
 from commands.incident.alarms import raise_alarm
 from commands.incident.audit import record_event
 from commands.pg import snapshot as pg_snapshot
 from commands.pg.restore.artifact import fetch_artifact, scratch_dir
-from commands.pg.restore.databases import create_database, swap_databases
+from commands.pg.restore.databases import create_database
 from commands.pg.restore.runner import run_restore
+from commands.pg.restore.side import database_properties, differences, swap_databases
 from commands.pg.roles import create_roles, parse_definitions
 from commands.pg.subscriptions import drop_restored_database, release_subscriptions
 from commands.pg.tools import major, pg_bin_for, tool_version, with_dbname
 from commands.pg.waits import JobSessions
 from commands.redact import redact
+from commands.restore.deep_verify import deep_verify_side
 from commands.restore.pitr import run_pitr_request
 from commands.restore.plan import plan_message
 from commands.restore.plans import PITR, plan_from_dict
@@ -150,20 +152,23 @@ class RestoreRun:
             if plan.method == NEW_DATABASE:
                 create_database(self.dsn, plan.target_dbname)
                 self.created_target = True
+            fresh = plan.method in (NEW_DATABASE, SIDE_DATABASE)  # a database made for this restore: nothing to clean
+            if plan.method == SIDE_DATABASE:
+                self.created_side = side_database_name(self.row.id)
+                create_database(self.dsn, self.created_side, like=plan.target_dbname)
             sessions = JobSessions(self.dsn, "restore", self.run_.job_id)
-            with self.watched(sessions):
-                if plan.method == SIDE_DATABASE:
-                    self.created_side = side_database_name(self.row.id)
-                    create_database(self.dsn, self.created_side, like=plan.target_dbname)
-                    run_restore(self.dsn, self.created_side, record, artifact, Path(workdir), jobs=plan.jobs,
-                                secrets=secrets_, no_owner=plan.no_owner, server_major=self.server_major,
-                                sessions=sessions)
-                else:
-                    run_restore(self.dsn, plan.target_dbname, record, artifact, Path(workdir),
+            try:
+                with self.watched(sessions):
+                    run_restore(self.dsn, self.created_side or plan.target_dbname, record, artifact, Path(workdir),
                                 tables=list(plan.tables) or None, jobs=plan.jobs, secrets=secrets_,
-                                no_owner=plan.no_owner, server_major=self.server_major, sessions=sessions)
-                self.target_changed = plan.method != NEW_DATABASE  # run_restore returns only after COMMIT
-                self.release_copy_subscriptions()
+                                no_owner=plan.no_owner, server_major=self.server_major, sessions=sessions, fresh=fresh)
+            except DumpError as exc:
+                if not self.created_side:
+                    raise
+                raise DumpError(f"{exc}\nThe side database {self.created_side} is dropped; {plan.target_dbname} "
+                                "was not touched") from exc
+            self.target_changed = not fresh  # run_restore returns only after COMMIT
+            self.release_copy_subscriptions()
             seconds = time.monotonic() - started
             tool = tool_version(pg_bin_for("pg_restore", self.server_major)) if self.server_major else None
             self.step("restore", seconds, f"{record.format} into {plan.target}" + (f" with pg_restore {tool}" if tool else "")
@@ -202,10 +207,13 @@ class RestoreRun:
         record_privileged(self.services, self.plan.database, self.actor, self.row.id, created)
 
     def verify_and_swap(self, health_url: str | None) -> list[Check] | None:
-        """Rows and constraints are checked on the side database, before anything is replaced; the app's
-        health after the swap, which is undone when it fails."""
+        """Rows and constraints are checked on the side database, and its properties against the target's,
+        before anything is replaced; the app's health after the swap, which is undone when it fails."""
         plan, started = self.plan, time.monotonic()
         checks = verify_restored(with_dbname(self.dsn, self.created_side), self.record, list(plan.tables), None)
+        checks += deep_verify_side(self.dsn, self.created_side, self.services.settings.database(plan.database).smoke_sql,
+                                   secrets=self.services.secrets() + [self.dsn])
+        checks.append(self.same_as_target())
         if any(not c.ok for c in checks):
             self.step("verify", time.monotonic() - started, checks_text(checks))
             self.fail("verification failed before the swap, so the target was not touched: "
@@ -223,8 +231,19 @@ class RestoreRun:
             health = check_health_url(health_url)
             checks.append(health)
             if not health.ok:  # the old database goes back in place: exactly as it was
-                self.created_side = side_database_name(self.row.id)  # the restored one, dropped by fail()
-                swap_databases(self.dsn, plan.target_dbname, previous, self.created_side)
+                restored = side_database_name(self.row.id)
+                try:
+                    swap_databases(self.dsn, plan.target_dbname, previous, restored)
+                except Exception as exc:  # both databases stay: say which holds what, drop nothing
+                    self.result["kept_databases"] = {plan.target_dbname: f"backup #{self.record.id} (restored)",
+                                                     previous: f"{plan.target_dbname} as it was before the restore"}
+                    self.step("verify", time.monotonic() - started, checks_text(checks))
+                    self.fail(f"{health.detail} after the swap, and putting the previous database back failed "
+                              f"({redact(str(exc), self.services.secrets())}): {plan.target_dbname} holds the restored "
+                              f"backup #{self.record.id}, {previous} holds {plan.target_dbname} as it was before; "
+                              "nothing was dropped")
+                    return None
+                self.created_side = restored  # the restored one, dropped by fail()
                 self.target_changed = False
                 self.result.pop("previous_database")
                 self.step("verify", time.monotonic() - started, checks_text(checks))
@@ -232,6 +251,14 @@ class RestoreRun:
                 return None
         self.step("verify", time.monotonic() - started, checks_text(checks))
         return checks
+
+    def same_as_target(self) -> Check:
+        """The side database has the target's locale, tablespace, ACL, settings, comment (side.differences)."""
+        with pg_snapshot.connect(self.dsn, autocommit=True) as conn:
+            wrong = differences(database_properties(conn, self.created_side),
+                                database_properties(conn, self.plan.target_dbname))
+        same = f"locale, tablespace, ACL, settings and comment as {self.plan.target_dbname}'s"
+        return Check("database properties", not wrong, "; ".join(wrong) if wrong else same)
 
     # -- reporting
     def step(self, name: str, seconds: float, detail: str) -> None:

@@ -29,8 +29,12 @@ CHUNK = 1 << 20
 
 def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedArtifact, workdir: Path,
                 tables: list[str] | None = None, jobs: int = 1, secrets: list[str] = (), no_owner: bool = False,
-                server_major: int | None = None, sessions: JobSessions | None = None) -> None:
+                server_major: int | None = None, sessions: JobSessions | None = None, fresh: bool = False) -> None:
     """Restore `artifact` into database `dbname` on the server of `dsn`; raises DumpError with stderr's tail.
+
+    `fresh`: `dbname` is empty, made for this restore (a new target or a side database), so nothing
+    needs cleaning: a custom archive goes in by `pg_restore --jobs N` (one job: in one transaction), a
+    plain or gzip dump by psql in one transaction with no prologue. Otherwise:
 
     - plain and gzip: psql over BEGIN, the cleaning prologue, the dump, the verification, COMMIT;
     - custom, whole: the same, with `pg_restore --file=-` as the dump;
@@ -57,11 +61,13 @@ def run_restore(dsn: str, dbname: str, record: BackupRecord, artifact: FetchedAr
     if no_owner:  # onto a server without the backup's roles: objects belong to whoever restores them
         pg_restore += ["--no-owner", "--no-privileges"]
     verify = verification_sql(record, list(tables or ()))
-    if jobs > 1:
-        _run_children([[*pg_restore, f"--jobs={jobs}", f"--dbname={dbname}", str(artifact.path)]], env, secrets)
+    if jobs > 1 or (fresh and fmt.pg_format == "custom" and not (tables or record.tables)):
+        parallel = [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
+        _run_children([[*pg_restore, *parallel, f"--dbname={dbname}", str(artifact.path)]], env, secrets)
         return
     if fmt.pg_format != "custom":
-        run_in_transaction(env, clean_prologue(record), artifact.path, None, verify, secrets, client("psql"), sessions)
+        prologue = sql.SQL("") if fresh else clean_prologue(record)
+        run_in_transaction(env, prologue, artifact.path, None, verify, secrets, client("psql"), sessions)
         return
     objects = recorded_objects(record)
     if tables or record.tables:

@@ -54,7 +54,7 @@ def verification_sql(record: BackupRecord, tables: list[str]) -> sql.Composable:
     body = [sql.SQL("DECLARE n bigint; found text[]; wanted text[]; BEGIN\n")]
     for key, count in sorted(expected.items()):
         body.append(sql.SQL(
-            "SELECT count(*) INTO n FROM {table};\n"
+            "SELECT count(*) INTO n FROM ONLY {table};\n"
             "IF n <> {count} THEN RAISE EXCEPTION 'backupbot verification: % has % rows, the backup has %', "
             "{key}, n, {count}; END IF;\n").format(table=parse_key(key).identifier(), count=sql.Literal(count),
                                                    key=sql.Literal(key)))
