@@ -383,7 +383,7 @@ def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability
                       '[access]\noperators = ["U0OPS"]\napprovers = ["U0APP1"]\n')
     before = content_of(sample_dsn), schema_of(sample_dsn)
     bot = slack_console_process(config, sample_dsn)  # it approves from inside the process this test kills
-    bot.stdin.write(b"/backup\n/restore 1 --tables users\n")  # in the target, in one transaction
+    bot.stdin.write(b"/backup\n/restore 1 --tables abandoned_carts\n")  # in the target, in one transaction
     bot.stdin.flush()
     lock = psycopg.connect(sample_dsn)
     deadline = time.monotonic() + 60
@@ -392,10 +392,11 @@ def test_bot_killed_mid_restore_then_restarted(tmp_path, sample_dsn, reliability
     store = Store(settings.state_path)
     while time.monotonic() < deadline and not request_state.get_request(store, 1):  # the request is posted
         time.sleep(0.1)
-    lock.execute("SELECT count(*) FROM public.users")  # ACCESS SHARE held until rollback
+    lock.execute("SELECT count(*) FROM public.abandoned_carts")  # ACCESS SHARE held until rollback
     bot.stdin.write(b":as U0APP1\n:react M2 white_check_mark\n")
     bot.stdin.flush()
     with psycopg.connect(sample_dsn, autocommit=True) as admin:
+        waiting = 0
         while time.monotonic() < deadline:
             waiting = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]
             if waiting:
