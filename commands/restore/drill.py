@@ -138,7 +138,7 @@ def _drill_job(services: Services, record, run: Run, dsn: str, scratch: str, pro
             seconds = run.steps["restore"]
         # restored disabled (pg_dump writes connect = false), but still naming production's slot
         subscriptions = release_subscriptions(with_dbname(dsn, scratch))
-        checks = verify_restored(with_dbname(dsn, scratch), record, [], None)
+        checks = verify_restored(with_dbname(dsn, scratch), record, [], None, fresh=True)
         checks += deep_verify(dsn, scratch, services.settings.database(record.database).smoke_sql, run.secrets)
         failed = [c for c in checks if not c.ok]
         ok = not failed

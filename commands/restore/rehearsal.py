@@ -171,7 +171,7 @@ def _rehearse(services: Services, database: str, target: str | None, target_dsn:
                         jobs=default_jobs(record.format, bool(record.tables), os.cpu_count()))
         copy_dsn = with_dbname(server_dsn, dbname)
         progress.add("restore", True, f"{dbname} restored")
-        checks = verify_restored(copy_dsn, record, [], None)  # the drill's own verification, amcheck included
+        checks = verify_restored(copy_dsn, record, [], None, fresh=True)  # the drill's own verification, amcheck included
         checks += deep_verify(server_dsn, dbname, services.settings.database(database).smoke_sql, run.secrets)
         failed = [c for c in checks if not c.ok]
         progress.add("verification", not failed, "; ".join(f"{c.name}: {c.detail}" for c in (failed or checks)))

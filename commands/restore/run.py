@@ -179,7 +179,7 @@ class RestoreRun:
         if plan.method == SIDE_DATABASE:
             return self.verify_and_swap(health_url)
         started = time.monotonic()
-        checks = verify_restored(self.target_dsn, record, list(plan.tables), health_url)
+        checks = verify_restored(self.target_dsn, record, list(plan.tables), health_url, fresh=plan.method == NEW_DATABASE)
         self.step("verify", time.monotonic() - started, checks_text(checks))
         return checks
 
@@ -210,7 +210,8 @@ class RestoreRun:
         """Rows and constraints are checked on the side database, and its properties against the target's,
         before anything is replaced; the app's health after the swap, which is undone when it fails."""
         plan, started = self.plan, time.monotonic()
-        checks = verify_restored(with_dbname(self.dsn, self.created_side), self.record, list(plan.tables), None)
+        checks = verify_restored(with_dbname(self.dsn, self.created_side), self.record, list(plan.tables), None,
+                                 fresh=True)
         checks += deep_verify_side(self.dsn, self.created_side, self.services.settings.database(plan.database).smoke_sql,
                                    secrets=self.services.secrets() + [self.dsn])
         checks.append(self.same_as_target())

@@ -141,15 +141,7 @@ def write_config(cfg: PgBackRestConfig, directory: Path) -> Path:
     if cfg.tls:  # the restore config: repository only (a restore's pg1-path comes on its command line)
         _write_private(directory / "restore.conf", lines + ["", f"[{cfg.stanza}]"], owner)
         lines += _tls_server_lines(cfg.tls, cfg.stanza)
-    lines += [
-        "",
-        f"[{cfg.stanza}]",
-        f"pg1-path={ini_value('pg_path', cfg.pg_path)}",
-        f"pg1-port={int(cfg.pg_port)}",
-        f"pg1-user={ini_value('pg_user', cfg.pg_user)}",
-    ]
-    if cfg.pg_socket_path:
-        lines.append(f"pg1-socket-path={ini_value('pg_socket_path', cfg.pg_socket_path)}")
+    lines += ["", *stanza_lines(cfg)]
     if cfg.tls:
         lines += _tls_client_lines(cfg.tls)
     return _write_private(directory / "pgbackrest.conf", lines, owner)
@@ -177,6 +169,15 @@ def _tls_client_lines(tls: TlsConfig) -> list[str]:
         f"pg1-host-cert-file={ini_value('tls_cert_file', tls.cert_file)}",
         f"pg1-host-key-file={ini_value('tls_key_file', tls.key_file)}",
     ]
+
+
+def stanza_lines(cfg) -> list[str]:
+    """The stanza's section as the database host's side knows it: where the cluster is and how to log in."""
+    lines = [f"[{cfg.stanza}]", f"pg1-path={ini_value('pg_path', cfg.pg_path)}", f"pg1-port={int(cfg.pg_port)}",
+             f"pg1-user={ini_value('pg_user', cfg.pg_user)}"]
+    if cfg.pg_socket_path:
+        lines.append(f"pg1-socket-path={ini_value('pg_socket_path', cfg.pg_socket_path)}")
+    return lines
 
 
 def _write_private(path: Path, lines: list[str], owner: str | None) -> Path:

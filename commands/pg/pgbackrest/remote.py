@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commands.errors import ConfigError
-from commands.pg.pgbackrest.config import PgBackRestConfig, ini_value
+from commands.pg.pgbackrest.config import PgBackRestConfig, ini_value, stanza_lines
 
 DEFAULT_REMOTE_DIR = Path("/etc/pgbackrest")
 
@@ -101,13 +101,8 @@ def remote_config(cfg: PgBackRestConfig) -> str:
         "log-level-stderr=warn",
         f"compress-type={cfg.compress_type}",
         "",
-        f"[{cfg.stanza}]",
-        f"pg1-path={ini_value('pg_path', cfg.pg_path)}",
-        f"pg1-port={int(cfg.pg_port)}",
-        f"pg1-user={ini_value('pg_user', cfg.pg_user)}",
+        *stanza_lines(cfg),
     ]
-    if cfg.pg_socket_path:
-        lines.append(f"pg1-socket-path={ini_value('pg_socket_path', cfg.pg_socket_path)}")
     return "\n".join(lines) + "\n"
 
 
