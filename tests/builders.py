@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -132,3 +133,13 @@ class Recorder:
 
     def texts(self, channel):
         return [text for ch, text in self.posts if ch == channel]
+
+
+def wait_for(condition, what: str, seconds: float = 60):
+    """Poll a condition on a real server or process, bounded; returns what it found. Never a sleep
+    standing in for a schedule: schedules take an injected clock."""
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found

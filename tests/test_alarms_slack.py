@@ -3,7 +3,6 @@ calls out, a real cluster behind, and the injected clock driving the watchdog an
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -13,7 +12,7 @@ from bot.startup import start_services
 from commands.chat import stall
 from state import incidents as incident_state
 from state.backups import list_backups
-from tests.builders import FakeClock, make_settings
+from tests.builders import FakeClock, make_settings, wait_for
 from tests.test_alert_webhooks import TOKEN, Recorder, run_job, scheduled_bot
 from tests.test_restore_slack import request_message
 
@@ -28,13 +27,6 @@ def webhook():
     server.close()
 
 
-def wait_for(condition, what: str, seconds: float = 30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_stalled_slack_backup_is_stopped_and_opens_an_alert_incident(tmp_path, sample_dsn, slack_env, fake_slack,

@@ -21,6 +21,7 @@ from bot.console import os_account
 from bot.shutdown import child_pids
 from state import Store
 from state.jobs import recent_jobs
+from tests.builders import wait_for
 from tests.fix_slack import BOT_TOKEN, SIGNING_SECRET, SlackSender
 from tests.test_healthz_metrics import free_port, get
 
@@ -46,12 +47,6 @@ def stored_files(tmp_path: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def wait_for(condition, what: str, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
 
 
 def start_bot(tmp_path, dsn, fake_slack, grace: float):

@@ -4,7 +4,6 @@ no gap, and listed among the copies of production data while it is kept (issue #
 from __future__ import annotations
 
 import http.server
-import itertools
 import re
 import stat
 import threading
@@ -17,15 +16,8 @@ from commands.pg.restore.side import database_properties, differences, swap_data
 from commands.pg.tools import pg_bin, with_dbname
 from tests.builders import make_console, make_settings
 from tests.test_restore import approve, content_of, message_id
+from tests.test_restore_any_database import ACCESS, _numbers, admin
 from tests.test_restore_safety import use_shim
-
-ACCESS = {"operators": ["U0OPS"], "approvers": ["U0APP1"], "required_approvals": 1,
-          "approve_new_database_restores": False}
-_numbers = itertools.count(1)
-
-
-def admin(cluster) -> psycopg.Connection:
-    return psycopg.connect(cluster.dsn("postgres"), autocommit=True)
 
 
 def ensure_role(conn, name: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -22,7 +21,7 @@ from bot.startup import start_services
 from commands.errors import InstanceLockedError
 from state import Store
 from state.jobs import recent_jobs
-from tests.builders import make_settings
+from tests.builders import make_settings, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,11 +42,6 @@ def bot_env(dsn: str, **extra) -> dict:
     return {"DATABASE_URL": dsn, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **extra}
 
 
-def wait_for(condition, what: str, seconds: float = 30):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_second_bot_on_the_same_state_is_refused_and_touches_nothing(tmp_path, sample_dsn, reliability):

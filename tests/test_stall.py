@@ -4,7 +4,6 @@ of the injected clock, reported failed with the session it waited for, and alert
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 import psycopg
@@ -15,19 +14,11 @@ from commands.errors import ConfigError
 from commands.settings import parse_settings
 from state import incidents as incident_state
 from state.jobs import recent_jobs
-from tests.builders import FakeClock, make_console, make_settings
+from tests.builders import FakeClock, make_console, make_settings, wait_for
 
 APP = "backupbot backup #1"
 
 
-def wait_for(condition, what: str, seconds: float = 30):
-    """Poll a condition on the real server (bounded): not a sleep standing in for a schedule."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sessions(dsn: str, where: str) -> list[tuple]:
