@@ -9,7 +9,7 @@ from bot.logs import register_secrets
 from commands.chat.context import Services, build_services
 from commands.chat.reply import Notice, Reply
 from commands.pg.scratch import clean_scratch
-from commands.restore.copies import expire_copies
+from commands.restore.copies import expire_copies, resume_copies
 from commands.restore.requests import clean_up_interrupted
 from commands.settings import Settings
 from state.approvals import mark_interrupted_requests
@@ -39,6 +39,8 @@ def start_services(settings: Settings, **overrides) -> Services:
     services.instance_lock = lock
     services.interrupted_jobs = interrupt_running_jobs(services, "after a restart")
     for line in expire_copies(services):  # point-in-time copies whose [restore] copy_ttl_hours ran out meanwhile
+        log.warning("after a restart: %s", line)
+    for line in resume_copies(services):  # the others, if their postgres stopped with the bot's unit or container
         log.warning("after a restart: %s", line)
     return services
 

@@ -11,8 +11,11 @@ start), which the session's shared cluster must not carry into other tests' copi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
 import time
 from datetime import timedelta
@@ -220,3 +223,60 @@ def test_job_running_preload_libraries_are_left_out_of_a_copy():
     assert "shared_preload_libraries = 'timescaledb'" in lines
     assert "timescaledb.max_background_workers = 0" in lines  # kept, so its tables read, but no policy jobs run
     assert "timescaledb.max_background_workers = 0" not in copy_settings(5999, ())
+
+
+def kill_cluster(datadir: Path) -> None:
+    """SIGKILL to the copy's postmaster and its children, as systemd's KillMode=mixed (or `docker stop`)
+    does to what is left in the bot's cgroup once the bot exited: postmaster.pid stays behind."""
+    pid = postmaster_pid(datadir)
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == pid]
+    for each in [pid, *children]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in [pid, *children]):
+        assert time.monotonic() < deadline, "the copy's processes did not die"
+        time.sleep(0.1)
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_a_copy_killed_with_the_bot_is_shown_not_running_and_runs_again_when_the_bot_starts(tmp_path, copies_setup):
+    dsn = copies_setup.cluster.dsn()
+    console = copies_console(tmp_path, copies_setup, dsn)
+    request_id, port, datadir = restore_copy(console)
+    try:
+        with psycopg.connect(copy_dsn(copies_setup, port), autocommit=True) as conn:
+            conn.execute("SET synchronous_commit = on")  # the test clusters' own default is off
+            conn.execute("CREATE TABLE extracted AS SELECT 1 AS found")  # someone was working in the copy
+        kill_cluster(datadir)
+        assert (datadir / "postmaster.pid").exists() and not port_answers(port)
+        line = next(x for x in console.run("/backup list").splitlines() if f"copy #{request_id}:" in x)
+        assert f"on 127.0.0.1:{port}, NOT running (its data directory is still there)" in line, line
+        console.services.close()
+
+        console = copies_console(tmp_path, copies_setup, dsn)  # the bot starts again (its unit restarted)
+        line = next(x for x in console.run("/backup list").splitlines() if f"copy #{request_id}:" in x)
+        assert f"on 127.0.0.1:{port}, running" in line, line
+        with psycopg.connect(copy_dsn(copies_setup, port), autocommit=True) as conn:
+            assert conn.execute("SELECT found FROM extracted").fetchone()[0] == 1
+            assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"  # still the copy's own settings
+        out = console.run(f"/restore drop-copy {request_id}")
+        assert "its cluster was stopped and its data directory" in out, out
+    finally:
+        console.services.close()
+        if datadir.exists():
+            from tests.test_point_in_time_restore import stop_restored
+            stop_restored(str(datadir))

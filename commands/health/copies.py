@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from commands.chat.context import Services
+from commands.pg.pgbackrest.restored_cluster import postmaster_alive
 from commands.units import human_duration
 from state.restored_clusters import live_restored_clusters
 
@@ -43,5 +44,5 @@ def cluster_copies(services: Services, database: str | None = None) -> list[Clus
     for row in live_restored_clusters(services.store, database):
         age = now - datetime.fromisoformat(row.started_at)
         copies.append(ClusterCopy(row.request_id, row.database, row.port, max(age.total_seconds(), 0),
-                                  (ttl - age).total_seconds(), (Path(row.datadir) / "postmaster.pid").exists()))
+                                  (ttl - age).total_seconds(), postmaster_alive(Path(row.datadir))))
     return copies

@@ -11,6 +11,8 @@ instance's scratch folder: a changed or planted row never makes the bot delete a
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from commands.chat.reply import Notice, Reply
 from commands.errors import BackupbotError, NotAllowedError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.pg import scratch
+from commands.pg.pgbackrest.restored_cluster import postmaster_alive, start_again
 from commands.units import human_duration
 from state import approvals as request_state
 from state.restored_clusters import RestoredClusterRow, get_restored_cluster, live_restored_clusters, mark_dropped
@@ -64,7 +67,7 @@ def execute_drop_copy(services: Services, request: DropCopyRequest, actor: Actor
 
 def expire_copies(services: Services, reply: Reply | None = None) -> list[str]:
     """Drop every copy older than `[restore] copy_ttl_hours`; the scheduler runs this every minute, and
-    start-up once (a copy outlives a stopped bot: its postgres is its own process)."""
+    start-up once (a copy's folder outlives a stopped bot, and its postgres may too)."""
     ttl = timedelta(hours=services.settings.restore.copy_ttl_hours)
     now = services.clock()
     done = []
@@ -80,14 +83,47 @@ def expire_copies(services: Services, reply: Reply | None = None) -> list[str]:
     return done
 
 
-def drop_copy(services: Services, copy: RestoredClusterRow, *, by: str, reason: str, reply: Reply | None) -> str:
-    """Stop the copy's postgres (pg_ctl stop -m fast, as its owner), remove its data directory, mark it
-    dropped; returns what was done, also posted in the restore request's thread."""
+def resume_copies(services: Services) -> list[str]:
+    """Start again every copy not dropped whose postmaster is gone. Under systemd (KillMode=mixed) or in a
+    container a copy's postgres is in the bot's cgroup, so it stops with the bot; at start-up it comes back
+    on its own port, so a copy someone is reading from survives a restart of the bot."""
+    done = []
+    for copy in live_restored_clusters(services.store):
+        what = f"copy #{copy.request_id} (point-in-time copy of {copy.database} on 127.0.0.1:{copy.port})"
+        try:
+            datadir = _copy_folder(services, copy)
+            if not datadir.exists() or postmaster_alive(datadir):
+                continue
+            start_again(datadir, _owner(datadir))
+        except BackupbotError as exc:
+            done.append(f"{what} had stopped and was not started again: {exc}")
+            continue
+        done.append(f"{what} had stopped with the bot; it runs again")
+    return done
+
+
+def _owner(datadir: Path) -> str | None:
+    """As root, the copy's own user (pg_ctl refuses root); otherwise ourselves, who made it."""
+    if os.geteuid() != 0:
+        return None
+    return pwd.getpwuid(datadir.stat().st_uid).pw_name
+
+
+def _copy_folder(services: Services, copy: RestoredClusterRow) -> Path:
+    """The copy's data directory, only if it is a point-in-time copy's folder in this bot's scratch folder:
+    a row changed to point elsewhere (the live cluster's data directory) is never followed."""
     datadir = Path(copy.datadir)
     root = scratch.scratch_root(services.settings)
     if datadir.parent != root or not datadir.name.startswith("pitr-") or datadir.is_symlink():
         raise BackupbotError(f"copy #{copy.request_id}'s data directory {datadir} is not a point-in-time copy's folder "
                              f"in this bot's scratch folder {root}: nothing was touched; stop and remove it by hand")
+    return datadir
+
+
+def drop_copy(services: Services, copy: RestoredClusterRow, *, by: str, reason: str, reply: Reply | None) -> str:
+    """Stop the copy's postgres (pg_ctl stop -m fast, as its owner), remove its data directory, mark it
+    dropped; returns what was done, also posted in the restore request's thread."""
+    datadir = _copy_folder(services, copy)
     if not mark_dropped(services.store, copy.request_id, iso(services.clock()), by, reason):
         raise UsageError(f"copy #{copy.request_id} was already dropped")
     existed = datadir.exists()

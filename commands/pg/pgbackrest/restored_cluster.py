@@ -117,7 +117,7 @@ class RestoredCluster:
         return make_conninfo(**params)
 
     def is_running(self) -> bool:
-        return (self.datadir / "postmaster.pid").exists()
+        return postmaster_alive(self.datadir)
 
     def stop(self) -> None:
         if not self.is_running():
@@ -134,6 +134,43 @@ class RestoredCluster:
         self.stop()
         shutil.rmtree(self.datadir, ignore_errors=True)
         self.log_path.unlink(missing_ok=True)
+
+
+def postmaster_alive(datadir: Path) -> bool:
+    """Whether the postmaster that datadir's postmaster.pid names is alive. A cluster killed with its
+    supervisor's cgroup (systemd's KillMode=mixed, `docker stop`) leaves that file behind."""
+    try:
+        pid = int((Path(datadir) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    try:  # the pid of a process that is no postmaster (a reused pid, or a zombie)
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return True
+    return argv0.endswith(b"postgres")
+
+
+def start_again(datadir: Path, owner: str | None, timeout: float = 120) -> None:
+    """Start a copy whose postmaster stopped (with the bot's unit or container) on its own port and
+    settings, still in its postgresql.auto.conf; PgBackRestError with the log's reason when it cannot."""
+    log_path = Path(datadir) / "backupbot-restore.log"
+    if postmaster_alive(datadir):
+        return
+    # the lock file of a dead postmaster: postgres itself refuses to start while its pid names any process
+    # (an unreaped zombie, or a pid reused since), and its shared memory check still guards live backends
+    (Path(datadir) / "postmaster.pid").unlink(missing_ok=True)
+    logged = log_path.stat().st_size if log_path.exists() else 0
+    result = _run_as([_pg_ctl(), "-D", str(datadir), "-l", str(log_path), "-w", "-t", str(int(timeout)), "start"],
+                     owner, timeout + 30)
+    if result.returncode != 0:
+        tail = log_path.read_text(errors="replace")[logged:] if log_path.exists() else ""
+        raise PgBackRestError("it did not start: " + (redact(last_lines(tail, 4)) or redact(result.stderr.strip()[-400:])))
 
 
 def _format_target(t: datetime) -> str:
