@@ -46,6 +46,8 @@ def parse_backup_command(text: str, services: Services):
         return prune.parse_prune(rest, services)
     if sub == "keep":
         return holds.parse_keep(rest, services)
+    if sub == "release":
+        return holds.parse_release(rest, services)
     if sub == "physical":
         return physical.parse_physical(rest, services)
     if sub == "verify":
@@ -57,7 +59,7 @@ def parse_backup_command(text: str, services: Services):
 USAGE_HINTS = {
     "/backup": ("[DB] [--format custom|plain|gzip] [--tables t1,t2] [--schema-only] [--note TEXT] "
                 "| physical [DB] [--type full|diff|incr] | list | prune [--dry-run] | keep ID --reason TEXT "
-                "| verify [physical] ID|latest | help"),
+                "| release HOLD --reason TEXT | verify [physical] ID|latest | help"),
     "/restore": ("BACKUP_ID|latest [DB] [--tables t1,t2] [--jobs N] [--into DB] [--to SERVER] [--no-owner] "
                  "[--allow-privileged-roles] [--dry-run] "
                  "| --time \"2026-11-29 14:04:00+00\" [DB] [--into NEW_DB] | physical ID|latest | cancel ID "

@@ -24,6 +24,9 @@ class Hold:
     expires_at: str
     decided_at: str | None = None
     decided_by: str | None = None
+    released_at: str | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
 
     @property
     def active(self) -> bool:
@@ -96,4 +99,13 @@ def transition(store: Store, hold_id: int, from_status: HoldStatus, to_status: H
     with store.immediate() as db:
         cursor = db.execute("UPDATE legal_holds SET status = ?, decided_at = ?, decided_by = ? WHERE id = ? AND status = ?",
                             [to_status, at, by, hold_id, from_status])
+        return cursor.rowcount == 1
+
+
+def release(store: Store, hold_id: int, at: str, by: str, reason: str) -> bool:
+    """Lift an active hold once; False when it is not active (already released, or never approved)."""
+    require_move(f"legal hold #{hold_id}", HoldStatus.ACTIVE, HoldStatus.RELEASED)
+    with store.immediate() as db:
+        cursor = db.execute("UPDATE legal_holds SET status = ?, released_at = ?, released_by = ?, release_reason = ? "
+                            "WHERE id = ? AND status = ?", [HoldStatus.RELEASED, at, by, reason, hold_id, HoldStatus.ACTIVE])
         return cursor.rowcount == 1

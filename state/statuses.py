@@ -53,6 +53,7 @@ class HoldStatus(StrEnum):
     ACTIVE = "active"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    RELEASED = "released"  # lifted by an approver once the reason for it ended
 
 
 JOB_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
@@ -71,6 +72,7 @@ VERIFICATION_MOVES: dict[Verification, frozenset[Verification]] = {
 
 HOLD_MOVES: dict[HoldStatus, frozenset[HoldStatus]] = {
     HoldStatus.PENDING: frozenset({HoldStatus.ACTIVE, HoldStatus.REJECTED, HoldStatus.EXPIRED}),
+    HoldStatus.ACTIVE: frozenset({HoldStatus.RELEASED}),
 }
 
 MOVES = {JobStatus: JOB_MOVES, RequestStatus: REQUEST_MOVES, Verification: VERIFICATION_MOVES, HoldStatus: HOLD_MOVES}

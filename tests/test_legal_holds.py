@@ -129,3 +129,36 @@ def test_a_hold_request_expires_and_a_rejected_hold_keeps_nothing(tmp_path, samp
     console.run(":as U0OPS")
     clock.advance(days=31)
     assert "deleted 1, keeps 0" in console.run("/backup prune")
+
+
+def test_an_approver_releases_a_hold_and_the_next_prune_deletes_the_backup(tmp_path, sample_dsn, clock):
+    console = console_for(tmp_path, sample_dsn, clock)
+    services = console.services
+    assert "succeeded" in console.run("/backup")
+    clock.advance(days=1)
+    assert "succeeded" in console.run("/backup")
+    request = message_id(console.run("/backup keep 1 --reason litigation 2026-14"), "Legal hold request #1")
+    assert "release HOLD --reason" in console.run("/backup release 1")  # the usage: a reason is needed
+    assert "is pending, not active: there is nothing to release" in console.run(":as U0APP1") + console.run(
+        "/backup release 1 --reason early")
+    assert "is active" in console.run(f":react {request} white_check_mark")
+    clock.advance(days=40)  # both past the 30-day ceiling: only the hold keeps #1
+    assert "deleted 1, keeps 1" in console.run("/backup prune")
+
+    console.run(":as U0OPS")  # an operator who is no approver
+    assert "only an approver may release legal hold #1" in console.run("/backup release 1 --reason settled")
+    assert "there is no legal hold #7" in console.run("/backup release 7 --reason settled")
+    console.run(":as U0APP2")
+    out = console.run("/backup release #1 --reason case settled 2026-12-01")
+    assert "Legal hold #1 released by @U0APP2: case settled 2026-12-01" in out, out
+    assert "no longer kept past the 30-day ceiling; the next prune deletes it" in out
+    shown = console.run(":messages")
+    assert ":unlock: Legal hold RELEASED #1" in shown and "Released at" in shown  # the hold's message, edited
+    assert "is released, not active" in console.run("/backup release 1 --reason again")  # once
+    console.run(":as U0OPS")
+    dry = console.run("/backup prune --dry-run")
+    assert "would delete 1, keeps 0" in dry and ":lock: legal hold #1" not in dry, dry
+    assert "deleted 1, keeps 0" in console.run("/backup prune")
+    assert list_backups(services.store) == []
+    kinds = [r["kind"] for r in incident_state.audit_rows(services.store, limit=500) if r["kind"] == "retention.hold_released"]
+    assert kinds == ["retention.hold_released"]

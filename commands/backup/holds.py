@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from commands.backup.retention import next_at_ceiling
-from commands.chat.access import OPERATOR, is_approver, require_approvable_where_asked
+from commands.chat.access import ANYONE, OPERATOR, is_approver, require_approvable_where_asked
 from commands.chat.args import parse_args
 from commands.chat.context import Actor, ReactionEvent, Services
 from commands.chat.reply import Notice, Reply, check_can_collect_reactions
-from commands.errors import NotFoundError, UsageError
+from commands.errors import NotAllowedError, NotFoundError, UsageError
 from commands.incident.audit import record_event
 from commands.redact import redact
 from commands.units import human_duration
@@ -29,6 +29,8 @@ from state.statuses import HoldStatus
 from state.store import iso
 
 USAGE = "Usage: `/backup keep ID --reason TEXT` (a legal hold past max_age_days, approved like a restore)"
+RELEASE_USAGE = ("Usage: `/backup release HOLD --reason TEXT` (an approver lifts legal hold #HOLD: its backup is then "
+                 "deleted at the ceiling like any other)")
 MAX_REASON = 500
 
 
@@ -52,6 +54,26 @@ def parse_keep(text: str, services: Services) -> KeepRequest:
 
 
 @dataclass(frozen=True)
+class ReleaseRequest:
+    hold_id: int
+    reason: str
+    # checked in execute_release: only approvers, as only approvers made the hold active
+    permission = ANYONE
+
+
+def parse_release(text: str, services: Services) -> ReleaseRequest:
+    args = parse_args(text, {"--reason": "rest"}, RELEASE_USAGE)
+    if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
+        raise UsageError(f"name one legal hold by its number (`/backup list` shows them)\n{RELEASE_USAGE}")
+    reason = str(args.flags.get("--reason") or "").strip()
+    if not reason:
+        raise UsageError(f"releasing a legal hold needs --reason: it is the record of why it ended\n{RELEASE_USAGE}")
+    if len(reason) > MAX_REASON:
+        raise UsageError(f"--reason is at most {MAX_REASON} characters")
+    return ReleaseRequest(int(args.words[0].lstrip("#")), reason)
+
+
+@dataclass(frozen=True)
 class HoldMessage:
     hold: hold_state.Hold
     created_at: str
@@ -62,7 +84,8 @@ class HoldMessage:
         h = self.hold
         head = {HoldStatus.PENDING: ":lock: Legal hold request", HoldStatus.ACTIVE: ":lock: Legal hold ACTIVE",
                 HoldStatus.REJECTED: ":no_entry: Legal hold REJECTED",
-                HoldStatus.EXPIRED: ":hourglass: Legal hold EXPIRED"}.get(h.status, f"Legal hold {h.status}")
+                HoldStatus.EXPIRED: ":hourglass: Legal hold EXPIRED",
+                HoldStatus.RELEASED: ":unlock: Legal hold RELEASED"}.get(h.status, f"Legal hold {h.status}")
         lines = [f"{head} #{h.id}: keep backup #{h.backup_id} of {h.database} (taken {self.created_at}) past "
                  "max_age_days", f"Reason: {h.reason}", f"Asked by <@{h.requester}>"]
         if h.status == HoldStatus.PENDING:
@@ -70,6 +93,8 @@ class HoldMessage:
                          f":{self.approve_emoji}: to approve, :{self.reject_emoji}: to reject; expires {h.expires_at}.")
         elif h.decided_by:
             lines.append(f"Decided at {h.decided_at} by <@{h.decided_by}>")
+        if h.released_by:
+            lines.append(f"Released at {h.released_at} by <@{h.released_by}>: {h.release_reason}")
         return "\n".join(lines)
 
 
@@ -103,6 +128,31 @@ def execute_keep(services: Services, request: KeepRequest, actor: Actor, reply: 
                  text=f"Legal hold #{hold.id} asked for backup #{record.id}: {reason}",
                  detail={"hold_id": hold.id, "backup_id": record.id, "reason": reason})
     return message
+
+
+def execute_release(services: Services, request: ReleaseRequest, actor: Actor, reply: Reply) -> str:
+    """Lift an active hold: an approver's decision on the record (reason, who, when), posted in the hold's
+    thread and the audit log. The backup is not deleted here: the next prune deletes it at the ceiling."""
+    hold = hold_state.get_hold(services.store, request.hold_id)
+    if hold is None:
+        raise NotFoundError(f"there is no legal hold #{request.hold_id}")
+    if not is_approver(services, actor):
+        raise NotAllowedError(f"only an approver may release legal hold #{hold.id}: approvers made it active")
+    reason = redact(request.reason, services.secrets())
+    if not hold_state.release(services.store, hold.id, iso(services.clock()), actor.user, reason):
+        raise UsageError(f"legal hold #{hold.id} is {hold_state.get_hold(services.store, hold.id).status}, not active: "
+                         "there is nothing to release")
+    rules = services.settings.retention_for(hold.database)
+    text = (f":unlock: Legal hold #{hold.id} released by <@{actor.user}>: {reason}. Backup #{hold.backup_id} of "
+            f"{hold.database} is no longer kept past the {rules.max_age_days}-day ceiling; the next prune deletes it "
+            "once it is older.")
+    _refresh(services, hold.id, reply)
+    if hold.message_id:
+        reply.thread(hold.message_id, Notice(text))
+    record_event(services, "retention.hold_released", database=hold.database, actor=actor, text=text,
+                 detail={"hold_id": hold.id, "backup_id": hold.backup_id, "reason": reason})
+    reply.ephemeral(Notice(text))
+    return text
 
 
 def on_hold_reaction(services: Services, event: ReactionEvent, reply: Reply) -> None:
@@ -196,4 +246,4 @@ def ceiling_lines(services: Services, database: str, now: datetime, indent: str 
     return lines
 
 
-EXECUTORS = {KeepRequest: execute_keep}
+EXECUTORS = {KeepRequest: execute_keep, ReleaseRequest: execute_release}
