@@ -128,6 +128,7 @@ class PhysicalBackupRecord(Backup):
     stopped_at: str | None = None
     checksum_errors: bool = False
     pgbackrest_version: str | None = None
+    manifest_seal: dict | None = None  # signed {database, stanza, label, manifest_sha256, manifest_size}
     format: str = "physical"
     expired_at: str | None = None
     engine: str = field(default=PHYSICAL, init=False)
@@ -163,7 +164,8 @@ class Table:
 LOGICAL_TABLE = Table("backups", BackupRecord, "pruned_at",
                       lists=("tables", "not_valid_constraints", "recipients", "roles", "role_definitions"),
                       empty_dicts=("row_counts",), dicts=("objects", "globals_file", "write_counters"), bools=("schema_only",))
-PHYSICAL_TABLE = Table("physical_backups", PhysicalBackupRecord, "expired_at", bools=("checksum_errors",))
+PHYSICAL_TABLE = Table("physical_backups", PhysicalBackupRecord, "expired_at", dicts=("manifest_seal",),
+                       bools=("checksum_errors",))
 TABLES = {LOGICAL: LOGICAL_TABLE, PHYSICAL: PHYSICAL_TABLE}
 
 

@@ -253,7 +253,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_copy_killed_with_the_bot_is_shown_not_running_and_runs_again_when_the_bot_starts(tmp_path, copies_setup):
+def test_a_copy_killed_with_the_bot_is_shown_not_running_and_runs_again_when_the_bot_starts(tmp_path, copies_setup,
+                                                                                             reliability):
     dsn = copies_setup.cluster.dsn()
     console = copies_console(tmp_path, copies_setup, dsn)
     request_id, port, datadir = restore_copy(console)
@@ -275,6 +276,8 @@ def test_a_copy_killed_with_the_bot_is_shown_not_running_and_runs_again_when_the
             assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"  # still the copy's own settings
         out = console.run(f"/restore drop-copy {request_id}")
         assert "its cluster was stopped and its data directory" in out, out
+        reliability("restart", "a point-in-time copy's postgres SIGKILLed with the bot (systemd KillMode=mixed)", 1,
+                    "listed NOT running; started again at the next start, with what was written in it")
     finally:
         console.services.close()
         if datadir.exists():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
+from commands.backup.physical_seal import seal
 from commands.backup.status import BackupJobStatus
 from commands.chat.access import OPERATOR
 from commands.chat.args import parse_args
@@ -238,6 +239,8 @@ def _backup_and_record(services: Services, request: PhysicalBackupRequest, job_i
         done.set()
         thread.join()
     record = _record(job_id, request, status, made, created, round(time.monotonic() - started, 3), version)
+    # sealed before it is catalogued: a set is listed as the bot's only with the manifest it signed
+    record = replace(record, manifest_seal=seal(services.settings.signing, cfg, request.database, made.label))
     add_physical_backup(services.store, record)
     try:  # pgBackRest expired what its retention no longer keeps: the catalog follows
         kept = {b.label for b in pgbackrest_backups.info(cfg)}

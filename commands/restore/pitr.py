@@ -18,6 +18,7 @@ import psycopg
 
 from commands.backup.command import BackupRequest, run_backup_job
 from commands.backup.physical import engine_config
+from commands.backup.physical_seal import check_seal
 from commands.backup.state_copy import after_job
 from commands.chat.access import OPERATOR
 from commands.chat.context import Actor, Services
@@ -44,6 +45,7 @@ from commands.units import human_bytes, human_duration
 from state import approvals as request_state
 from state import jobs as job_state
 from state.physical_backups import (
+    get_physical_backup_by_label,
     set_physical_verification,
 )
 from state.restored_clusters import RestoredClusterRow, add_restored_cluster
@@ -200,9 +202,12 @@ def remove_restored_copy(services: Services, plan: PointInTimePlan) -> list[str]
 def restore_cluster(services: Services, plan: PointInTimePlan, datadir: Path) -> RestoredCluster:
     cfg = engine_config(services.settings, plan.database)
     target = datetime.fromisoformat(plan.target_time) if plan.target_time else None
+    # checked again now, after the approval: then the set checked is the set restored (named by --set)
+    record = get_physical_backup_by_label(services.store, plan.database, plan.backup_label)
+    check_seal(services.settings.signing, cfg, plan.database, plan.backup_label, record.manifest_seal if record else None)
     scratch.make_job_dir(services.settings, datadir, owner=cfg.run_as())  # 0700, the cluster owner's
     port = plan.port if plan.port and port_is_free(plan.port) else None  # None: pgBackRest's restore picks one
-    return restore_to_new_datadir(cfg, target, None if target else plan.backup_label, datadir, port)
+    return restore_to_new_datadir(cfg, target, plan.backup_label, datadir, port)
 
 
 def port_is_free(port: int) -> bool:

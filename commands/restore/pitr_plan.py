@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from commands.backup.catalog import resolve_backup
 from commands.backup.physical import engine_config
+from commands.backup.physical_seal import check_seal
 from commands.chat.access import OPERATOR
 from commands.chat.context import Actor, Services
 from commands.errors import UsageError
@@ -90,6 +91,9 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
                              "into a NEW database, so nothing is replaced")
         into_target = describe_dsn(with_dbname(server_dsn, request.into))
         roles = plan_copy_roles(dsn, server_dsn, request)
+    # a repository changed since the bot sealed the set is refused before anyone is asked
+    provenance = check_seal(services.settings.signing, cfg, request.database, label,
+                            record.manifest_seal if record else None)
     scratch.check_reachable(services.settings, cfg.run_as())  # the restored cluster's owner must reach its folder
     datadir = scratch.job_path(services.settings, "pitr", request.database)
     return PointInTimePlan(
@@ -101,6 +105,7 @@ def build_pitr_plan(services: Services, request: PointInTimeRequest, actor: Acto
         into=request.into, server=request.to, into_target=into_target, reach_known=known,
         roles=roles, allow_privileged_roles=request.allow_privileged_roles,
         discards=after_time_lines(services, request.database, dsn, request.target_time or stopped),
+        provenance=provenance,
     )
 
 
@@ -119,6 +124,7 @@ class PointInTimeMessage(RequestMessage):
         lines = [
             f"*{self.title}* by <@{p.requested_by}>: point-in-time restore of {p.database} {to}",
             f"Backup set: {p.backup_label} (pgBackRest stanza {p.stanza}, ended {p.backup_stopped}) · WAL {p.wal_range}",
+            *([p.provenance] if p.provenance else []),
             f"Reachable: {'yes' if p.reach_known else 'not known yet'}, {p.reachable}"
             + (f" · archived up to {p.latest_archived}" if p.latest_archived else ""),
             f"Restores into: {p.target} (127.0.0.1), promoted when recovery reaches the target",

@@ -115,6 +115,7 @@ class PointInTimePlan:
     allow_privileged_roles: bool = False
     reach_known: bool = True  # False: a dry run, which switches no WAL, could not know
     discards: tuple[str, ...] = ()  # the row changes after the target time the copy lacks (restore/discards.py)
+    provenance: str = ""  # how the backup set is trusted: its seal (commands/backup/physical_seal.py)
     kind: Literal["pitr"] = field(default=PITR, init=False)
 
     needs_approval = True  # a copy of production data, restored from the archive: always approved

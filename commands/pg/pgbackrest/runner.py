@@ -58,7 +58,7 @@ def as_user(argv: list[str], user: str | None) -> list[str]:
 
 
 def run_pgbackrest(cfg: PgBackRestConfig, args: list[str], *, timeout: float = DEFAULT_TIMEOUT,
-                   check: bool = True) -> subprocess.CompletedProcess:
+                   check: bool = True, binary: bool = False) -> subprocess.CompletedProcess:
     """Run `pgbackrest --config=FILE --stanza=NAME ARGS...`. Raise PgBackRestError (redacted stderr
     tail, exit code) when it fails or outlives `timeout` seconds."""
     if cfg.config_path is None:
@@ -67,12 +67,13 @@ def run_pgbackrest(cfg: PgBackRestConfig, args: list[str], *, timeout: float = D
     command = next((a for a in args if not a.startswith("-")), "pgbackrest")
     user = cfg.run_as()
     try:
-        result = subprocess.run(as_user(argv, user), capture_output=True, text=True, env=_env(cfg),
+        result = subprocess.run(as_user(argv, user), capture_output=True, text=not binary, env=_env(cfg),
                                 cwd="/", timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise PgBackRestError(f"pgbackrest {command} did not finish within {timeout:.0f}s") from None
     if check and result.returncode != 0:
-        detail = last_lines(result.stderr or result.stdout, 6) or "(no output)"
+        stderr = result.stderr.decode(errors="replace") if binary else result.stderr
+        detail = last_lines(stderr or ("" if binary else result.stdout), 6) or "(no output)"
         raise PgBackRestError(f"pgbackrest {command} failed (exit {result.returncode}): "
                               f"{redact(detail, [cfg.password or ''])}", result.returncode)
     return result
