@@ -45,10 +45,11 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
         logger=logging.getLogger("slack_bolt.App"),  # inherits slack_bolt's level: Bolt would copy the root's
         signing_secret=settings.slack_signing_secret,
         request_verification_enabled=True,
-        process_before_response=False,
+        # every ack function only acks, so it runs in the request's own thread: an ack never queues in
+        # the listener pool behind lazy listeners waiting for their turn (bot/ack_first.py)
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
-        # acks and lazy listeners share this pool: wide enough that a burst of slow lazies never
-        # queues an ack past Slack's 3 seconds
+        # the lazy listeners' pool: wide enough for a burst of slow ones
         listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener"),
     )
     app.services = services  # for the server (scheduler, start-up report) and tests

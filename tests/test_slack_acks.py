@@ -69,8 +69,8 @@ def test_requests_that_keep_coming_do_not_hold_the_work_back_for_long(tmp_path, 
                                                                     start_bot):
     bot = start_bot(make_settings(tmp_path, sample_dsn, env=slack_env))
     bot.app.ack_first.max_wait = 0.5  # 2 s in production
-    held = HeldRequest(bot, user="U0BOB")
     started = time.monotonic()
+    held = HeldRequest(bot, user="U0BOB")
     bot.slack.command("/backup", "list", user="U0ALICE")
     fake_slack.wait_for(lambda api: replied_to(api, "U0ALICE"), timeout=10, what="Alice's list")
     assert time.monotonic() - started >= 0.5
