@@ -13,13 +13,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from bench.ack import ack_latencies  # noqa: E402  (also runs alone: python bench/ack.py)
 from bench.goals import bot_drill, goal_table  # noqa: E402
 from bench.sections import quote_in_readme, write_results  # noqa: E402
 from bench.server_reads import generate_many_tables, read_rows  # noqa: E402
@@ -126,49 +125,6 @@ def bot_restore(dsn: str, workdir: str, backup_id: int, jobs: int, target: str) 
         create_database(dsn, target)
         run_restore(dsn, target, record, artifact, Path(scratch), jobs=jobs)
     return time.monotonic() - started
-
-
-def ack_latencies(dsn: str, workdir: str, count: int = 50) -> tuple[float, float]:
-    """p50/p99 of acknowledgements of `count` concurrent signed commands while a backup runs, against
-    `backupbot run` in its own process (as in production), measured from here."""
-    import socket
-    import urllib.request
-
-    from tests.fix_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlackWebAPI, SlackSender
-
-    fake = FakeSlackWebAPI()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = Path(workdir) / "bot.toml"
-    config.write_text(f'[state]\npath = "{workdir}/ack.db"\n[storage]\nurl = "file://{workdir}/ack"\n'
-                      '[access]\noperators = ["U0BENCH"]\n')  # nobody operates without operators
-    env = {**os.environ, "DATABASE_URL": dsn, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-           "SLACK_API_URL": fake.url, "PYTHONPATH": str(ROOT)}
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--host", "127.0.0.1", "--port", str(port),
-                            "--config", str(config)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        slack = SlackSender(f"http://127.0.0.1:{port}/slack/events", fake)
-        slack.command("/backup", "main --format gzip", user="U0BENCH")
-        fake.wait_for(lambda api: api.said("chat.postMessage"), timeout=60)
-        with ThreadPoolExecutor(count) as pool:
-            results = list(pool.map(lambda i: slack.command("/backup", "list", user=f"U{i:05d}"), range(count)))
-        latencies = sorted(seconds for _, _, seconds in results)
-        fake.wait_for(lambda api: any("succeeded" in a.get("text", "") for a in api.said("chat.update")), timeout=1800)
-    finally:
-        bot.terminate()
-        bot.wait(30)
-        fake.close()
-    return statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
 
 
 def bench_size(cluster: TemporaryCluster, size_mb: int, rows: list, goals: dict) -> dict:

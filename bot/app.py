@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from slack_bolt import App
 from slack_sdk import WebClient
 
+from bot.ack_first import AckFirst
 from bot.slack_messages import fetch_message_text
 from bot.slack_reply import SlackReply, add_retry_handlers
 from bot.startup import start_services
@@ -44,13 +45,15 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
         logger=logging.getLogger("slack_bolt.App"),  # inherits slack_bolt's level: Bolt would copy the root's
         signing_secret=settings.slack_signing_secret,
         request_verification_enabled=True,
-        process_before_response=False,
+        # every ack function only acks, so it runs in the request's own thread: an ack never queues in
+        # the listener pool behind lazy listeners waiting for their turn (bot/ack_first.py)
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
-        # acks and lazy listeners share this pool: wide enough that a burst of slow lazies never
-        # queues an ack past Slack's 3 seconds
+        # the lazy listeners' pool: wide enough for a burst of slow ones
         listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="bolt-listener"),
     )
     app.services = services  # for the server (scheduler, start-up report) and tests
+    app.ack_first = turns = AckFirst()  # the HTTP handler counts the requests in flight (bot/server.py)
 
     def ack_now(ack):
         ack()
@@ -59,6 +62,7 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
     # last call /healthz reports (the token never changes, so sharing it across threads is safe).
     def make_command_runner(command: str):
         def run(body):
+            turns.wait_turn()
             actor = Actor(user=body["user_id"], channel=body.get("channel_id"), response_url=body.get("response_url"),
                           source=SLACK)
             reply = SlackReply(client, user=actor.user, channel=actor.channel, response_url=actor.response_url)
@@ -80,6 +84,7 @@ def create_app(settings: Settings, client: WebClient, services: Services | None 
     app.command(re.compile(r".*"))(unknown_command)
 
     def run_reaction(body):
+        turns.wait_turn()
         event = body["event"]
         item = event.get("item") or {}
         if item.get("type") != "message":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -228,6 +229,8 @@ def make_wsgi_app(bolt_app, health: BotHealth | None = None):
     """Bolt's WSGI adapter at /slack/events, plus /healthz, and /metrics for the bearer token only
     (this port faces the internet). `wsgi.health` is the check (tests and `serve` attach the scheduler to it)."""
     handler = SlackRequestHandler(bolt_app, path=SLACK_PATH)
+    answering = getattr(bolt_app, "ack_first", None)
+    answering = answering.answering if answering is not None else contextlib.nullcontext
     if health is None:
         health = BotHealth(bolt_app.services, getattr(bolt_app.client, "call_status", None))
     health.slack_client = health.slack_client or bolt_app.client
@@ -242,7 +245,8 @@ def make_wsgi_app(bolt_app, health: BotHealth | None = None):
         if not length and environ.get("wsgi.input") is not None:
             environ["wsgi.input"] = LimitedInput(environ["wsgi.input"], MAX_BODY)
         try:
-            return handler(environ, start_response)
+            with answering():  # listeners' work waits for the answers in flight (bot/ack_first.py)
+                return handler(environ, start_response)
         except BodyTooLarge:
             return _too_large(start_response)
         except ValueError:

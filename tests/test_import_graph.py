@@ -141,6 +141,7 @@ STATE_MAY_IMPORT = {"commands.errors", "commands.redact", "commands.units"}
 BOT_LAYERS = {
     "bot": 0, "bot.logs": 0, "bot.blocks": 0, "bot.slack_messages": 0, "bot.usergroups": 0, "bot.init": 0,
     "bot.init_pgbackrest": 0, "bot.recovery": 0, "bot.scheduler": 0, "bot.ops_metrics": 0, "bot.health_checks": 0,
+    "bot.ack_first": 0,
     "bot.slack_reply": 1, "bot.startup": 1,
     "bot.app": 2, "bot.checkpoint": 2, "bot.shutdown": 2,
     "bot.server": 3,
