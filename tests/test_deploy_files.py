@@ -84,7 +84,8 @@ def test_the_image_runs_backupbot_run_as_a_non_root_user_with_its_data_on_a_volu
     assert "BACKUPBOT_CONFIG=/etc/backupbot/backupbot.toml" in dockerfile_instructions("ENV")[0]
     (install,) = [run for run in dockerfile_instructions("RUN") if "apt-get install" in run]
     words = re.findall(r"[\w$.-]+", install)
-    for package in ("postgresql-client", "pgbackrest", "age", "postgresql-client-$major"):
+    # the server too, not only its client: a point-in-time copy or physical drill runs in the container
+    for package in ("postgresql-15", "pgbackrest", "age", "zstd", "tini", "postgresql-$major"):
         assert package in words
 
 
@@ -152,3 +153,24 @@ def test_the_readme_names_the_files_paths_and_commands_of_both():
                  "/etc/backupbot/env", "/etc/backupbot/backupbot.toml", DEFAULT_DATA_DIR,
                  unit_settings()["ExecStart"][0], "backupbot init", "--request-url", "`backupbot`"):
         assert name in section, f"README's Install and deploy does not mention {name}"
+
+
+def test_the_repository_server_unit_reads_the_config_the_bot_writes_with_the_same_hardening(tmp_path):
+    """deploy/backupbot-pgbackrest@.service (one instance per database) runs `pgbackrest server` with the
+    pgbackrest.conf the bot writes for that database, as the bot's user, as hardened as backupbot.service.
+    (.ci/deployment.py runs both under systemd.)"""
+    from commands.backup.physical import generated_config_dir
+    from commands.settings import parse_settings
+
+    unit = (ROOT / "deploy" / "backupbot-pgbackrest@.service").read_text()
+    settings = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in unit.splitlines())
+                if k and not k.startswith(("#", "[")) and v}
+    program, *argv = shlex.split(settings["ExecStart"])
+    assert program == "/usr/bin/pgbackrest" and argv[-1] == "server"
+    state = parse_settings({"state": {"path": f"{DEFAULT_DATA_DIR}/backupbot.db"}}, {})
+    written = generated_config_dir(state, "main") / "pgbackrest.conf"
+    assert argv[0] == "--config=" + str(written).replace("/main/", "/%i/"), argv
+    hardened = unit_settings()
+    for key in ("User", "Group", "NoNewPrivileges", "ProtectSystem", "ReadWritePaths", "PrivateTmp", "ProtectHome",
+                "UMask", "RestrictAddressFamilies"):
+        assert [settings[key]] == hardened[key], key
