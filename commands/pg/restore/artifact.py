@@ -5,13 +5,18 @@ A corrupted or tampered artifact is refused here, before the target is touched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import subprocess
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from commands.errors import DumpError, EncryptionError, IntegrityError
 from commands.pg.dump import FORMATS, make_decompressor
+from commands.pg.restore.offsets import BlockEnds, fill_data_offsets
 from commands.pg.scratch import job_dir, private_file
 from commands.pg.tools import last_lines, pg_bin
 from commands.storage import Storage
@@ -61,9 +66,10 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
     decompressor = artifact_decompressor(record, getattr(storage, "identity_file", None))
     raw_size = 0
     broken: Exception | None = None
-    with private_file(target) as out:
-        for chunk in storage.read_chunks(record.key):
-            digest.update(chunk)
+    ends = BlockEnds() if fmt.pg_format == "custom" else None
+    with private_file(target) as file, write_behind(file, ends.feed if ends else None) as out, \
+            read_ahead(storage.read_chunks(record.key), digest) as chunks:
+        for chunk in chunks:
             if broken is None:
                 try:
                     data = decompressor.decompress(chunk)
@@ -90,11 +96,98 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
         raise IntegrityError(f"backup #{record.id} cannot be decompressed ({type(broken).__name__}); nothing was restored")
     toc = None
     if fmt.pg_format == "custom":
+        fill_data_offsets(target, ends)  # as pg_dump would into a file: pg_restore --jobs seeks, not walks
         result = subprocess.run([pg_bin("pg_restore"), "--list", str(target)], capture_output=True, text=True)
         if result.returncode != 0:
             raise DumpError(f"pg_restore cannot read backup #{record.id}: {last_lines(result.stderr, 3)}")
         toc = result.stdout
     return FetchedArtifact(path=target, raw_size=raw_size, toc=toc)
+
+
+@contextlib.contextmanager
+def read_ahead(chunks: Iterator[bytes], digest, depth: int = 8) -> Iterator[Iterator[bytes]]:
+    """`chunks`, read and folded into `digest` by a helper thread up to `depth` chunks ahead, while
+    the caller decompresses and writes the ones before: storage's reads (a download from S3) and
+    sha256 overlap with decompression instead of taking turns with it (both release the GIL).
+    Leaving the block stops the thread; a read error is raised in the caller, where it was."""
+    handoff: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                if not put(chunk):
+                    break
+            else:
+                put(end)
+        except BaseException as exc:  # the caller re-raises it
+            put(exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    def take() -> Iterator[bytes]:
+        while (item := handoff.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    thread = threading.Thread(target=pump, name="artifact-read", daemon=True)
+    thread.start()
+    try:
+        yield take()
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def write_behind(file, watch: Callable[[bytes], None] | None = None, depth: int = 8):
+    """An object whose `write` hands the bytes to a helper thread that writes them to `file` (and
+    shows them to `watch` after), at most `depth` buffers behind: the page cache's copy (and a
+    throttled disk) overlaps with decompressing the next chunk. A failed write (a full disk) is
+    raised by the next `write` or on leaving."""
+    handoff: queue.Queue = queue.Queue(depth)
+    failed: list[BaseException] = []
+    end = object()
+
+    def drain() -> None:
+        while (data := handoff.get()) is not end:
+            if not failed:
+                try:
+                    file.write(data)
+                    if watch is not None:
+                        watch(data)
+                except BaseException as exc:  # raised in the caller; keep draining so it never blocks
+                    failed.append(exc)
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            if failed:
+                raise failed[0]
+            handoff.put(data)
+
+    thread = threading.Thread(target=drain, name="artifact-write", daemon=True)
+    thread.start()
+    try:
+        yield Writer()
+    finally:
+        handoff.put(end)
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def scratch_dir(settings):
