@@ -1,17 +1,16 @@
-"""Fetching an artifact reads and hashes ahead, and writes behind, in helper threads
-(commands.pg.restore.artifact): the bytes that land are exactly the dump, and a failure on either
-side is raised where the caller can report it, not lost in a thread."""
+"""Fetching an artifact (commands.pg.restore.artifact): the archive that lands is the dump with its
+data offsets filled in (commands.pg.restore.offsets) or, when they cannot be found exactly, the dump
+as it was; the file is written by a helper thread, whose failure is raised, not lost."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import threading
 
 import psycopg
 import pytest
 
-from commands.pg.restore.artifact import fetch_artifact, read_ahead, write_behind
+from commands.pg.restore.artifact import fetch_artifact, write_behind
 from state.backups import get_backup
 from tests.builders import make_console, make_settings
 
@@ -60,36 +59,6 @@ def test_an_archive_with_large_objects_is_left_as_pg_dump_wrote_it(tmp_path, sam
         conn.execute("SELECT lo_from_bytea(0, '\\x0000000000010000'::bytea)")
     fetched, streamed = fetched_and_streamed(tmp_path, sample_dsn)
     assert fetched.path.read_bytes() == streamed
-
-
-def test_a_read_that_fails_half_way_is_raised_in_the_caller_and_the_thread_ends():
-    def chunks():
-        yield b"first"
-        raise OSError("connection reset by the storage")
-
-    digest = hashlib.sha256()
-    seen = []
-    with pytest.raises(OSError, match="connection reset"):
-        with read_ahead(chunks(), digest) as stream:
-            seen.extend(stream)
-    assert seen == [b"first"] and digest.hexdigest() == hashlib.sha256(b"first").hexdigest()
-    assert not [t for t in threading.enumerate() if t.name == "artifact-read"]
-
-
-def test_a_caller_that_stops_early_stops_the_reader():
-    read = []
-
-    def chunks():
-        for i in range(1000):
-            read.append(i)
-            yield bytes(1024)
-
-    with pytest.raises(RuntimeError, match="disk trouble"):
-        with read_ahead(chunks(), hashlib.sha256(), depth=2) as stream:
-            next(stream)
-            raise RuntimeError("disk trouble")
-    assert len(read) < 10  # it stopped a few chunks ahead, not at the end
-    assert not [t for t in threading.enumerate() if t.name == "artifact-read"]
 
 
 def test_a_full_disk_is_raised_by_the_writer():

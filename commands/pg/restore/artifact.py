@@ -10,7 +10,7 @@ import hashlib
 import queue
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +67,9 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
     raw_size = 0
     broken: Exception | None = None
     ends = BlockEnds() if fmt.pg_format == "custom" else None
-    with private_file(target) as file, write_behind(file, ends.feed if ends else None) as out, \
-            read_ahead(storage.read_chunks(record.key), digest) as chunks:
-        for chunk in chunks:
+    with private_file(target) as file, write_behind(file, ends.feed if ends else None) as out:
+        for chunk in storage.read_chunks(record.key):
+            digest.update(chunk)
             if broken is None:
                 try:
                     data = decompressor.decompress(chunk)
@@ -102,55 +102,6 @@ def fetch_artifact(storage: Storage, record: BackupRecord, workdir: Path) -> Fet
             raise DumpError(f"pg_restore cannot read backup #{record.id}: {last_lines(result.stderr, 3)}")
         toc = result.stdout
     return FetchedArtifact(path=target, raw_size=raw_size, toc=toc)
-
-
-@contextlib.contextmanager
-def read_ahead(chunks: Iterator[bytes], digest, depth: int = 8) -> Iterator[Iterator[bytes]]:
-    """`chunks`, read and folded into `digest` by a helper thread up to `depth` chunks ahead, while
-    the caller decompresses and writes the ones before: storage's reads (a download from S3) and
-    sha256 overlap with decompression instead of taking turns with it (both release the GIL).
-    Leaving the block stops the thread; a read error is raised in the caller, where it was."""
-    handoff: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-    end = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pump() -> None:
-        try:
-            for chunk in chunks:
-                digest.update(chunk)
-                if not put(chunk):
-                    break
-            else:
-                put(end)
-        except BaseException as exc:  # the caller re-raises it
-            put(exc)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-
-    def take() -> Iterator[bytes]:
-        while (item := handoff.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    thread = threading.Thread(target=pump, name="artifact-read", daemon=True)
-    thread.start()
-    try:
-        yield take()
-    finally:
-        stop.set()
-        thread.join()
 
 
 @contextlib.contextmanager
