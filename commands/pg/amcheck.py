@@ -9,6 +9,7 @@ so a side database that becomes the production database carries nothing the sour
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from commands.pg.tools import die_with_parent, last_lines, pg_bin_for, pg_env, w
 from commands.redact import redact
 
 AMCHECK_ARGS = ("--no-password", "--heapallindexed", "--install-missing")  # heap and B-tree are both the default
+MAX_JOBS = 4  # as a restore's pg_restore --jobs (commands.restore.rules.default_jobs)
 
 COUNT_SQL = """SELECT count(*) FILTER (WHERE c.relkind IN ('r', 'm')),
        count(*) FILTER (WHERE c.relkind = 'i' AND c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree'))
@@ -35,8 +37,17 @@ class AmcheckResult:
     seconds: float
 
 
-def run_amcheck(dsn: str, dbname: str, secrets: list[str] = (), timeout: float = 6 * 3600) -> AmcheckResult:
-    """Run pg_amcheck (of the server's major version or newer) on database `dbname` of `dsn`'s server."""
+def amcheck_jobs(cores: int | None) -> int:
+    """One connection per core, at most MAX_JOBS: pg_amcheck checks relations (each heap, each index
+    with its own heap scan for --heapallindexed) side by side, so a drill's check takes the time of
+    its largest table's share rather than of all of them in turn."""
+    return max(1, min(MAX_JOBS, cores or 1))
+
+
+def run_amcheck(dsn: str, dbname: str, secrets: list[str] = (), timeout: float = 6 * 3600,
+                jobs: int | None = None) -> AmcheckResult:
+    """Run pg_amcheck (of the server's major version or newer) on database `dbname` of `dsn`'s server,
+    with `jobs` connections (default: amcheck_jobs of this machine's cores)."""
     started = time.monotonic()
     db_dsn = with_dbname(dsn, dbname)
     try:
@@ -45,7 +56,9 @@ def run_amcheck(dsn: str, dbname: str, secrets: list[str] = (), timeout: float =
             had_extension = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone() is not None
             tables, indexes = conn.execute(COUNT_SQL).fetchone()
         try:
-            proc = subprocess.run([pg_bin_for("pg_amcheck", server_major), *AMCHECK_ARGS], env=pg_env(dsn, dbname=dbname),
+            argv = [pg_bin_for("pg_amcheck", server_major), *AMCHECK_ARGS,
+                    f"--jobs={jobs or amcheck_jobs(os.cpu_count())}"]
+            proc = subprocess.run(argv, env=pg_env(dsn, dbname=dbname),
                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                                   preexec_fn=die_with_parent)
         finally:
