@@ -170,9 +170,6 @@ class BotHealth:
 
     def problems(self) -> list[str]:
         found = []
-        stopping = getattr(self.services, "stopping", None)
-        if stopping is not None and stopping.is_set():
-            found.append("the bot is stopping (it takes no commands; running jobs are finishing)")
         if self.connection is not None:
             down = self.connection.problem()
             if down:
@@ -184,4 +181,9 @@ class BotHealth:
             found.append("the scheduler is not running")
         if self.slack_status is not None and not self.slack_status.ok:
             found.append(f"the last Slack call failed ({self.slack_status.error})")
+        # read last: a stop sets `stopping` before it shuts the scheduler down, so a check that saw the
+        # scheduler stopped by a stop also sees the stop, and says why
+        stopping = getattr(self.services, "stopping", None)
+        if stopping is not None and stopping.is_set():
+            found.insert(0, "the bot is stopping (it takes no commands; running jobs are finishing)")
         return found
