@@ -41,16 +41,22 @@ class KeepRequest:
     permission = OPERATOR
 
 
-def parse_keep(text: str, services: Services) -> KeepRequest:
-    args = parse_args(text, {"--reason": "rest"}, USAGE)
+def _number_and_reason(text: str, usage: str, what: str, why: str) -> tuple[int, str]:
+    """`ID --reason TEXT`, both required: the reason is the record of the decision."""
+    args = parse_args(text, {"--reason": "rest"}, usage)
     if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
-        raise UsageError(f"name one backup by its number\n{USAGE}")
+        raise UsageError(f"name one {what} by its number\n{usage}")
     reason = str(args.flags.get("--reason") or "").strip()
     if not reason:
-        raise UsageError(f"a legal hold needs --reason: it is the record of why the ceiling was passed\n{USAGE}")
+        raise UsageError(f"{why}\n{usage}")
     if len(reason) > MAX_REASON:
         raise UsageError(f"--reason is at most {MAX_REASON} characters")
-    return KeepRequest(int(args.words[0].lstrip("#")), reason)
+    return int(args.words[0].lstrip("#")), reason
+
+
+def parse_keep(text: str, services: Services) -> KeepRequest:
+    return KeepRequest(*_number_and_reason(text, USAGE, "backup", "a legal hold needs --reason: it is the record "
+                                           "of why the ceiling was passed"))
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,8 @@ class ReleaseRequest:
 
 
 def parse_release(text: str, services: Services) -> ReleaseRequest:
-    args = parse_args(text, {"--reason": "rest"}, RELEASE_USAGE)
-    if len(args.words) != 1 or not args.words[0].lstrip("#").isdigit():
-        raise UsageError(f"name one legal hold by its number (`/backup list` shows them)\n{RELEASE_USAGE}")
-    reason = str(args.flags.get("--reason") or "").strip()
-    if not reason:
-        raise UsageError(f"releasing a legal hold needs --reason: it is the record of why it ended\n{RELEASE_USAGE}")
-    if len(reason) > MAX_REASON:
-        raise UsageError(f"--reason is at most {MAX_REASON} characters")
-    return ReleaseRequest(int(args.words[0].lstrip("#")), reason)
+    return ReleaseRequest(*_number_and_reason(text, RELEASE_USAGE, "legal hold (`/backup list` shows them)",
+                                              "releasing a legal hold needs --reason: it is the record of why it ended"))
 
 
 @dataclass(frozen=True)
